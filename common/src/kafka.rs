@@ -1,0 +1,175 @@
+//! Kafka client settings and the helpers both binaries use around librdkafka.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use serde::Deserialize;
+
+/// How to reach Kafka. `properties` passes any librdkafka property through unchanged (TLS,
+/// SASL, tuning); kev's own settings are applied first, so a property given here wins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`. Default: `localhost:9092`.
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap_servers: String,
+    /// Extra librdkafka properties, such as `security.protocol` or `sasl.mechanism`.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_bootstrap() -> String {
+    "localhost:9092".into()
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: default_bootstrap(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// A client config with the bootstrap servers and the pass-through properties.
+    pub fn client_config(&self, base: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in base {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Java's and librdkafka's `murmur2` partitioner: the partition a key lands in. kev computes it
+/// to find its own cluster's partition when it rebuilds state from the raw topic.
+pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) as i32) % partitions.max(1)
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), as `org.apache.kafka.common.utils.Utils.murmur2`.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= (rest[2] as u32) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= (rest[1] as u32) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= rest[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// Creates `topic` if it is missing. An existing topic is left as it is, whatever its layout.
+pub async fn ensure_topic(
+    settings: &KafkaSettings,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = settings.client_config(&[]).create()?;
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics([&new], &opts).await? {
+        match result {
+            Ok(_) => tracing::info!(topic, partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(KafkaError::AdminOp(code))
+                    .inspect_err(|_| tracing::error!(topic = t, ?code, "cannot create topic"))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The number of partitions of `topic`, from the broker's metadata.
+pub fn partition_count(
+    settings: &KafkaSettings,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, KafkaError> {
+    let consumer: BaseConsumer = settings.client_config(&[]).create()?;
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ))?;
+    if let Some(err) = t.error() {
+        return Err(KafkaError::MetadataFetch(err.into()));
+    }
+    match t.partitions().len() as i32 {
+        0 => Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        )),
+        n => Ok(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Vectors from Kafka's own `UtilsTest.testMurmur2`.
+    #[test]
+    fn murmur2_matches_kafka() {
+        let cases: [(&str, i32); 6] = [
+            ("21", -973_932_308),
+            ("foobar", -790_332_482),
+            ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            ("abc", 479_470_107),
+        ];
+        for (s, want) in cases {
+            assert_eq!(murmur2(s.as_bytes()) as i32, want, "{s}");
+        }
+    }
+
+    #[test]
+    fn partition_is_in_range() {
+        for n in 1..8 {
+            for key in ["a", "cluster-1", "prod-eu-west-1"] {
+                assert!((0..n).contains(&partition_for_key(key.as_bytes(), n)));
+            }
+        }
+    }
+}

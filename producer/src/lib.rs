@@ -1,0 +1,18 @@
+//! `kev-producer`: publishes every new Kubernetes Event and every update of one to the raw topic,
+//! exactly once across restarts, relists, 410 Gone, disconnects and leader handover.
+//!
+//! The pieces: a source (`watch` for a live cluster, `source::replay` for a dump) feeds a
+//! `session`, which asks the pure `dedup` state what to publish and hands records to Kafka. The
+//! state is rebuilt from the raw topic by `recover` at the start of every session, and `leader`
+//! makes sure only one replica runs sessions at a time.
+
+pub mod config;
+pub mod dedup;
+pub mod dump;
+pub mod readback;
+pub mod recover;
+pub mod run;
+pub mod session;
+pub mod source;
+
+pub use config::ProducerConfig;

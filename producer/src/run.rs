@@ -1,0 +1,195 @@
+//! Runs sessions one after another until done: the retry loop around `session::run`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kev_common::telemetry::Health;
+use kev_schemas::Codec;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ProducerConfig;
+use crate::recover;
+use crate::session::{self, SessionContext, SessionEnd, SessionStats};
+use crate::source::{self, ClockKind, SourceEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("Kafka client: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("schema registry client: {0}")]
+    Codec(#[from] kev_schemas::CodecError),
+    #[error(transparent)]
+    Dump(#[from] crate::dump::DumpError),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// The idempotent producer kev publishes with. kev's settings come first; `kafka.properties`
+/// can override any of them.
+pub fn kafka_producer(cfg: &ProducerConfig) -> Result<FutureProducer, KafkaError> {
+    cfg.kafka
+        .client_config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.type", "lz4"),
+            // Java's default partitioner, so Java and Flink consumers co-partition with kev.
+            ("partitioner", "murmur2_random"),
+            ("linger.ms", "10"),
+            // Never give up on a record: while Kafka is down, records wait (bounded by
+            // buffer.max_in_flight) instead of being dropped.
+            ("message.timeout.ms", "0"),
+            ("queue.buffering.max.messages", "200000"),
+        ])
+        .create()
+}
+
+/// Builds the registry codec from the configuration.
+pub fn codec(cfg: &ProducerConfig) -> Result<Arc<Codec>, RunError> {
+    let auth = cfg
+        .registry_auth()
+        .map_err(|e| RunError::Config(format!("registry.password_file: {e}")))?;
+    Ok(Arc::new(Codec::new(
+        &cfg.registry.url,
+        &auth,
+        Duration::from_millis(cfg.registry.timeout_ms),
+    )?))
+}
+
+/// Creates the raw topic when configured to and it is missing.
+pub async fn prepare_topic(cfg: &ProducerConfig) -> Result<(), KafkaError> {
+    if cfg.topic.create {
+        kev_common::kafka::ensure_topic(
+            &cfg.kafka,
+            &cfg.topic.name,
+            cfg.topic.partitions,
+            cfg.topic.replication,
+            &[],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs sessions fed by `start_source` until one ends without error, or `stop` is cancelled.
+/// Every session rebuilds the de-duplication state from Kafka first.
+pub async fn run_sessions<F>(
+    cfg: &ProducerConfig,
+    codec: Arc<Codec>,
+    health: Arc<Health>,
+    clock: ClockKind,
+    source_label: String,
+    stop: CancellationToken,
+    mut start_source: F,
+) -> Result<SessionStats, RunError>
+where
+    F: FnMut(CancellationToken) -> Result<mpsc::Receiver<SourceEvent>, RunError>,
+{
+    let ctx = SessionContext {
+        topic: cfg.topic.name.clone(),
+        cluster: cfg.cluster_id.clone(),
+        producer_id: cfg.producer_id.clone(),
+        source_label,
+        clock,
+        heartbeat_interval: cfg.heartbeat_interval(),
+        max_in_flight: cfg.buffer.max_in_flight.max(1),
+        codec: codec.clone(),
+        health: health.clone(),
+    };
+    let mut total = SessionStats::default();
+    let mut backoff = Duration::from_millis(200);
+    while !stop.is_cancelled() {
+        health.set_ready(false, "rebuilding state from the raw topic");
+        let recovered = match recover::rebuild(&cfg.kafka, &cfg.topic.name, &cfg.cluster_id, &codec)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                metrics::counter!("kev_producer_session_restarts_total", "reason" => "recovery")
+                    .increment(1);
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot rebuild state from Kafka yet");
+                health.set_ready(false, format!("recovery: {e}"));
+                if sleep_or_stop(backoff, &stop).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        let producer = kafka_producer(cfg)?;
+        let source_stop = stop.child_token();
+        let rx = start_source(source_stop.clone())?;
+        let (result, stats) =
+            session::run(&ctx, &producer, recovered.state, rx, stop.clone()).await;
+        source_stop.cancel();
+        add(&mut total, stats);
+        match result {
+            Ok(end) => {
+                let _ = producer.flush(Duration::from_secs(30));
+                tracing::info!(?end, ?stats, "session ended");
+                if end == SessionEnd::SourceFinished || end == SessionEnd::Stopped {
+                    return Ok(total);
+                }
+            }
+            Err(e) => {
+                metrics::counter!("kev_producer_session_restarts_total", "reason" => "delivery")
+                    .increment(1);
+                tracing::warn!(error = %e, ?stats, retry_in = ?backoff, "session failed; restarting from the raw topic");
+                health.set_ready(false, format!("session failed: {e}"));
+                drop(producer);
+                if sleep_or_stop(backoff, &stop).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Replays dump files through sessions until every object is published.
+pub async fn replay(
+    cfg: &ProducerConfig,
+    files: Vec<PathBuf>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> Result<SessionStats, RunError> {
+    let codec = codec(cfg)?;
+    prepare_topic(cfg).await?;
+    let label = format!(
+        "replay:{}",
+        files
+            .iter()
+            .map(|f| f.file_name().unwrap_or_default().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let (speed, gap) = (
+        cfg.source.speed,
+        Duration::from_millis(cfg.source.max_gap_ms),
+    );
+    run_sessions(cfg, codec, health, ClockKind::EventTime, label, stop, |s| {
+        Ok(source::replay(files.clone(), speed, gap, s)?)
+    })
+    .await
+}
+
+fn add(total: &mut SessionStats, s: SessionStats) {
+    total.observed += s.observed;
+    total.published += s.published;
+    total.duplicates += s.duplicates;
+    total.stale += s.stale;
+    total.invalid += s.invalid;
+    total.heartbeats += s.heartbeats;
+}
+
+/// Sleeps, or returns true at once when `stop` is cancelled.
+pub async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.cancelled() => true,
+    }
+}
