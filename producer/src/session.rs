@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::FuturesUnordered;
+use futures::stream::FuturesOrdered;
 use futures::{Future, StreamExt};
 use kev_common::telemetry::Health;
 use kev_schemas::{
@@ -73,7 +73,7 @@ type Ack = (
         futures::channel::oneshot::Canceled,
     >,
 );
-type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = Ack> + Send>>>;
+type InFlight = FuturesOrdered<Pin<Box<dyn Future<Output = Ack> + Send + Sync>>>;
 
 struct Session<'a> {
     ctx: &'a SessionContext,
@@ -99,7 +99,7 @@ pub async fn run(
         ctx,
         producer,
         state,
-        in_flight: FuturesUnordered::new(),
+        in_flight: FuturesOrdered::new(),
         listing: None,
         position: None,
         event_time_high: None,
@@ -346,7 +346,7 @@ impl Session<'_> {
                 Ok(delivery) => {
                     let sent = Instant::now();
                     self.in_flight
-                        .push(Box::pin(async move { (id, sent, delivery.await) }));
+                        .push_back(Box::pin(async move { (id, sent, delivery.await) }));
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

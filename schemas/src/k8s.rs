@@ -431,6 +431,27 @@ fn write_series(s: &EventSeries) -> Value {
     Value::Object(m.0)
 }
 
+/// Equality of two Kubernetes objects as the API server means it: a null field equals an absent
+/// one, and two timestamps are equal when they name the same instant (`...:05Z` and
+/// `...:05.000000Z`).
+pub fn same_object(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => x.keys().chain(y.keys()).all(|k| {
+            same_object(
+                x.get(k).unwrap_or(&Value::Null),
+                y.get(k).unwrap_or(&Value::Null),
+            )
+        }),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_object(a, b))
+        }
+        (Value::String(x), Value::String(y)) if x != y => {
+            matches!((parse_micros(x), parse_micros(y)), (Some(p), Some(q)) if p == q)
+        }
+        _ => a == b,
+    }
+}
+
 /// Merges `extra` into `target`: objects recursively, anything else replaces.
 fn merge(target: &mut Map<String, Value>, extra: Value) {
     let Value::Object(extra) = extra else { return };

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use apache_avro::schema_compatibility::SchemaCompatibility;
 use apache_avro::Schema;
 use kev_schemas::codec::{decode_body, encode_body, split_wire_format, CodecError};
+use kev_schemas::k8s::same_object;
 use kev_schemas::schema::{RAW_RECORD, RAW_SCHEMA};
-use kev_schemas::time::parse_micros;
 use kev_schemas::{EventObject, EventObservation, Heartbeat, RawRecord, WatchVerb};
 use serde_json::Value;
 
@@ -31,28 +31,6 @@ fn real_events() -> Vec<(String, Value)> {
         }
     }
     out
-}
-
-/// Equality as the API server means it: null equals absent, timestamps equal by instant.
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: std::collections::BTreeSet<_> = x.keys().chain(y.keys()).collect();
-            keys.into_iter().all(|k| {
-                same(
-                    x.get(k).unwrap_or(&Value::Null),
-                    y.get(k).unwrap_or(&Value::Null),
-                )
-            })
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
-        }
-        (Value::String(x), Value::String(y)) if x != y => {
-            matches!((parse_micros(x), parse_micros(y)), (Some(p), Some(q)) if p == q)
-        }
-        _ => a == b,
-    }
 }
 
 #[test]
@@ -78,7 +56,7 @@ fn every_real_event_round_trips_field_by_field() {
         let decoded: RawRecord = decode_body(&RAW_SCHEMA, &RAW_SCHEMA, &bytes).unwrap();
         assert_eq!(decoded, record, "{file}");
         let back = decoded.event.unwrap().object().unwrap().to_json();
-        assert!(same(&back, &source), "{file}: {back}\n!=\n{source}");
+        assert!(same_object(&back, &source), "{file}: {back}\n!=\n{source}");
     }
     println!("round-tripped {core} core/v1 and {v1} events.k8s.io/v1 events");
     assert!(core > 13_000 && v1 == 9, "core {core}, v1 {v1}");

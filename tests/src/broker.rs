@@ -1,0 +1,152 @@
+//! A real Kafka-protocol broker process: tansu, started and killed by the tests.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kev_common::kafka::KafkaSettings;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// Where tansu is: `$KEV_TANSU`, else the cache `.ci/run` installs into, else `PATH`.
+pub fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("KEV_TANSU") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cached = PathBuf::from(home).join(".cache/kev/tansu-0.6.0/bin/tansu");
+    if cached.exists() {
+        return cached;
+    }
+    PathBuf::from("tansu")
+}
+
+/// How the broker stores data.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// Fast; lost when the broker process dies.
+    Memory,
+    /// Survives a SIGKILL of the broker; about ten times slower.
+    Sqlite(PathBuf),
+}
+
+/// A tansu broker process bound to 127.0.0.1. Killed on drop.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    storage: Storage,
+    log: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    pub fn start(storage: Storage, log_dir: &Path) -> Broker {
+        let mut b = Broker {
+            child: None,
+            port: free_port(),
+            storage,
+            log: log_dir.join("tansu.log"),
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let engine = match &self.storage {
+            Storage::Memory => "memory://tansu/".to_string(),
+            // tansu resolves the path against its working directory, so give it a name there.
+            Storage::Sqlite(p) => format!("sqlite://{}", p.file_name().unwrap().to_string_lossy()),
+        };
+        let cwd = match &self.storage {
+            Storage::Sqlite(p) => p.parent().unwrap().to_path_buf(),
+            Storage::Memory => self.log.parent().unwrap().to_path_buf(),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(tansu_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                &engine,
+            ])
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start tansu ({}): {e}; run .ci/run or set KEV_TANSU",
+                    tansu_binary().display()
+                )
+            });
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let settings = self.settings();
+        loop {
+            let consumer: BaseConsumer = settings.client_config(&[]).create().unwrap();
+            if consumer
+                .fetch_metadata(None, Duration::from_secs(2))
+                .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not answer within 60s; see {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn settings(&self) -> KafkaSettings {
+        KafkaSettings {
+            bootstrap_servers: self.bootstrap(),
+            properties: Default::default(),
+        }
+    }
+
+    /// SIGKILL, as a crashed node.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

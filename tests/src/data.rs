@@ -1,0 +1,38 @@
+//! The real events of `tests/data/k8s-events`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+pub fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/k8s-events")
+}
+
+/// The dump files, sorted by name.
+pub fn files() -> Vec<PathBuf> {
+    let mut f: Vec<PathBuf> = std::fs::read_dir(dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".jsonl.gz"))
+        .collect();
+    f.sort();
+    f
+}
+
+/// Every object of one dump file.
+pub fn objects(file: &str) -> Vec<Value> {
+    let f = std::fs::File::open(dir().join(file)).unwrap();
+    BufReader::new(flate2::read::GzDecoder::new(f))
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
+}
+
+/// Every object of every dump file.
+pub fn all_objects() -> Vec<Value> {
+    files()
+        .iter()
+        .flat_map(|f| objects(&f.file_name().unwrap().to_string_lossy()))
+        .collect()
+}

@@ -1,0 +1,16 @@
+//! Test harness: a tansu broker process, the registry test double, the kev binaries, the real
+//! event data. Shared by every end-to-end test in `tests/tests`.
+
+pub mod broker;
+pub mod data;
+pub mod procs;
+
+/// Logs for tests, filtered by `RUST_LOG` (default warnings only).
+pub fn init_logs() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
