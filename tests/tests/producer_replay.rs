@@ -27,10 +27,12 @@ async fn registry(cancel: &CancellationToken) -> DevRegistry {
 }
 
 fn config(broker: &Broker, registry: &DevRegistry, cluster: &str) -> ProducerConfig {
-    let mut cfg = ProducerConfig::default();
-    cfg.kafka = broker.settings();
+    let mut cfg = ProducerConfig {
+        kafka: broker.settings(),
+        cluster_id: cluster.into(),
+        ..Default::default()
+    };
     cfg.registry.url = registry.url.clone();
-    cfg.cluster_id = cluster.into();
     cfg.topic.partitions = 3;
     cfg
 }
