@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing kev needs beyond the Rust toolchain, once:
+# cmake and a C++ compiler (rdkafka builds librdkafka from source), and a pinned tansu broker
+# for the end-to-end tests (a Kafka-protocol broker in Rust, built with cargo and cached).
+set -euo pipefail
+
+TANSU_VERSION=0.6.0
+CACHE="${KEV_CACHE:-$HOME/.cache/kev}"
+TANSU="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
+
+need_apt=()
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]} (Debian packages)" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "--with-tansu" ] && [ ! -x "$TANSU" ]; then
+  echo "building tansu $TANSU_VERSION into $CACHE (once; about 10-17 minutes on 2 cores)" >&2
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+    --root "$CACHE/tansu-$TANSU_VERSION"
+fi
