@@ -15,10 +15,7 @@ pub enum ConfigError {
 
 /// Loads `T` from its serde defaults, an optional file (TOML, YAML or JSON by extension), the
 /// environment (`KEV_KAFKA__BOOTSTRAP_SERVERS=...`) and `key=value` overrides, later winning.
-pub fn load<T: DeserializeOwned>(
-    file: Option<&Path>,
-    overrides: &[String],
-) -> Result<T, ConfigError> {
+pub fn load<T: DeserializeOwned>(file: Option<&Path>, overrides: &[String]) -> Result<T, ConfigError> {
     load_with_env(file, overrides, config::Environment::with_prefix("KEV"))
 }
 
@@ -40,9 +37,7 @@ fn load_with_env<T: DeserializeOwned>(
             .with_list_parse_key("source.files"),
     );
     for o in overrides {
-        let (k, v) = o
-            .split_once('=')
-            .ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
+        let (k, v) = o.split_once('=').ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
         builder = builder.set_override(k.trim(), v.trim())?;
     }
     Ok(builder.build()?.try_deserialize()?)
@@ -79,16 +74,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kev-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("kev.toml");
-        std::fs::write(
-            &file,
-            "topic = \"from-file\"\n[kafka]\nbootstrap_servers = \"file:9092\"\nlinger_ms = 1\n",
-        )
-        .unwrap();
-        let env: HashMap<String, String> = [
-            ("KEV_KAFKA__LINGER_MS".to_string(), "7".to_string()),
-            ("KEV_TOPIC".to_string(), "from-env".to_string()),
-        ]
-        .into();
+        std::fs::write(&file, "topic = \"from-file\"\n[kafka]\nbootstrap_servers = \"file:9092\"\nlinger_ms = 1\n")
+            .unwrap();
+        let env: HashMap<String, String> =
+            [("KEV_KAFKA__LINGER_MS".to_string(), "7".to_string()), ("KEV_TOPIC".to_string(), "from-env".to_string())]
+                .into();
         let env = config::Environment::with_prefix("KEV").source(Some(env));
         let s: Sample = load_with_env(Some(&file), &["topic=from-flag".into()], env).unwrap();
         assert_eq!(s.kafka.bootstrap_servers, "file:9092");
@@ -102,9 +92,6 @@ mod tests {
         let err = load_with_env::<Sample>(None, &["kafka.bootstrap=x".into()], env).unwrap_err();
         assert!(err.to_string().contains("bootstrap"), "{err}");
         let env = config::Environment::with_prefix("KEV").source(Some(HashMap::new()));
-        assert!(matches!(
-            load_with_env::<Sample>(None, &["novalue".into()], env),
-            Err(ConfigError::BadOverride(_))
-        ));
+        assert!(matches!(load_with_env::<Sample>(None, &["novalue".into()], env), Err(ConfigError::BadOverride(_))));
     }
 }

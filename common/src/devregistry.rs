@@ -45,25 +45,16 @@ impl DevRegistry {
     pub async fn start(addr: SocketAddr, cancel: CancellationToken) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let reg = DevRegistry {
-            store: Arc::default(),
-            unavailable: Arc::default(),
-            url,
-        };
+        let reg = DevRegistry { store: Arc::default(), unavailable: Arc::default(), url };
         let app = Router::new()
             .route("/subjects", get(list_subjects))
             .route("/subjects/{subject}", post(lookup))
-            .route(
-                "/subjects/{subject}/versions",
-                post(register).get(list_versions),
-            )
+            .route("/subjects/{subject}/versions", post(register).get(list_versions))
             .route("/subjects/{subject}/versions/{version}", get(get_version))
             .route("/schemas/ids/{id}", get(get_by_id))
             .with_state(reg.clone());
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(cancel.cancelled_owned())
-                .await;
+            let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
         });
         Ok(reg)
     }
@@ -100,19 +91,11 @@ impl DevRegistry {
 }
 
 fn error(status: StatusCode, code: u32, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error_code": code, "message": message})),
-    )
-        .into_response()
+    (status, Json(json!({"error_code": code, "message": message}))).into_response()
 }
 
 fn unavailable() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        50301,
-        "registry unavailable (test switch)",
-    )
+    error(StatusCode::SERVICE_UNAVAILABLE, 50301, "registry unavailable (test switch)")
 }
 
 fn not_found(what: &str) -> Response {
@@ -126,11 +109,7 @@ fn not_found(what: &str) -> Response {
     error(StatusCode::NOT_FOUND, code, &format!("{what} not found"))
 }
 
-async fn register(
-    State(reg): State<DevRegistry>,
-    Path(subject): Path<String>,
-    Json(body): Json<Register>,
-) -> Response {
+async fn register(State(reg): State<DevRegistry>, Path(subject): Path<String>, Json(body): Json<Register>) -> Response {
     if reg.store().is_none() {
         return unavailable();
     }
@@ -138,25 +117,16 @@ async fn register(
     Json(json!({ "id": id })).into_response()
 }
 
-async fn lookup(
-    State(reg): State<DevRegistry>,
-    Path(subject): Path<String>,
-    Json(body): Json<Register>,
-) -> Response {
+async fn lookup(State(reg): State<DevRegistry>, Path(subject): Path<String>, Json(body): Json<Register>) -> Response {
     let Some(s) = reg.store() else {
         return unavailable();
     };
     let Some(versions) = s.subjects.get(&subject) else {
         return not_found("subject");
     };
-    match versions
-        .iter()
-        .position(|id| s.schemas[*id as usize - 1] == body.schema)
-    {
-        Some(i) => Json(
-            json!({"subject": subject, "version": i + 1, "id": versions[i], "schema": body.schema}),
-        )
-        .into_response(),
+    match versions.iter().position(|id| s.schemas[*id as usize - 1] == body.schema) {
+        Some(i) => Json(json!({"subject": subject, "version": i + 1, "id": versions[i], "schema": body.schema}))
+            .into_response(),
         None => not_found("schema"),
     }
 }
@@ -178,10 +148,7 @@ async fn list_versions(State(reg): State<DevRegistry>, Path(subject): Path<Strin
     }
 }
 
-async fn get_version(
-    State(reg): State<DevRegistry>,
-    Path((subject, version)): Path<(String, String)>,
-) -> Response {
+async fn get_version(State(reg): State<DevRegistry>, Path((subject, version)): Path<(String, String)>) -> Response {
     let Some(s) = reg.store() else {
         return unavailable();
     };
@@ -190,11 +157,7 @@ async fn get_version(
     };
     let index = match version.as_str() {
         "latest" => versions.len().checked_sub(1),
-        v => v
-            .parse::<usize>()
-            .ok()
-            .and_then(|v| v.checked_sub(1))
-            .filter(|i| *i < versions.len()),
+        v => v.parse::<usize>().ok().and_then(|v| v.checked_sub(1)).filter(|i| *i < versions.len()),
     };
     let Some(i) = index else {
         return not_found("version");

@@ -29,10 +29,7 @@ fn default_bootstrap() -> String {
 
 impl Default for KafkaSettings {
     fn default() -> Self {
-        Self {
-            bootstrap_servers: default_bootstrap(),
-            properties: BTreeMap::new(),
-        }
+        Self { bootstrap_servers: default_bootstrap(), properties: BTreeMap::new() }
     }
 }
 
@@ -116,27 +113,19 @@ pub async fn ensure_topic(
 }
 
 /// The number of partitions of `topic`, from the broker's metadata.
-pub fn partition_count(
-    settings: &KafkaSettings,
-    topic: &str,
-    timeout: Duration,
-) -> Result<i32, KafkaError> {
+pub fn partition_count(settings: &KafkaSettings, topic: &str, timeout: Duration) -> Result<i32, KafkaError> {
     let consumer: BaseConsumer = settings.client_config(&[]).create()?;
     let md = consumer.fetch_metadata(Some(topic), timeout)?;
     let t = md
         .topics()
         .iter()
         .find(|t| t.name() == topic)
-        .ok_or(KafkaError::MetadataFetch(
-            RDKafkaErrorCode::UnknownTopicOrPartition,
-        ))?;
+        .ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition))?;
     if let Some(err) = t.error() {
         return Err(KafkaError::MetadataFetch(err.into()));
     }
     match t.partitions().len() as i32 {
-        0 => Err(KafkaError::MetadataFetch(
-            RDKafkaErrorCode::UnknownTopicOrPartition,
-        )),
+        0 => Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition)),
         n => Ok(n),
     }
 }
@@ -153,10 +142,7 @@ mod tests {
             ("foobar", -790_332_482),
             ("a-little-bit-long-string", -985_981_536),
             ("a-little-bit-longer-string", -1_486_304_829),
-            (
-                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58_897_971,
-            ),
+            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
             ("abc", 479_470_107),
         ];
         for (s, want) in cases {

@@ -17,14 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
@@ -54,10 +48,7 @@ pub struct Health {
 
 impl Health {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            ready: AtomicBool::new(false),
-            reason: Mutex::new("starting".into()),
-        })
+        Arc::new(Self { ready: AtomicBool::new(false), reason: Mutex::new("starting".into()) })
     }
 
     pub fn set_ready(&self, ready: bool, reason: impl Into<String>) {
@@ -75,10 +66,7 @@ impl Health {
     }
 
     pub fn reason(&self) -> String {
-        self.reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -90,11 +78,7 @@ struct AppState {
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until `cancel`. Returns the bound
 /// address (port 0 picks a free one).
-pub async fn serve(
-    addr: SocketAddr,
-    health: Arc<Health>,
-    cancel: CancellationToken,
-) -> std::io::Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr, health: Arc<Health>, cancel: CancellationToken) -> std::io::Result<SocketAddr> {
     let metrics = metrics_handle();
     let upkeep = metrics.clone();
     let upkeep_cancel = cancel.clone();
@@ -108,19 +92,12 @@ pub async fn serve(
         }
     });
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(s): State<AppState>| async move { s.metrics.render() }),
-        )
+        .route("/metrics", get(|State(s): State<AppState>| async move { s.metrics.render() }))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(|State(s): State<AppState>| async move {
-                let status = if s.health.is_ready() {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
+                let status = if s.health.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 (status, s.health.reason())
             }),
         )
@@ -128,9 +105,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await;
+        let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
     });
     Ok(bound)
 }

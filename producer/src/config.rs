@@ -158,9 +158,7 @@ fn default_cluster() -> String {
     "default".into()
 }
 fn default_producer_id() -> String {
-    std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "kev-producer".into())
+    std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "kev-producer".into())
 }
 fn default_heartbeat_ms() -> u64 {
     10_000
@@ -239,10 +237,7 @@ impl ProducerConfig {
     }
 
     pub fn lease_name(&self) -> String {
-        self.leader_election
-            .lease_name
-            .clone()
-            .unwrap_or_else(|| format!("kev-producer-{}", self.cluster_id))
+        self.leader_election.lease_name.clone().unwrap_or_else(|| format!("kev-producer-{}", self.cluster_id))
     }
 
     /// Checks what serde cannot: relations between fields.
@@ -255,10 +250,7 @@ impl ProducerConfig {
             ));
         }
         if !["auto", "events.k8s.io/v1", "v1"].contains(&self.source.api.as_str()) {
-            return Err(format!(
-                "source.api is {:?}: expected auto, events.k8s.io/v1 or v1",
-                self.source.api
-            ));
+            return Err(format!("source.api is {:?}: expected auto, events.k8s.io/v1 or v1", self.source.api));
         }
         if self.cluster_id.is_empty() {
             return Err("cluster_id is empty".into());
@@ -276,9 +268,6 @@ impl ProducerConfig {
             Some(f) => Some(std::fs::read_to_string(f)?.trim_end().to_string()),
             None => r.password.clone(),
         };
-        Ok(kev_schemas::codec::RegistryAuth {
-            basic: r.username.clone().map(|u| (u, password)),
-            bearer: None,
-        })
+        Ok(kev_schemas::codec::RegistryAuth { basic: r.username.clone().map(|u| (u, password)), bearer: None })
     }
 }

@@ -11,6 +11,8 @@ use kev_schemas::WatchVerb;
 /// What was last published for one Event uid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
+    /// Namespace of the Event object, so that a relist of one namespace forgets only its own.
+    namespace: Option<String>,
     resource_version: String,
     count: i64,
     /// Offset of the record in the raw partition, once Kafka acknowledged it.
@@ -21,10 +23,7 @@ struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Publish it: new, changed or deleted, with the occurrences it adds.
-    Publish {
-        verb: WatchVerb,
-        new_occurrences: i64,
-    },
+    Publish { verb: WatchVerb, new_occurrences: i64 },
     /// This (uid, resourceVersion) was published already (a relist, a re-watch, a restart).
     Duplicate,
     /// Older than what was published (a stale cache answered a LIST); publishing it would go
@@ -62,10 +61,7 @@ fn is_older(candidate: &str, published: &str) -> bool {
 impl DedupState {
     /// An empty state whose records will land at `next_offset` or later.
     pub fn new(next_offset: i64) -> Self {
-        Self {
-            entries: HashMap::new(),
-            next_offset,
-        }
+        Self { entries: HashMap::new(), next_offset }
     }
 
     pub fn len(&self) -> usize {
@@ -83,37 +79,35 @@ impl DedupState {
             Some(e) if e.resource_version == resource_version => Decision::Duplicate,
             Some(e) if is_older(resource_version, &e.resource_version) => Decision::Stale,
             Some(e) => Decision::Publish {
-                verb: if deleted {
-                    WatchVerb::Deleted
-                } else {
-                    WatchVerb::Modified
-                },
+                verb: if deleted { WatchVerb::Deleted } else { WatchVerb::Modified },
                 new_occurrences: (count - e.count).max(0),
             },
             None => Decision::Publish {
-                verb: if deleted {
-                    WatchVerb::Deleted
-                } else {
-                    WatchVerb::Added
-                },
+                verb: if deleted { WatchVerb::Deleted } else { WatchVerb::Added },
                 new_occurrences: count,
             },
         }
     }
 
     /// Records that an observation was handed to Kafka (not yet acknowledged).
-    pub fn published(&mut self, uid: &str, resource_version: &str, count: i64, verb: WatchVerb) {
+    pub fn published(
+        &mut self,
+        uid: &str,
+        namespace: Option<&str>,
+        resource_version: &str,
+        count: i64,
+        verb: WatchVerb,
+    ) {
         if verb == WatchVerb::Deleted {
             self.entries.remove(uid);
         } else {
-            self.entries.insert(
-                uid.to_string(),
-                Entry {
-                    resource_version: resource_version.to_string(),
-                    count,
-                    offset: None,
-                },
-            );
+            let entry = Entry {
+                namespace: namespace.map(str::to_string),
+                resource_version: resource_version.to_string(),
+                count,
+                offset: None,
+            };
+            self.entries.insert(uid.to_string(), entry);
         }
     }
 
@@ -131,22 +125,26 @@ impl DedupState {
     pub fn replay(
         &mut self,
         uid: &str,
+        namespace: Option<&str>,
         resource_version: &str,
         count: i64,
         verb: WatchVerb,
         offset: i64,
     ) {
-        self.published(uid, resource_version, count, verb);
+        self.published(uid, namespace, resource_version, count, verb);
         self.acknowledged(uid, resource_version, offset);
     }
 
-    /// After a complete LIST: forgets the uids the API server no longer has (deleted while kev
-    /// was not watching), so the state does not grow without bound. Records not yet
-    /// acknowledged are kept. Returns how many were forgotten.
-    pub fn retain_listed(&mut self, listed: &HashSet<String>) -> usize {
+    /// After a complete LIST of `scope` (one namespace, or all when `None`): forgets the uids
+    /// of that scope the API server no longer has (deleted while kev was not watching), so the
+    /// state does not grow without bound. Records not yet acknowledged are kept. Returns how
+    /// many were forgotten.
+    pub fn retain_listed(&mut self, scope: Option<&str>, listed: &HashSet<String>) -> usize {
         let before = self.entries.len();
-        self.entries
-            .retain(|uid, e| listed.contains(uid) || e.offset.is_none());
+        self.entries.retain(|uid, e| {
+            let in_scope = scope.is_none() || e.namespace.as_deref() == scope;
+            !in_scope || listed.contains(uid) || e.offset.is_none()
+        });
         before - self.entries.len()
     }
 
@@ -154,19 +152,12 @@ impl DedupState {
     /// acknowledged record still alive. Records not yet acknowledged land after every
     /// acknowledged one (one producer, one partition, in order), so they never lower it.
     pub fn recovery_offset(&self) -> i64 {
-        self.entries
-            .values()
-            .filter_map(|e| e.offset)
-            .min()
-            .unwrap_or(self.next_offset)
+        self.entries.values().filter_map(|e| e.offset).min().unwrap_or(self.next_offset)
     }
 
     /// Rough bytes held, for the state-size metric.
     pub fn approx_bytes(&self) -> usize {
-        self.entries
-            .iter()
-            .map(|(k, e)| k.len() + e.resource_version.len() + std::mem::size_of::<Entry>() + 48)
-            .sum()
+        self.entries.iter().map(|(k, e)| k.len() + e.resource_version.len() + std::mem::size_of::<Entry>() + 48).sum()
     }
 }
 
@@ -179,32 +170,14 @@ mod tests {
     fn counts_only_the_new_occurrences() {
         let mut s = DedupState::new(0);
         let d = s.decide("u", "10", 5, false);
-        assert_eq!(
-            d,
-            Decision::Publish {
-                verb: WatchVerb::Added,
-                new_occurrences: 5
-            }
-        );
-        s.published("u", "10", 5, WatchVerb::Added);
+        assert_eq!(d, Decision::Publish { verb: WatchVerb::Added, new_occurrences: 5 });
+        s.published("u", None, "10", 5, WatchVerb::Added);
         assert_eq!(s.decide("u", "10", 5, false), Decision::Duplicate);
-        assert_eq!(
-            s.decide("u", "14", 9, false),
-            Decision::Publish {
-                verb: WatchVerb::Modified,
-                new_occurrences: 4
-            }
-        );
+        assert_eq!(s.decide("u", "14", 9, false), Decision::Publish { verb: WatchVerb::Modified, new_occurrences: 4 });
         assert_eq!(s.decide("u", "9", 4, false), Decision::Stale);
-        s.published("u", "14", 9, WatchVerb::Modified);
-        assert_eq!(
-            s.decide("u", "15", 9, true),
-            Decision::Publish {
-                verb: WatchVerb::Deleted,
-                new_occurrences: 0
-            }
-        );
-        s.published("u", "15", 9, WatchVerb::Deleted);
+        s.published("u", None, "14", 9, WatchVerb::Modified);
+        assert_eq!(s.decide("u", "15", 9, true), Decision::Publish { verb: WatchVerb::Deleted, new_occurrences: 0 });
+        s.published("u", None, "15", 9, WatchVerb::Deleted);
         assert!(s.is_empty());
     }
 
@@ -212,21 +185,22 @@ mod tests {
     fn recovery_offset_is_the_oldest_live_acknowledged_record() {
         let mut s = DedupState::new(100);
         assert_eq!(s.recovery_offset(), 100);
-        s.replay("a", "1", 1, WatchVerb::Added, 100);
-        s.replay("b", "2", 1, WatchVerb::Added, 101);
-        s.published("c", "3", 1, WatchVerb::Added);
+        s.replay("a", Some("ns1"), "1", 1, WatchVerb::Added, 100);
+        s.replay("b", Some("ns1"), "2", 1, WatchVerb::Added, 101);
+        s.replay("d", Some("ns2"), "5", 1, WatchVerb::Added, 99);
+        s.published("c", Some("ns1"), "3", 1, WatchVerb::Added);
+        assert_eq!(s.recovery_offset(), 99);
+        let listed: HashSet<String> = ["d".to_string()].into();
+        assert_eq!(s.retain_listed(Some("ns2"), &listed), 0, "a list of ns2 leaves ns1 alone");
+        s.replay("d", Some("ns2"), "6", 1, WatchVerb::Deleted, 102);
         assert_eq!(s.recovery_offset(), 100);
-        s.replay("a", "4", 1, WatchVerb::Deleted, 102);
+        s.replay("a", Some("ns1"), "4", 1, WatchVerb::Deleted, 103);
         assert_eq!(s.recovery_offset(), 101);
         let listed: HashSet<String> = ["c".to_string()].into();
-        assert_eq!(
-            s.retain_listed(&listed),
-            1,
-            "b is gone from the API; c is pending and kept"
-        );
-        assert_eq!(s.recovery_offset(), 103);
-        s.acknowledged("c", "3", 103);
-        assert_eq!(s.recovery_offset(), 103);
+        assert_eq!(s.retain_listed(None, &listed), 1, "b is gone from the API; c is pending and kept");
+        assert_eq!(s.recovery_offset(), 104);
+        s.acknowledged("c", "3", 104);
+        assert_eq!(s.recovery_offset(), 104);
     }
 
     proptest! {
@@ -239,7 +213,7 @@ mod tests {
             for (uid, rv, count, deleted) in &ops {
                 let (uid, rv) = (format!("u{uid}"), rv.to_string());
                 if let Decision::Publish { verb, .. } = live.decide(&uid, &rv, *count, *deleted) {
-                    live.published(&uid, &rv, *count, verb);
+                    live.published(&uid, None, &rv, *count, verb);
                     let offset = log.len() as i64;
                     live.acknowledged(&uid, &rv, offset);
                     log.push((uid, rv, *count, verb));
@@ -248,7 +222,7 @@ mod tests {
             let start = live.recovery_offset() as usize;
             let mut rebuilt = DedupState::new(start as i64);
             for (offset, (uid, rv, count, verb)) in log.iter().enumerate().skip(start) {
-                rebuilt.replay(uid, rv, *count, *verb, offset as i64);
+                rebuilt.replay(uid, None, rv, *count, *verb, offset as i64);
             }
             for uid in 0..6 {
                 for rv in 1..40u64 {

@@ -11,10 +11,7 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path}: neither JSON, JSON Lines nor YAML: {reason}")]
     Format { path: String, reason: String },
 }
@@ -28,23 +25,15 @@ pub struct Dump {
 }
 
 pub fn read(path: &Path) -> Result<Dump, DumpError> {
-    let io = |source| DumpError::Io {
-        path: path.display().to_string(),
-        source,
-    };
+    let io = |source| DumpError::Io { path: path.display().to_string(), source };
     let mut bytes = std::fs::read(path).map_err(io)?;
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(io)?;
+        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut out).map_err(io)?;
         bytes = out;
     }
     let text = String::from_utf8_lossy(&bytes);
-    parse(&text).map_err(|reason| DumpError::Format {
-        path: path.display().to_string(),
-        reason,
-    })
+    parse(&text).map_err(|reason| DumpError::Format { path: path.display().to_string(), reason })
 }
 
 /// Parses dump text of any supported format.
@@ -111,9 +100,7 @@ pub fn sort_by_event_time(objects: &mut [Value]) {
 
 /// Event time of an object in microseconds, if it reads as an Event.
 pub fn event_time(v: &Value) -> Option<i64> {
-    EventObject::from_json(v.clone())
-        .ok()
-        .map(|o| kev_schemas::normalize::normalize(&o).event_time)
+    EventObject::from_json(v.clone()).ok().map(|o| kev_schemas::normalize::normalize(&o).event_time)
 }
 
 #[cfg(test)]
@@ -148,10 +135,7 @@ mod tests {
 
     #[test]
     fn sorts_in_event_time_order() {
-        let mut objs: Vec<Value> = [EVENT, EARLIER]
-            .iter()
-            .map(|s| serde_json::from_str(s).unwrap())
-            .collect();
+        let mut objs: Vec<Value> = [EVENT, EARLIER].iter().map(|s| serde_json::from_str(s).unwrap()).collect();
         sort_by_event_time(&mut objs);
         assert_eq!(objs[0]["metadata"]["uid"], "u2");
     }

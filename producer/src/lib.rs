@@ -9,10 +9,12 @@
 pub mod config;
 pub mod dedup;
 pub mod dump;
+pub mod leader;
 pub mod readback;
 pub mod recover;
 pub mod run;
 pub mod session;
 pub mod source;
+pub mod watch;
 
 pub use config::ProducerConfig;

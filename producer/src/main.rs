@@ -9,11 +9,7 @@ use kev_common::telemetry::{self, Health};
 use kev_producer::{readback, run, ProducerConfig};
 
 #[derive(Parser)]
-#[command(
-    name = "kev-producer",
-    version,
-    about = "Publishes Kubernetes Events to Kafka, exactly once"
-)]
+#[command(name = "kev-producer", version, about = "Publishes Kubernetes Events to Kafka, exactly once")]
 struct Cli {
     /// Configuration file (TOML, YAML or JSON). `KEV_*` variables and --set override it.
     #[arg(long, short, env = "KEV_CONFIG")]
@@ -31,6 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Watches the Events API of the cluster that the kubeconfig (or the in-cluster service
+    /// account) names, and publishes every new event and update.
+    Watch,
     /// Replays dump files (kubectl List JSON/YAML, JSON Lines, must-gather events.yaml, gzipped
     /// or not) in event-time order.
     Replay {
@@ -57,16 +56,12 @@ async fn main() -> anyhow::Result<()> {
     let mut _mock = None;
     if cli.embedded {
         let mock = rdkafka::mocking::MockCluster::new(1).context("starting the embedded Kafka")?;
-        mock.create_topic(&cfg.topic.name, cfg.topic.partitions, 1)
-            .context("creating the raw topic")?;
+        mock.create_topic(&cfg.topic.name, cfg.topic.partitions, 1).context("creating the raw topic")?;
         cfg.kafka.bootstrap_servers = mock.bootstrap_servers();
         // The mock cluster has no CreateTopics; the topic is made above.
         cfg.topic.create = false;
-        let registry = kev_common::devregistry::DevRegistry::start(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            stop.clone(),
-        )
-        .await?;
+        let registry =
+            kev_common::devregistry::DevRegistry::start(SocketAddr::from(([127, 0, 0, 1], 0)), stop.clone()).await?;
         cfg.registry.url = registry.url.clone();
         cfg.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         eprintln!(
@@ -75,17 +70,19 @@ async fn main() -> anyhow::Result<()> {
         );
         _mock = Some(mock);
     }
-    let addr = telemetry::serve(cfg.http.listen, health.clone(), stop.clone())
-        .await
-        .context("starting the HTTP server")?;
+    let addr =
+        telemetry::serve(cfg.http.listen, health.clone(), stop.clone()).await.context("starting the HTTP server")?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
 
     match cli.command {
-        Command::Replay {
-            files,
-            speed,
-            cluster,
-        } => {
+        Command::Watch => {
+            cfg.validate().map_err(anyhow::Error::msg)?;
+            let client =
+                kube::Client::try_default().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
+            let stats = run::watch(&cfg, client, health, stop.clone()).await?;
+            eprintln!("stopped: {} published, {} duplicates suppressed", stats.published, stats.duplicates);
+        }
+        Command::Replay { files, speed, cluster } => {
             if let Some(s) = speed {
                 cfg.source.speed = s;
             }
@@ -93,11 +90,7 @@ async fn main() -> anyhow::Result<()> {
                 cfg.cluster_id = c;
             }
             cfg.validate().map_err(anyhow::Error::msg)?;
-            let files = if files.is_empty() {
-                default_files(cli.embedded)?
-            } else {
-                files
-            };
+            let files = if files.is_empty() { default_files(cli.embedded)? } else { files };
             let stats = run::replay(&cfg, files, health, stop.clone()).await?;
             eprintln!(
                 "replay done: {} objects observed, {} published, {} duplicates and {} stale suppressed, {} invalid, {} heartbeats",
@@ -120,10 +113,7 @@ fn default_files(embedded: bool) -> anyhow::Result<Vec<PathBuf>> {
     let dir = PathBuf::from("tests/data/k8s-events");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| {
-            format!(
-                "no files given and no bundled samples at {} (run from the repository root)",
-                dir.display()
-            )
+            format!("no files given and no bundled samples at {} (run from the repository root)", dir.display())
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.to_string_lossy().ends_with(".jsonl.gz"))

@@ -21,11 +21,7 @@ pub struct Published {
 }
 
 /// Reads every record of `topic` that exists now, in partition and offset order.
-pub async fn read_all(
-    settings: &KafkaSettings,
-    topic: &str,
-    codec: &Codec,
-) -> Result<Vec<Published>, RecoverError> {
+pub async fn read_all(settings: &KafkaSettings, topic: &str, codec: &Codec) -> Result<Vec<Published>, RecoverError> {
     let timeout = Duration::from_secs(10);
     let consumer: BaseConsumer = settings
         .client_config(&[
@@ -50,11 +46,9 @@ pub async fn read_all(
             let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
                 idle += 1;
                 if idle > 150 {
-                    return Err(RecoverError::Kafka(
-                        rdkafka::error::KafkaError::MessageConsumption(
-                            rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
-                        ),
-                    ));
+                    return Err(RecoverError::Kafka(rdkafka::error::KafkaError::MessageConsumption(
+                        rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
+                    )));
                 }
                 continue;
             };
@@ -64,10 +58,7 @@ pub async fn read_all(
             let Some(payload) = msg.payload() else {
                 continue;
             };
-            let record = codec
-                .decode_raw(payload)
-                .await
-                .map_err(|e| RecoverError::Registry(e.to_string()))?;
+            let record = codec.decode_raw(payload).await.map_err(|e| RecoverError::Registry(e.to_string()))?;
             out.push(Published {
                 partition: p,
                 offset: msg.offset(),
@@ -95,10 +86,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn of(records: &[Published]) -> Self {
-        let mut s = Summary {
-            records: records.len(),
-            ..Default::default()
-        };
+        let mut s = Summary { records: records.len(), ..Default::default() };
         let mut versions: HashMap<(&str, &str), usize> = HashMap::new();
         let mut reasons: HashMap<String, usize> = HashMap::new();
         for p in records {
@@ -106,22 +94,14 @@ impl Summary {
                 (RawKind::Event, Some(e)) => {
                     s.events += 1;
                     s.occurrences += e.new_occurrences;
-                    *s.by_verb
-                        .entry(format!("{:?}", e.verb).to_uppercase())
-                        .or_default() += 1;
+                    *s.by_verb.entry(format!("{:?}", e.verb).to_uppercase()).or_default() += 1;
                     *versions.entry((&e.uid, &e.resource_version)).or_default() += 1;
                     if e.normalized.type_.as_deref() == Some("Warning") {
                         s.warnings += 1;
                     }
                     if e.verb != WatchVerb::Deleted {
-                        *reasons
-                            .entry(
-                                e.normalized
-                                    .reason
-                                    .clone()
-                                    .unwrap_or_else(|| "(none)".into()),
-                            )
-                            .or_default() += 1;
+                        *reasons.entry(e.normalized.reason.clone().unwrap_or_else(|| "(none)".into())).or_default() +=
+                            1;
                     }
                 }
                 (RawKind::Heartbeat, _) => s.heartbeats += 1,
@@ -140,25 +120,13 @@ impl Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "raw topic: {} records ({} events, {} heartbeats)",
-            self.records, self.events, self.heartbeats
-        )?;
+        writeln!(f, "raw topic: {} records ({} events, {} heartbeats)", self.records, self.events, self.heartbeats)?;
         writeln!(
             f,
             "  verbs: {}",
-            self.by_verb
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            self.by_verb.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
         )?;
-        writeln!(
-            f,
-            "  occurrences carried: {}; Warning events: {}",
-            self.occurrences, self.warnings
-        )?;
+        writeln!(f, "  occurrences carried: {}; Warning events: {}", self.occurrences, self.warnings)?;
         writeln!(
             f,
             "  distinct (uid, resourceVersion): {}; published more than once: {}",

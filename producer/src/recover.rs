@@ -67,23 +67,13 @@ pub async fn rebuild(
     while from > low {
         from = (high - chunk).max(low);
         let mut newest: Option<i64> = None;
-        read_range(
-            &consumer,
-            topic,
-            partition,
-            from,
-            high,
-            cluster,
-            codec,
-            &mut records_read,
-            |rec, _| {
-                if rec.kind == RawKind::Heartbeat {
-                    if let Some(hb) = &rec.heartbeat {
-                        newest = hb.recovery_offset.or(newest);
-                    }
+        read_range(&consumer, topic, partition, from, high, cluster, codec, &mut records_read, |rec, _| {
+            if rec.kind == RawKind::Heartbeat {
+                if let Some(hb) = &rec.heartbeat {
+                    newest = hb.recovery_offset.or(newest);
                 }
-            },
-        )
+            }
+        })
         .await?;
         if let Some(offset) = newest {
             read_from = offset.clamp(low, high);
@@ -94,27 +84,11 @@ pub async fn rebuild(
     }
 
     let mut state = DedupState::new(high);
-    read_range(
-        &consumer,
-        topic,
-        partition,
-        read_from,
-        high,
-        cluster,
-        codec,
-        &mut records_read,
-        |rec, offset| {
-            if let Some(ev) = &rec.event {
-                state.replay(
-                    &ev.uid,
-                    &ev.resource_version,
-                    ev.normalized.count,
-                    ev.verb,
-                    offset,
-                );
-            }
-        },
-    )
+    read_range(&consumer, topic, partition, read_from, high, cluster, codec, &mut records_read, |rec, offset| {
+        if let Some(ev) = &rec.event {
+            state.replay(&ev.uid, ev.namespace.as_deref(), &ev.resource_version, ev.normalized.count, ev.verb, offset);
+        }
+    })
     .await?;
     let elapsed = started.elapsed();
     metrics::histogram!("kev_producer_recovery_seconds").record(elapsed.as_secs_f64());
@@ -129,14 +103,7 @@ pub async fn rebuild(
         ?elapsed,
         "rebuilt de-duplication state from the raw topic"
     );
-    Ok(Recovered {
-        state,
-        partition,
-        read_from,
-        high_watermark: high,
-        records_read,
-        found_heartbeat,
-    })
+    Ok(Recovered { state, partition, read_from, high_watermark: high, records_read, found_heartbeat })
 }
 
 /// Reads `[from, to)` of one partition, passing this cluster's records to `apply` in order.
@@ -164,9 +131,7 @@ async fn read_range(
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
             // Offsets taken by transaction markers are never delivered: go by position.
             if let Ok(pos) = consumer.position() {
-                if let Some(Offset::Offset(p)) =
-                    pos.find_partition(topic, partition).map(|e| e.offset())
-                {
+                if let Some(Offset::Offset(p)) = pos.find_partition(topic, partition).map(|e| e.offset()) {
                     next = next.max(p);
                 }
             }

@@ -49,27 +49,15 @@ pub fn kafka_producer(cfg: &ProducerConfig) -> Result<FutureProducer, KafkaError
 
 /// Builds the registry codec from the configuration.
 pub fn codec(cfg: &ProducerConfig) -> Result<Arc<Codec>, RunError> {
-    let auth = cfg
-        .registry_auth()
-        .map_err(|e| RunError::Config(format!("registry.password_file: {e}")))?;
-    Ok(Arc::new(Codec::new(
-        &cfg.registry.url,
-        &auth,
-        Duration::from_millis(cfg.registry.timeout_ms),
-    )?))
+    let auth = cfg.registry_auth().map_err(|e| RunError::Config(format!("registry.password_file: {e}")))?;
+    Ok(Arc::new(Codec::new(&cfg.registry.url, &auth, Duration::from_millis(cfg.registry.timeout_ms))?))
 }
 
 /// Creates the raw topic when configured to and it is missing.
 pub async fn prepare_topic(cfg: &ProducerConfig) -> Result<(), KafkaError> {
     if cfg.topic.create {
-        kev_common::kafka::ensure_topic(
-            &cfg.kafka,
-            &cfg.topic.name,
-            cfg.topic.partitions,
-            cfg.topic.replication,
-            &[],
-        )
-        .await?;
+        kev_common::kafka::ensure_topic(&cfg.kafka, &cfg.topic.name, cfg.topic.partitions, cfg.topic.replication, &[])
+            .await?;
     }
     Ok(())
 }
@@ -103,13 +91,10 @@ where
     let mut backoff = Duration::from_millis(200);
     while !stop.is_cancelled() {
         health.set_ready(false, "rebuilding state from the raw topic");
-        let recovered = match recover::rebuild(&cfg.kafka, &cfg.topic.name, &cfg.cluster_id, &codec)
-            .await
-        {
+        let recovered = match recover::rebuild(&cfg.kafka, &cfg.topic.name, &cfg.cluster_id, &codec).await {
             Ok(r) => r,
             Err(e) => {
-                metrics::counter!("kev_producer_session_restarts_total", "reason" => "recovery")
-                    .increment(1);
+                metrics::counter!("kev_producer_session_restarts_total", "reason" => "recovery").increment(1);
                 tracing::warn!(error = %e, retry_in = ?backoff, "cannot rebuild state from Kafka yet");
                 health.set_ready(false, format!("recovery: {e}"));
                 if sleep_or_stop(backoff, &stop).await {
@@ -122,12 +107,16 @@ where
         let producer = kafka_producer(cfg)?;
         let source_stop = stop.child_token();
         let rx = start_source(source_stop.clone())?;
-        let (result, stats) =
-            session::run(&ctx, &producer, recovered.state, rx, stop.clone()).await;
+        let (result, stats) = session::run(&ctx, &producer, recovered.state, rx, stop.clone()).await;
         source_stop.cancel();
         add(&mut total, stats);
         match result {
             Ok(end) => {
+                if end == SessionEnd::Stopped {
+                    // Stopping (shutdown, or leadership lost): records not yet sent are dropped
+                    // here; whoever publishes next rebuilds from the topic and re-lists them.
+                    producer.purge(rdkafka::producer::PurgeConfig::default().queue());
+                }
                 let _ = producer.flush(Duration::from_secs(30));
                 tracing::info!(?end, ?stats, "session ended");
                 if end == SessionEnd::SourceFinished || end == SessionEnd::Stopped {
@@ -135,8 +124,7 @@ where
                 }
             }
             Err(e) => {
-                metrics::counter!("kev_producer_session_restarts_total", "reason" => "delivery")
-                    .increment(1);
+                metrics::counter!("kev_producer_session_restarts_total", "reason" => "delivery").increment(1);
                 tracing::warn!(error = %e, ?stats, retry_in = ?backoff, "session failed; restarting from the raw topic");
                 health.set_ready(false, format!("session failed: {e}"));
                 drop(producer);
@@ -161,20 +149,74 @@ pub async fn replay(
     prepare_topic(cfg).await?;
     let label = format!(
         "replay:{}",
-        files
-            .iter()
-            .map(|f| f.file_name().unwrap_or_default().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(",")
+        files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join(",")
     );
-    let (speed, gap) = (
-        cfg.source.speed,
-        Duration::from_millis(cfg.source.max_gap_ms),
-    );
+    let (speed, gap) = (cfg.source.speed, Duration::from_millis(cfg.source.max_gap_ms));
     run_sessions(cfg, codec, health, ClockKind::EventTime, label, stop, |s| {
         Ok(source::replay(files.clone(), speed, gap, s)?)
     })
     .await
+}
+
+/// Watches a live cluster through sessions until `stop`; with leader election, only while this
+/// replica holds the Lease.
+pub async fn watch(
+    cfg: &ProducerConfig,
+    client: kube::Client,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> Result<SessionStats, RunError> {
+    let codec = codec(cfg)?;
+    prepare_topic(cfg).await?;
+    let api = loop {
+        match crate::watch::discover(&client, &cfg.source.api).await {
+            Ok(api) => break api,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the Kubernetes API yet");
+                health.set_ready(false, format!("kubernetes API: {e}"));
+                if sleep_or_stop(Duration::from_secs(5), &stop).await {
+                    return Ok(SessionStats::default());
+                }
+            }
+        }
+    };
+    tracing::info!(api = api.label(), "watching Events");
+    let label = format!("watch:{}", api.label());
+    let start = |s: CancellationToken| Ok(crate::watch::start(client.clone(), api, &cfg.source, s));
+    if !cfg.leader_election.enabled {
+        return run_sessions(cfg, codec, health, ClockKind::Wall, label, stop, start).await;
+    }
+    let elector = Arc::new(crate::leader::Elector::new(
+        client.clone(),
+        &cfg.leader_election,
+        cfg.lease_name(),
+        cfg.producer_id.clone(),
+    ));
+    let mut total = SessionStats::default();
+    loop {
+        // A standby is healthy and ready: it is what makes a handover quick.
+        health.set_ready(true, "standby: waiting for the Lease");
+        if !elector.acquire(&stop).await {
+            break;
+        }
+        let term = stop.child_token();
+        let keeper = {
+            let (elector, term, stop) = (elector.clone(), term.clone(), stop.clone());
+            tokio::spawn(async move { elector.keep(term, stop).await })
+        };
+        let stats =
+            run_sessions(cfg, codec.clone(), health.clone(), ClockKind::Wall, label.clone(), term.clone(), start).await;
+        term.cancel();
+        let _ = keeper.await;
+        add(&mut total, stats?);
+        if stop.is_cancelled() {
+            elector.release().await;
+            break;
+        }
+        metrics::counter!("kev_producer_leadership_lost_total").increment(1);
+        tracing::warn!("lost the Lease; standing by");
+    }
+    Ok(total)
 }
 
 fn add(total: &mut SessionStats, s: SessionStats) {

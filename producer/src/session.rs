@@ -5,7 +5,7 @@
 //! the state again: whatever the failed session did or did not deliver, the new one knows it from
 //! the topic, so nothing is lost and nothing is published twice.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use futures::stream::FuturesOrdered;
 use futures::{Future, StreamExt};
 use kev_common::telemetry::Health;
-use kev_schemas::{
-    Codec, CodecError, EventObject, EventObservation, Heartbeat, RawRecord, WatchVerb,
-};
+use kev_schemas::{Codec, CodecError, EventObject, EventObservation, Heartbeat, RawRecord, WatchVerb};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
@@ -68,10 +66,7 @@ pub struct SessionStats {
 type Ack = (
     Option<(String, String)>,
     Instant,
-    Result<
-        rdkafka::producer::future_producer::OwnedDeliveryResult,
-        futures::channel::oneshot::Canceled,
-    >,
+    Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
 );
 type InFlight = FuturesOrdered<Pin<Box<dyn Future<Output = Ack> + Send + Sync>>>;
 
@@ -80,7 +75,8 @@ struct Session<'a> {
     producer: &'a FutureProducer,
     state: DedupState,
     in_flight: InFlight,
-    listing: Option<HashSet<String>>,
+    /// uids seen per scope during a LIST in progress.
+    listing: HashMap<Option<String>, HashSet<String>>,
     position: Option<String>,
     event_time_high: Option<i64>,
     last_heartbeat_ms: Option<i64>,
@@ -100,7 +96,7 @@ pub async fn run(
         producer,
         state,
         in_flight: FuturesOrdered::new(),
-        listing: None,
+        listing: HashMap::new(),
         position: None,
         event_time_high: None,
         last_heartbeat_ms: None,
@@ -167,22 +163,15 @@ impl Session<'_> {
         }
     }
 
-    async fn handle(
-        &mut self,
-        event: SourceEvent,
-        stop: &CancellationToken,
-    ) -> Result<(), SessionError> {
+    async fn handle(&mut self, event: SourceEvent, stop: &CancellationToken) -> Result<(), SessionError> {
         match event {
-            SourceEvent::ListStart => self.listing = Some(HashSet::new()),
-            SourceEvent::ListEnd { resource_version } => {
-                if let Some(listed) = self.listing.take() {
-                    let forgotten = self.state.retain_listed(&listed);
-                    tracing::info!(
-                        listed = listed.len(),
-                        forgotten,
-                        resource_version,
-                        "list complete"
-                    );
+            SourceEvent::ListStart { scope } => {
+                self.listing.insert(scope, HashSet::new());
+            }
+            SourceEvent::ListEnd { scope, resource_version } => {
+                if let Some(listed) = self.listing.remove(&scope) {
+                    let forgotten = self.state.retain_listed(scope.as_deref(), &listed);
+                    tracing::info!(?scope, listed = listed.len(), forgotten, resource_version, "list complete");
                 }
                 self.position = Some(resource_version);
             }
@@ -198,33 +187,29 @@ impl Session<'_> {
         deleted: bool,
         stop: &CancellationToken,
     ) -> Result<(), SessionError> {
-        let name = object
-            .pointer("/metadata/name")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+        let name = object.pointer("/metadata/name").and_then(|v| v.as_str()).map(str::to_string);
         let obj = match EventObject::from_json(object) {
             Ok(o) => o,
             Err(e) => {
                 self.stats.invalid += 1;
-                metrics::counter!("kev_producer_events_invalid_total", "reason" => e.label())
-                    .increment(1);
+                metrics::counter!("kev_producer_events_invalid_total", "reason" => e.label()).increment(1);
                 tracing::warn!(error = %e, name, "skipping an object that is not a usable Event");
                 return Ok(());
             }
         };
         self.stats.observed += 1;
         metrics::counter!("kev_producer_events_observed_total", "api" => obj.shape()).increment(1);
-        if let Some(listed) = self.listing.as_mut() {
-            listed.insert(obj.uid().to_string());
+        let scope = obj.namespace().map(str::to_string);
+        for key in [None, scope] {
+            if let Some(listed) = self.listing.get_mut(&key) {
+                listed.insert(obj.uid().to_string());
+            }
         }
         let normalized = kev_schemas::normalize::normalize(&obj);
         let (uid, rv) = (obj.uid().to_string(), obj.resource_version().to_string());
-        let (verb, new_occurrences) = match self.state.decide(&uid, &rv, normalized.count, deleted)
-        {
-            Decision::Publish {
-                verb,
-                new_occurrences,
-            } => (verb, new_occurrences),
+        let namespace = obj.namespace().map(str::to_string);
+        let (verb, new_occurrences) = match self.state.decide(&uid, &rv, normalized.count, deleted) {
+            Decision::Publish { verb, new_occurrences } => (verb, new_occurrences),
             d => {
                 if d == Decision::Duplicate {
                     self.stats.duplicates += 1;
@@ -232,7 +217,8 @@ impl Session<'_> {
                     self.stats.stale += 1;
                 }
                 let ty = normalized.type_.unwrap_or_default();
-                metrics::counter!("kev_producer_events_suppressed_total", "reason" => d.label(), "type" => ty).increment(1);
+                metrics::counter!("kev_producer_events_suppressed_total", "reason" => d.label(), "type" => ty)
+                    .increment(1);
                 return Ok(());
             }
         };
@@ -242,24 +228,18 @@ impl Session<'_> {
         let reason = normalized.reason.clone().unwrap_or_default();
         let event_time = normalized.event_time;
         let count = normalized.count;
-        let record = RawRecord::event(
-            &self.ctx.cluster,
-            EventObservation::new(obj, verb, new_occurrences, clock),
-        );
+        let record = RawRecord::event(&self.ctx.cluster, EventObservation::new(obj, verb, new_occurrences, clock));
         let Some(bytes) = self.encode(&record, stop).await else {
             return Ok(());
         };
-        self.send(bytes, Some((uid.clone(), rv.clone())), stop)
-            .await?;
-        self.state.published(&uid, &rv, count, verb);
+        self.send(bytes, Some((uid.clone(), rv.clone())), stop).await?;
+        self.state.published(&uid, namespace.as_deref(), &rv, count, verb);
         self.stats.published += 1;
         metrics::counter!("kev_producer_events_published_total", "verb" => verb_label(verb), "type" => ty).increment(1);
         metrics::gauge!("kev_producer_newest_event_timestamp_seconds").set(event_time as f64 / 1e6);
         tracing::debug!(uid, rv, reason, ?verb, new_occurrences, "published");
         if self.ctx.clock == ClockKind::EventTime
-            && self
-                .last_heartbeat_ms
-                .is_none_or(|last| clock - last >= self.ctx.heartbeat_interval.as_millis() as i64)
+            && self.last_heartbeat_ms.is_none_or(|last| clock - last >= self.ctx.heartbeat_interval.as_millis() as i64)
         {
             self.heartbeat(stop).await?;
         }
@@ -309,18 +289,14 @@ impl Session<'_> {
                     return Some(bytes);
                 }
                 Err(e @ CodecError::Schema(_)) | Err(e @ CodecError::WireFormat(_)) => {
-                    metrics::counter!("kev_producer_publish_errors_total", "kind" => e.label())
-                        .increment(1);
+                    metrics::counter!("kev_producer_publish_errors_total", "kind" => e.label()).increment(1);
                     tracing::error!(error = %e, "cannot encode a record; it is skipped");
                     return None;
                 }
                 Err(e) => {
-                    metrics::counter!("kev_producer_publish_errors_total", "kind" => e.label())
-                        .increment(1);
+                    metrics::counter!("kev_producer_publish_errors_total", "kind" => e.label()).increment(1);
                     tracing::warn!(error = %e, retry_in = ?backoff, "schema registry call failed; retrying");
-                    self.ctx
-                        .health
-                        .set_ready(false, format!("schema registry: {e}"));
+                    self.ctx.health.set_ready(false, format!("schema registry: {e}"));
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = stop.cancelled() => return None,
@@ -339,14 +315,11 @@ impl Session<'_> {
         stop: &CancellationToken,
     ) -> Result<(), SessionError> {
         loop {
-            let record = FutureRecord::to(&self.ctx.topic)
-                .key(self.ctx.cluster.as_bytes())
-                .payload(&bytes);
+            let record = FutureRecord::to(&self.ctx.topic).key(self.ctx.cluster.as_bytes()).payload(&bytes);
             match self.producer.send_result(record) {
                 Ok(delivery) => {
                     let sent = Instant::now();
-                    self.in_flight
-                        .push_back(Box::pin(async move { (id, sent, delivery.await) }));
+                    self.in_flight.push_back(Box::pin(async move { (id, sent, delivery.await) }));
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -365,16 +338,14 @@ impl Session<'_> {
     fn acknowledge(&mut self, (id, sent, result): Ack) -> Result<(), SessionError> {
         match result {
             Ok(Ok(delivery)) => {
-                metrics::histogram!("kev_producer_publish_latency_seconds")
-                    .record(sent.elapsed().as_secs_f64());
+                metrics::histogram!("kev_producer_publish_latency_seconds").record(sent.elapsed().as_secs_f64());
                 if let Some((uid, rv)) = id {
                     self.state.acknowledged(&uid, &rv, delivery.offset);
                 }
                 Ok(())
             }
             Ok(Err((e, _))) => {
-                metrics::counter!("kev_producer_publish_errors_total", "kind" => "delivery")
-                    .increment(1);
+                metrics::counter!("kev_producer_publish_errors_total", "kind" => "delivery").increment(1);
                 Err(SessionError::Delivery(e))
             }
             Err(_) => Err(SessionError::Delivery(KafkaError::Canceled)),

@@ -16,10 +16,11 @@ use crate::dump;
 pub enum SourceEvent {
     /// An Event object as the API server (or the dump) has it.
     Object { object: Value, deleted: bool },
-    /// A complete LIST begins; the objects until `ListEnd` are everything the server holds.
-    ListStart,
-    /// The LIST is complete at this resourceVersion.
-    ListEnd { resource_version: String },
+    /// A complete LIST of `scope` (a namespace, or all when `None`) begins; the objects until
+    /// the matching `ListEnd` are everything the server holds there.
+    ListStart { scope: Option<String> },
+    /// The LIST of `scope` is complete at this resourceVersion.
+    ListEnd { scope: Option<String>, resource_version: String },
     /// The watch has reached this resourceVersion (a bookmark, or the last event).
     Position(String),
 }
@@ -48,8 +49,7 @@ pub fn replay(
     for f in &files {
         let d = dump::read(f)?;
         for (line, reason) in &d.unreadable {
-            metrics::counter!("kev_producer_events_invalid_total", "reason" => "unreadable_line")
-                .increment(1);
+            metrics::counter!("kev_producer_events_invalid_total", "reason" => "unreadable_line").increment(1);
             tracing::warn!(file = %f.display(), line, reason, "skipping a line of the dump that is not JSON");
         }
         tracing::info!(file = %f.display(), objects = d.objects.len(), "read dump");
@@ -62,9 +62,7 @@ pub fn replay(
         for object in objects {
             if speed > 0.0 {
                 if let (Some(prev), Some(t)) = (previous, dump::event_time(&object)) {
-                    let gap = Duration::from_micros((t - prev).max(0) as u64)
-                        .div_f64(speed)
-                        .min(max_gap);
+                    let gap = Duration::from_micros((t - prev).max(0) as u64).div_f64(speed).min(max_gap);
                     tokio::select! {
                         _ = tokio::time::sleep(gap) => {}
                         _ = cancel.cancelled() => return,

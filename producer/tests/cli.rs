@@ -18,10 +18,7 @@ fn help_names_the_commands() {
 
 #[test]
 fn unknown_config_key_is_refused_by_name() {
-    let out = producer()
-        .args(["--set", "kafka.bootstrap=x", "replay", "x.json"])
-        .output()
-        .unwrap();
+    let out = producer().args(["--set", "kafka.bootstrap=x", "replay", "x.json"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bootstrap"), "{err}");

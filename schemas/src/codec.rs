@@ -13,9 +13,7 @@ use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
-};
+use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -89,16 +87,12 @@ impl Codec {
             }
             b.build().map_err(CodecError::from_registry)
         };
-        Ok(Self {
-            encoder: AvroEncoder::new(build()?),
-            decoder: AvroDecoder::new(build()?),
-        })
+        Ok(Self { encoder: AvroEncoder::new(build()?), decoder: AvroDecoder::new(build()?) })
     }
 
     /// Encodes a raw record for `topic`.
     pub async fn encode_raw(&self, topic: &str, record: &RawRecord) -> Result<Vec<u8>, CodecError> {
-        self.encode(topic, "io.kev.raw.RawRecord", RAW_RECORD, record)
-            .await
+        self.encode(topic, "io.kev.raw.RawRecord", RAW_RECORD, record).await
     }
 
     /// Decodes a raw record written with any compatible version of the raw schema.
@@ -114,13 +108,8 @@ impl Codec {
         schema_text: &str,
         item: &T,
     ) -> Result<Vec<u8>, CodecError> {
-        let supplied = SuppliedSchema::new(
-            Some(full_name.to_string()),
-            SchemaType::Avro,
-            schema_text.to_string(),
-        );
-        let strategy =
-            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied);
+        let supplied = SuppliedSchema::new(Some(full_name.to_string()), SchemaType::Avro, schema_text.to_string());
+        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied);
         let result = self.encoder.encode_struct(item, &strategy).await;
         result.map_err(|e| {
             // The converter caches refusals; a registry that comes back must get a fresh call.
@@ -134,11 +123,7 @@ impl Codec {
     }
 
     /// Decodes bytes in wire format into `T`, resolving the writer's schema into `reader`.
-    pub async fn decode<T: DeserializeOwned>(
-        &self,
-        bytes: &[u8],
-        reader: &Schema,
-    ) -> Result<T, CodecError> {
+    pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8], reader: &Schema) -> Result<T, CodecError> {
         let (id, body) = split_wire_format(bytes)?;
         let writer = self.decoder.get_schema(id).await.map_err(|e| {
             if e.retriable {
@@ -155,22 +140,13 @@ pub fn split_wire_format(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
     match bytes {
         [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
         [] => Err(CodecError::WireFormat("empty payload".into())),
-        [m, ..] if *m != 0 => Err(CodecError::WireFormat(format!(
-            "magic byte is {m:#04x}, expected 0x00"
-        ))),
-        _ => Err(CodecError::WireFormat(format!(
-            "payload of {} bytes is too short",
-            bytes.len()
-        ))),
+        [m, ..] if *m != 0 => Err(CodecError::WireFormat(format!("magic byte is {m:#04x}, expected 0x00"))),
+        _ => Err(CodecError::WireFormat(format!("payload of {} bytes is too short", bytes.len()))),
     }
 }
 
 /// Decodes an Avro body written with `writer` into `T` through the `reader` schema.
-pub fn decode_body<T: DeserializeOwned>(
-    writer: &Schema,
-    reader: &Schema,
-    body: &[u8],
-) -> Result<T, CodecError> {
+pub fn decode_body<T: DeserializeOwned>(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<T, CodecError> {
     let mut cursor = body;
     let value = GenericDatumReader::builder(writer)
         .reader_schema(reader)
@@ -178,10 +154,7 @@ pub fn decode_body<T: DeserializeOwned>(
         .and_then(|r| r.read_value(&mut cursor))
         .map_err(|e| CodecError::Schema(e.to_string()))?;
     if !cursor.is_empty() {
-        return Err(CodecError::Schema(format!(
-            "{} bytes left after the record",
-            cursor.len()
-        )));
+        return Err(CodecError::Schema(format!("{} bytes left after the record", cursor.len())));
     }
     apache_avro::from_value(&value).map_err(|e| CodecError::Schema(e.to_string()))
 }

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::raw::{
-    CoreV1Event, EventSeries, EventSource, EventsV1Event, ManagedFieldsEntry, ObjectMeta,
-    ObjectReference, OwnerReference,
+    CoreV1Event, EventSeries, EventSource, EventsV1Event, ManagedFieldsEntry, ObjectMeta, ObjectReference,
+    OwnerReference,
 };
 use crate::time::{format_micros, parse_micros};
 
@@ -30,10 +30,7 @@ pub enum ParseError {
     #[error("metadata is missing or not an object")]
     MissingMetadata,
     #[error("metadata.{field} is missing or not a string (object {name:?})")]
-    MissingField {
-        field: &'static str,
-        name: Option<String>,
-    },
+    MissingField { field: &'static str, name: Option<String> },
 }
 
 impl ParseError {
@@ -69,24 +66,13 @@ impl EventObject {
         }
         let is_v1 = match map.get("apiVersion").and_then(Value::as_str) {
             Some(v) => v.starts_with("events.k8s.io/"),
-            None => [
-                "regarding",
-                "note",
-                "reportingController",
-                "deprecatedCount",
-            ]
-            .iter()
-            .any(|k| map.contains_key(*k)),
+            None => {
+                ["regarding", "note", "reportingController", "deprecatedCount"].iter().any(|k| map.contains_key(*k))
+            }
         };
         let mut obj = Obj::new(map);
-        let meta = obj
-            .object("metadata", read_meta)
-            .ok_or(ParseError::MissingMetadata)?;
-        let parsed = if is_v1 {
-            read_v1(&mut obj, meta)
-        } else {
-            read_core(&mut obj, meta)
-        };
+        let meta = obj.object("metadata", read_meta).ok_or(ParseError::MissingMetadata)?;
+        let parsed = if is_v1 { read_v1(&mut obj, meta) } else { read_core(&mut obj, meta) };
         let extra = obj.finish();
         let parsed = match parsed {
             EventObject::Core(mut e) => {
@@ -99,16 +85,9 @@ impl EventObject {
             }
         };
         let meta = parsed.metadata();
-        for (field, value) in [
-            ("uid", &meta.uid),
-            ("resourceVersion", &meta.resource_version),
-            ("name", &meta.name),
-        ] {
+        for (field, value) in [("uid", &meta.uid), ("resourceVersion", &meta.resource_version), ("name", &meta.name)] {
             if value.as_deref().is_none_or(str::is_empty) {
-                return Err(ParseError::MissingField {
-                    field,
-                    name: meta.name.clone(),
-                });
+                return Err(ParseError::MissingField { field, name: meta.name.clone() });
             }
         }
         Ok(parsed)
@@ -120,10 +99,7 @@ impl EventObject {
             EventObject::Core(e) => (write_core(e), &e.extra),
             EventObject::V1(e) => (write_v1(e), &e.extra),
         };
-        if let Some(extra) = extra
-            .as_deref()
-            .and_then(|s| serde_json::from_str::<Value>(s).ok())
-        {
+        if let Some(extra) = extra.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()) {
             merge(&mut map, extra);
         }
         Value::Object(map)
@@ -143,10 +119,7 @@ impl EventObject {
 
     /// `metadata.resourceVersion`; `from_json` guarantees it is set.
     pub fn resource_version(&self) -> &str {
-        self.metadata()
-            .resource_version
-            .as_deref()
-            .unwrap_or_default()
+        self.metadata().resource_version.as_deref().unwrap_or_default()
     }
 
     pub fn name(&self) -> &str {
@@ -260,17 +233,11 @@ fn read_ref(o: &mut Obj) -> ObjectReference {
 }
 
 fn read_source(o: &mut Obj) -> EventSource {
-    EventSource {
-        component: o.string("component"),
-        host: o.string("host"),
-    }
+    EventSource { component: o.string("component"), host: o.string("host") }
 }
 
 fn read_series(o: &mut Obj) -> EventSeries {
-    EventSeries {
-        count: o.long("count"),
-        last_observed_time: o.time("lastObservedTime"),
-    }
+    EventSeries { count: o.long("count"), last_observed_time: o.time("lastObservedTime") }
 }
 
 fn write_core(e: &CoreV1Event) -> Map<String, Value> {
@@ -313,10 +280,7 @@ fn write_v1(e: &EventsV1Event) -> Map<String, Value> {
     m.long("deprecatedCount", e.deprecated_count);
     m.time("deprecatedFirstTimestamp", e.deprecated_first_timestamp);
     m.time("deprecatedLastTimestamp", e.deprecated_last_timestamp);
-    m.put(
-        "deprecatedSource",
-        e.deprecated_source.as_ref().map(write_source),
-    );
+    m.put("deprecatedSource", e.deprecated_source.as_ref().map(write_source));
     m.0
 }
 
@@ -329,24 +293,11 @@ fn write_meta(meta: &ObjectMeta) -> Value {
     m.string("generateName", &meta.generate_name);
     m.string("selfLink", &meta.self_link);
     m.long("generation", meta.generation);
-    m.long(
-        "deletionGracePeriodSeconds",
-        meta.deletion_grace_period_seconds,
-    );
+    m.long("deletionGracePeriodSeconds", meta.deletion_grace_period_seconds);
     m.time("creationTimestamp", meta.creation_timestamp);
     m.time("deletionTimestamp", meta.deletion_timestamp);
-    m.put(
-        "labels",
-        meta.labels
-            .as_ref()
-            .map(|l| serde_json::to_value(l).unwrap_or_default()),
-    );
-    m.put(
-        "annotations",
-        meta.annotations
-            .as_ref()
-            .map(|l| serde_json::to_value(l).unwrap_or_default()),
-    );
+    m.put("labels", meta.labels.as_ref().map(|l| serde_json::to_value(l).unwrap_or_default()));
+    m.put("annotations", meta.annotations.as_ref().map(|l| serde_json::to_value(l).unwrap_or_default()));
     m.put(
         "ownerReferences",
         meta.owner_references.as_ref().map(|refs| {
@@ -359,22 +310,14 @@ fn write_meta(meta: &ObjectMeta) -> Value {
                         m.string("name", &r.name);
                         m.string("uid", &r.uid);
                         m.put("controller", r.controller.map(Value::Bool));
-                        m.put(
-                            "blockOwnerDeletion",
-                            r.block_owner_deletion.map(Value::Bool),
-                        );
+                        m.put("blockOwnerDeletion", r.block_owner_deletion.map(Value::Bool));
                         Value::Object(m.0)
                     })
                     .collect(),
             )
         }),
     );
-    m.put(
-        "finalizers",
-        meta.finalizers
-            .as_ref()
-            .map(|f| serde_json::to_value(f).unwrap_or_default()),
-    );
+    m.put("finalizers", meta.finalizers.as_ref().map(|f| serde_json::to_value(f).unwrap_or_default()));
     m.put(
         "managedFields",
         meta.managed_fields.as_ref().map(|entries| {
@@ -387,10 +330,9 @@ fn write_meta(meta: &ObjectMeta) -> Value {
                         m.string("fieldsType", &f.fields_type);
                         m.put(
                             "fieldsV1",
-                            f.fields_v1.as_deref().map(|s| {
-                                serde_json::from_str(s)
-                                    .unwrap_or_else(|_| Value::String(s.to_string()))
-                            }),
+                            f.fields_v1
+                                .as_deref()
+                                .map(|s| serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))),
                         );
                         m.string("manager", &f.manager);
                         m.string("operation", &f.operation);
@@ -436,15 +378,11 @@ fn write_series(s: &EventSeries) -> Value {
 /// `...:05.000000Z`).
 pub fn same_object(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Object(x), Value::Object(y)) => x.keys().chain(y.keys()).all(|k| {
-            same_object(
-                x.get(k).unwrap_or(&Value::Null),
-                y.get(k).unwrap_or(&Value::Null),
-            )
-        }),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_object(a, b))
-        }
+        (Value::Object(x), Value::Object(y)) => x
+            .keys()
+            .chain(y.keys())
+            .all(|k| same_object(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null))),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_object(a, b)),
         (Value::String(x), Value::String(y)) if x != y => {
             matches!((parse_micros(x), parse_micros(y)), (Some(p), Some(q)) if p == q)
         }
@@ -474,10 +412,7 @@ struct Obj {
 
 impl Obj {
     fn new(map: Map<String, Value>) -> Self {
-        Self {
-            map,
-            extra: Map::new(),
-        }
+        Self { map, extra: Map::new() }
     }
 
     /// Removes a field. JSON null counts as absent, as it does for the API server.
@@ -650,9 +585,7 @@ mod tests {
             "someNewField": [1, 2]
         });
         let parsed = EventObject::from_json(original.clone()).unwrap();
-        let EventObject::V1(ref e) = parsed else {
-            panic!("wrong shape")
-        };
+        let EventObject::V1(ref e) = parsed else { panic!("wrong shape") };
         assert_eq!(e.event_time, None);
         assert_eq!(e.deprecated_count, Some(34075));
         let extra: Value = serde_json::from_str(e.extra.as_deref().unwrap()).unwrap();
@@ -664,34 +597,23 @@ mod tests {
 
     #[test]
     fn refuses_objects_that_are_not_usable_events() {
-        assert_eq!(
-            EventObject::from_json(json!([1])),
-            Err(ParseError::NotAnObject)
-        );
+        assert_eq!(EventObject::from_json(json!([1])), Err(ParseError::NotAnObject));
         assert_eq!(
             EventObject::from_json(json!({"kind": "Pod", "metadata": {}})),
             Err(ParseError::NotAnEvent("Pod".into()))
         );
         assert!(matches!(
             EventObject::from_json(json!({"kind": "Event", "metadata": {"name": "x", "uid": "u"}})),
-            Err(ParseError::MissingField {
-                field: "resourceVersion",
-                ..
-            })
+            Err(ParseError::MissingField { field: "resourceVersion", .. })
         ));
-        assert_eq!(
-            EventObject::from_json(json!({"kind": "Event"})),
-            Err(ParseError::MissingMetadata)
-        );
+        assert_eq!(EventObject::from_json(json!({"kind": "Event"})), Err(ParseError::MissingMetadata));
     }
 
     #[test]
     fn detects_the_shape_without_api_version() {
-        let v1 =
-            json!({"metadata": {"name": "a", "uid": "u", "resourceVersion": "1"}, "note": "x"});
+        let v1 = json!({"metadata": {"name": "a", "uid": "u", "resourceVersion": "1"}, "note": "x"});
         assert_eq!(EventObject::from_json(v1).unwrap().shape(), EVENTS_V1);
-        let core =
-            json!({"metadata": {"name": "a", "uid": "u", "resourceVersion": "1"}, "message": "x"});
+        let core = json!({"metadata": {"name": "a", "uid": "u", "resourceVersion": "1"}, "message": "x"});
         assert_eq!(EventObject::from_json(core).unwrap().shape(), CORE_V1);
     }
 }

@@ -18,10 +18,7 @@ pub fn normalize(obj: &EventObject) -> NormalizedEvent {
                     e.first_timestamp,
                     e.metadata.creation_timestamp,
                 ]),
-                first_time: e
-                    .first_timestamp
-                    .or(e.event_time)
-                    .or(e.metadata.creation_timestamp),
+                first_time: e.first_timestamp.or(e.event_time).or(e.metadata.creation_timestamp),
                 type_: non_empty(&e.type_),
                 reason: non_empty(&e.reason),
                 note: non_empty(&e.message),
@@ -47,10 +44,7 @@ pub fn normalize(obj: &EventObject) -> NormalizedEvent {
                     e.deprecated_first_timestamp,
                     e.metadata.creation_timestamp,
                 ]),
-                first_time: e
-                    .deprecated_first_timestamp
-                    .or(e.event_time)
-                    .or(e.metadata.creation_timestamp),
+                first_time: e.deprecated_first_timestamp.or(e.event_time).or(e.metadata.creation_timestamp),
                 type_: non_empty(&e.type_),
                 reason: non_empty(&e.reason),
                 note: non_empty(&e.note),
@@ -62,12 +56,7 @@ pub fn normalize(obj: &EventObject) -> NormalizedEvent {
                 reporting_instance: non_empty(&e.reporting_instance)
                     .or_else(|| source.and_then(|s| non_empty(&s.host))),
                 host: source.and_then(|s| non_empty(&s.host)),
-                count: occurrences(
-                    e.series
-                        .as_ref()
-                        .and_then(|s| s.count)
-                        .or(e.deprecated_count),
-                ),
+                count: occurrences(e.series.as_ref().and_then(|s| s.count).or(e.deprecated_count)),
             }
         }
     }

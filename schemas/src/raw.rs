@@ -19,21 +19,11 @@ pub struct RawRecord {
 
 impl RawRecord {
     pub fn event(cluster: impl Into<String>, event: EventObservation) -> Self {
-        Self {
-            cluster: cluster.into(),
-            kind: RawKind::Event,
-            event: Some(event),
-            heartbeat: None,
-        }
+        Self { cluster: cluster.into(), kind: RawKind::Event, event: Some(event), heartbeat: None }
     }
 
     pub fn heartbeat(cluster: impl Into<String>, heartbeat: Heartbeat) -> Self {
-        Self {
-            cluster: cluster.into(),
-            kind: RawKind::Heartbeat,
-            event: None,
-            heartbeat: Some(heartbeat),
-        }
+        Self { cluster: cluster.into(), kind: RawKind::Heartbeat, event: None, heartbeat: Some(heartbeat) }
     }
 }
 
@@ -234,12 +224,7 @@ pub struct EventSeries {
 
 impl EventObservation {
     /// An observation of `object`, with its normalised view.
-    pub fn new(
-        object: crate::k8s::EventObject,
-        verb: WatchVerb,
-        new_occurrences: i64,
-        observed_at: i64,
-    ) -> Self {
+    pub fn new(object: crate::k8s::EventObject, verb: WatchVerb, new_occurrences: i64, observed_at: i64) -> Self {
         let normalized = crate::normalize::normalize(&object);
         let (uid, resource_version, namespace, name, api_version) = (
             object.uid().to_string(),

@@ -39,10 +39,7 @@ mod tests {
             let json: serde_json::Value = serde_json::from_str(text).unwrap();
             let mut undocumented = Vec::new();
             find_undocumented(&json, "", &mut undocumented);
-            assert!(
-                undocumented.is_empty(),
-                "{file}: fields without doc: {undocumented:?}"
-            );
+            assert!(undocumented.is_empty(), "{file}: fields without doc: {undocumented:?}");
         }
     }
 
@@ -53,10 +50,7 @@ mod tests {
                     let name = m["name"].as_str().unwrap_or("?");
                     for f in m["fields"].as_array().into_iter().flatten() {
                         let fname = f["name"].as_str().unwrap_or("?");
-                        if f.get("doc")
-                            .and_then(|d| d.as_str())
-                            .is_none_or(str::is_empty)
-                        {
+                        if f.get("doc").and_then(|d| d.as_str()).is_none_or(str::is_empty) {
                             out.push(format!("{path}{name}.{fname}"));
                         }
                     }

@@ -8,9 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 /// Parses an RFC 3339 timestamp as the API server writes it, with or without fractional seconds.
 /// Returns `None` for anything else (the caller keeps the original text, nothing is dropped).
 pub fn parse_micros(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc).timestamp_micros())
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc).timestamp_micros())
 }
 
 /// Formats microseconds the way the API server does: whole seconds as `...:05Z`, otherwise with
@@ -33,10 +31,7 @@ mod tests {
         for s in ["2021-08-03T09:21:09Z", "2022-04-12T00:36:06.366978Z"] {
             assert_eq!(format_micros(parse_micros(s).unwrap()), s);
         }
-        assert_eq!(
-            parse_micros("2021-08-03T09:21:09Z"),
-            Some(1_627_982_469_000_000)
-        );
+        assert_eq!(parse_micros("2021-08-03T09:21:09Z"), Some(1_627_982_469_000_000));
     }
 
     #[test]

@@ -36,11 +36,7 @@ fn real_events() -> Vec<(String, Value)> {
 #[test]
 fn every_real_event_round_trips_field_by_field() {
     let events = real_events();
-    assert!(
-        events.len() > 13_000,
-        "expected the whole data set, got {}",
-        events.len()
-    );
+    assert!(events.len() > 13_000, "expected the whole data set, got {}", events.len());
     let (mut core, mut v1) = (0, 0);
     for (file, source) in events {
         let obj = EventObject::from_json(source.clone()).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -48,10 +44,7 @@ fn every_real_event_round_trips_field_by_field() {
             "v1" => core += 1,
             _ => v1 += 1,
         }
-        let record = RawRecord::event(
-            "test",
-            EventObservation::new(obj, WatchVerb::Added, 1, 1_700_000_000_000),
-        );
+        let record = RawRecord::event("test", EventObservation::new(obj, WatchVerb::Added, 1, 1_700_000_000_000));
         let bytes = encode_body(&RAW_SCHEMA, &record).unwrap();
         let decoded: RawRecord = decode_body(&RAW_SCHEMA, &RAW_SCHEMA, &bytes).unwrap();
         assert_eq!(decoded, record, "{file}");
@@ -65,53 +58,26 @@ fn every_real_event_round_trips_field_by_field() {
 /// The next version of the raw schema adds a documented field with a default and an enum symbol.
 fn next_version() -> Schema {
     let mut json: Value = serde_json::from_str(RAW_RECORD).unwrap();
-    let event = json["fields"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|f| f["name"] == "event")
-        .unwrap();
+    let event = json["fields"].as_array_mut().unwrap().iter_mut().find(|f| f["name"] == "event").unwrap();
     let observation = &mut event["type"][1];
     observation["fields"].as_array_mut().unwrap().push(serde_json::json!({
         "name": "labels_digest", "type": ["null", "string"], "default": null, "doc": "added in v2"
     }));
-    let verb = observation["fields"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|f| f["name"] == "verb")
-        .unwrap();
-    verb["type"]["symbols"]
-        .as_array_mut()
-        .unwrap()
-        .push("BOOKMARKED".into());
+    let verb = observation["fields"].as_array_mut().unwrap().iter_mut().find(|f| f["name"] == "verb").unwrap();
+    verb["type"]["symbols"].as_array_mut().unwrap().push("BOOKMARKED".into());
     Schema::parse(&json).unwrap()
 }
 
 #[test]
 fn raw_schema_evolves_both_ways() {
     let v2 = next_version();
-    assert!(
-        SchemaCompatibility::can_read(&RAW_SCHEMA, &v2).is_ok(),
-        "v2 reads v1"
-    );
-    assert!(
-        SchemaCompatibility::can_read(&v2, &RAW_SCHEMA).is_ok(),
-        "v1 reads v2"
-    );
+    assert!(SchemaCompatibility::can_read(&RAW_SCHEMA, &v2).is_ok(), "v2 reads v1");
+    assert!(SchemaCompatibility::can_read(&v2, &RAW_SCHEMA).is_ok(), "v1 reads v2");
 
-    let (_, source) = real_events()
-        .into_iter()
-        .find(|(f, _)| f.starts_with("sbctl"))
-        .unwrap();
+    let (_, source) = real_events().into_iter().find(|(f, _)| f.starts_with("sbctl")).unwrap();
     let record = RawRecord::event(
         "c",
-        EventObservation::new(
-            EventObject::from_json(source).unwrap(),
-            WatchVerb::Modified,
-            3,
-            5,
-        ),
+        EventObservation::new(EventObject::from_json(source).unwrap(), WatchVerb::Modified, 3, 5),
     );
 
     // Written by today's producer, read by tomorrow's reader: the new field takes its default.
@@ -133,14 +99,9 @@ fn raw_schema_evolves_both_ways() {
             apache_avro::types::Value::Union(_, inner) => inner.as_mut(),
             other => other,
         };
-        let apache_avro::types::Value::Record(ev) = event else {
-            panic!("event is {event:?}")
-        };
+        let apache_avro::types::Value::Record(ev) = event else { panic!("event is {event:?}") };
         {
-            ev.push((
-                "labels_digest".into(),
-                apache_avro::types::Value::String("abc".into()),
-            ));
+            ev.push(("labels_digest".into(), apache_avro::types::Value::String("abc".into())));
             let (_, verb) = ev.iter_mut().find(|(n, _)| n == "verb").unwrap();
             *verb = apache_avro::types::Value::String("BOOKMARKED".into());
         }
@@ -154,10 +115,7 @@ fn raw_schema_evolves_both_ways() {
     let read: RawRecord = decode_body(&v2, &RAW_SCHEMA, &new_bytes).unwrap();
     let mut expected = record.clone();
     expected.event.as_mut().unwrap().verb = WatchVerb::Unknown;
-    assert_eq!(
-        read, expected,
-        "unknown symbols read as UNKNOWN, the rest unchanged"
-    );
+    assert_eq!(read, expected, "unknown symbols read as UNKNOWN, the rest unchanged");
 }
 
 #[test]
@@ -174,27 +132,17 @@ fn heartbeat_round_trips() {
         },
     );
     let bytes = encode_body(&RAW_SCHEMA, &hb).unwrap();
-    assert_eq!(
-        decode_body::<RawRecord>(&RAW_SCHEMA, &RAW_SCHEMA, &bytes).unwrap(),
-        hb
-    );
+    assert_eq!(decode_body::<RawRecord>(&RAW_SCHEMA, &RAW_SCHEMA, &bytes).unwrap(), hb);
 }
 
 #[test]
 fn wire_format_errors_say_what_is_wrong() {
-    assert!(
-        matches!(split_wire_format(b""), Err(CodecError::WireFormat(m)) if m.contains("empty"))
-    );
+    assert!(matches!(split_wire_format(b""), Err(CodecError::WireFormat(m)) if m.contains("empty")));
     assert!(
         matches!(split_wire_format(b"{\"a\":1}"), Err(CodecError::WireFormat(m)) if m.contains("magic byte is 0x7b"))
     );
-    assert!(
-        matches!(split_wire_format(&[0, 0, 1]), Err(CodecError::WireFormat(m)) if m.contains("too short"))
-    );
-    assert_eq!(
-        split_wire_format(&[0, 0, 0, 1, 2, 9]).unwrap(),
-        (258, &[9u8][..])
-    );
+    assert!(matches!(split_wire_format(&[0, 0, 1]), Err(CodecError::WireFormat(m)) if m.contains("too short")));
+    assert_eq!(split_wire_format(&[0, 0, 0, 1, 2, 9]).unwrap(), (258, &[9u8][..]));
     let garbage = decode_body::<RawRecord>(&RAW_SCHEMA, &RAW_SCHEMA, &[0xff, 0xff, 0xff]);
     assert!(matches!(garbage, Err(CodecError::Schema(_))));
 }

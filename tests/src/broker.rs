@@ -39,21 +39,12 @@ pub struct Broker {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Broker {
     pub fn start(storage: Storage, log_dir: &Path) -> Broker {
-        let mut b = Broker {
-            child: None,
-            port: free_port(),
-            storage,
-            log: log_dir.join("tansu.log"),
-        };
+        let mut b = Broker { child: None, port: free_port(), storage, log: log_dir.join("tansu.log") };
         b.spawn();
         b
     }
@@ -69,31 +60,16 @@ impl Broker {
             Storage::Sqlite(p) => p.parent().unwrap().to_path_buf(),
             Storage::Memory => self.log.parent().unwrap().to_path_buf(),
         };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(tansu_binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                &engine,
-            ])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &engine])
             .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start tansu ({}): {e}; run .ci/run or set KEV_TANSU",
-                    tansu_binary().display()
-                )
+                panic!("cannot start tansu ({}): {e}; run .ci/run or set KEV_TANSU", tansu_binary().display())
             });
         self.child = Some(child);
         self.wait_ready();
@@ -104,17 +80,10 @@ impl Broker {
         let settings = self.settings();
         loop {
             let consumer: BaseConsumer = settings.client_config(&[]).create().unwrap();
-            if consumer
-                .fetch_metadata(None, Duration::from_secs(2))
-                .is_ok()
-            {
+            if consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok() {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not answer within 60s; see {}",
-                self.log.display()
-            );
+            assert!(Instant::now() < deadline, "tansu did not answer within 60s; see {}", self.log.display());
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -124,10 +93,7 @@ impl Broker {
     }
 
     pub fn settings(&self) -> KafkaSettings {
-        KafkaSettings {
-            bootstrap_servers: self.bootstrap(),
-            properties: Default::default(),
-        }
+        KafkaSettings { bootstrap_servers: self.bootstrap(), properties: Default::default() }
     }
 
     /// SIGKILL, as a crashed node.

@@ -31,8 +31,5 @@ pub fn objects(file: &str) -> Vec<Value> {
 
 /// Every object of every dump file.
 pub fn all_objects() -> Vec<Value> {
-    files()
-        .iter()
-        .flat_map(|f| objects(&f.file_name().unwrap().to_string_lossy()))
-        .collect()
+    files().iter().flat_map(|f| objects(&f.file_name().unwrap().to_string_lossy())).collect()
 }

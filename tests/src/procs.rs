@@ -8,10 +8,6 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
     path
 }

@@ -21,75 +21,42 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 async fn registry(cancel: &CancellationToken) -> DevRegistry {
-    DevRegistry::start(SocketAddr::from(([127, 0, 0, 1], 0)), cancel.clone())
-        .await
-        .unwrap()
+    DevRegistry::start(SocketAddr::from(([127, 0, 0, 1], 0)), cancel.clone()).await.unwrap()
 }
 
 fn config(broker: &Broker, registry: &DevRegistry, cluster: &str) -> ProducerConfig {
-    let mut cfg = ProducerConfig {
-        kafka: broker.settings(),
-        cluster_id: cluster.into(),
-        ..Default::default()
-    };
+    let mut cfg = ProducerConfig { kafka: broker.settings(), cluster_id: cluster.into(), ..Default::default() };
     cfg.registry.url = registry.url.clone();
     cfg.topic.partitions = 3;
     cfg
 }
 
 fn source_key(v: &Value) -> (String, String) {
-    (
-        v["metadata"]["uid"].as_str().unwrap().to_string(),
-        v["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    )
+    (v["metadata"]["uid"].as_str().unwrap().to_string(), v["metadata"]["resourceVersion"].as_str().unwrap().to_string())
 }
 
 /// Asserts the topic holds every source object exactly once, equal field by field, all in the
 /// cluster's partition. Returns the number of event records.
-fn assert_exactly_once(
-    records: &[Published],
-    sources: &[Value],
-    cluster: &str,
-    partitions: i32,
-) -> usize {
-    let by_key: HashMap<(String, String), &Value> =
-        sources.iter().map(|v| (source_key(v), v)).collect();
-    assert_eq!(
-        by_key.len(),
-        sources.len(),
-        "the data set has unique (uid, resourceVersion)"
-    );
+fn assert_exactly_once(records: &[Published], sources: &[Value], cluster: &str, partitions: i32) -> usize {
+    let by_key: HashMap<(String, String), &Value> = sources.iter().map(|v| (source_key(v), v)).collect();
+    assert_eq!(by_key.len(), sources.len(), "the data set has unique (uid, resourceVersion)");
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     let partition = partition_for_key(cluster.as_bytes(), partitions);
     for p in records {
         assert_eq!(p.key, cluster.as_bytes());
-        assert_eq!(
-            p.partition, partition,
-            "all of a cluster's records share its partition"
-        );
+        assert_eq!(p.partition, partition, "all of a cluster's records share its partition");
         if p.record.kind != RawKind::Event {
             continue;
         }
         let e = p.record.event.as_ref().unwrap();
         let key = (e.uid.clone(), e.resource_version.clone());
-        let source = by_key
-            .get(&key)
-            .unwrap_or_else(|| panic!("published {key:?}, which is not in the source"));
+        let source = by_key.get(&key).unwrap_or_else(|| panic!("published {key:?}, which is not in the source"));
         let back = e.object().unwrap().to_json();
-        assert!(
-            same_object(&back, source),
-            "{key:?} differs from its source:\n{back}\n{source}"
-        );
+        assert!(same_object(&back, source), "{key:?} differs from its source:\n{back}\n{source}");
         *seen.entry(key).or_default() += 1;
     }
     let duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        duplicates.is_empty(),
-        "published more than once: {duplicates:?}"
-    );
+    assert!(duplicates.is_empty(), "published more than once: {duplicates:?}");
     let missing = by_key.keys().filter(|k| !seen.contains_key(*k)).count();
     assert_eq!(missing, 0, "{missing} source objects were never published");
     seen.len()
@@ -105,32 +72,22 @@ async fn replay_of_the_real_dumps_publishes_every_version_once_field_by_field() 
     let cfg = config(&broker, &registry, "real-dumps");
     let sources = data::all_objects();
 
-    let first = run::replay(&cfg, data::files(), Health::new(), cancel.clone())
-        .await
-        .unwrap();
+    let first = run::replay(&cfg, data::files(), Health::new(), cancel.clone()).await.unwrap();
     assert_eq!(first.published as usize, sources.len());
     assert_eq!(first.invalid, 0);
 
     // A second run over the same dumps (a restart after completion) publishes nothing new.
-    let second = run::replay(&cfg, data::files(), Health::new(), cancel.clone())
-        .await
-        .unwrap();
+    let second = run::replay(&cfg, data::files(), Health::new(), cancel.clone()).await.unwrap();
     assert_eq!(second.published, 0);
     assert_eq!((second.duplicates + second.stale) as usize, sources.len());
 
     let codec = run::codec(&cfg).unwrap();
-    let records = readback::read_all(&cfg.kafka, &cfg.topic.name, &codec)
-        .await
-        .unwrap();
+    let records = readback::read_all(&cfg.kafka, &cfg.topic.name, &codec).await.unwrap();
     let events = assert_exactly_once(&records, &sources, &cfg.cluster_id, cfg.topic.partitions);
-    let shapes =
-        records
-            .iter()
-            .filter_map(|p| p.record.event.as_ref())
-            .fold(HashMap::new(), |mut m, e| {
-                *m.entry(e.api_version.clone()).or_insert(0) += 1;
-                m
-            });
+    let shapes = records.iter().filter_map(|p| p.record.event.as_ref()).fold(HashMap::new(), |mut m, e| {
+        *m.entry(e.api_version.clone()).or_insert(0) += 1;
+        m
+    });
     assert_eq!(shapes.get("events.k8s.io/v1"), Some(&9), "{shapes:?}");
     println!(
         "replayed {} real events ({shapes:?}) into tansu: {events} published exactly once, 0 lost, 0 duplicated; \
@@ -154,9 +111,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let high = || {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let c: BaseConsumer = cfg.kafka.client_config(&[]).create().unwrap();
-        c.fetch_watermarks(&cfg.topic.name, partition, Duration::from_secs(5))
-            .map(|(_, h)| h)
-            .unwrap_or(0)
+        c.fetch_watermarks(&cfg.topic.name, partition, Duration::from_secs(5)).map(|(_, h)| h).unwrap_or(0)
     };
     let spawn = || {
         Command::new(procs::binary("kev-producer"))
@@ -186,25 +141,16 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         let started = Instant::now();
         while high() <= before {
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "the producer exited by itself with {status}"
-                );
+                assert!(status.success(), "the producer exited by itself with {status}");
                 break 'runs; // it had nothing left to publish
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "the producer never started publishing"
-            );
+            assert!(started.elapsed() < Duration::from_secs(120), "the producer never started publishing");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let wait = Duration::from_millis(rng.random_range(0..1_500));
         tokio::time::sleep(wait).await;
         if let Some(status) = child.try_wait().unwrap() {
-            assert!(
-                status.success(),
-                "the producer exited by itself with {status}"
-            );
+            assert!(status.success(), "the producer exited by itself with {status}");
             break;
         }
         child.kill().unwrap(); // SIGKILL
@@ -220,9 +166,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     assert!(status.success(), "the last run completes");
 
     let codec = run::codec(&cfg).unwrap();
-    let records = readback::read_all(&cfg.kafka, &cfg.topic.name, &codec)
-        .await
-        .unwrap();
+    let records = readback::read_all(&cfg.kafka, &cfg.topic.name, &codec).await.unwrap();
     let events = assert_exactly_once(&records, &sources, &cfg.cluster_id, cfg.topic.partitions);
     println!(
         "{} SIGKILLs ({mid_stream} while records were being written; partition end offset at each kill: {progress:?}); \
@@ -230,14 +174,8 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
         kills,
         sources.len()
     );
-    assert!(
-        kills >= 10,
-        "only {kills} kills happened before the replay completed"
-    );
-    assert!(
-        mid_stream >= 5,
-        "only {mid_stream} kills landed while records were being written"
-    );
+    assert!(kills >= 10, "only {kills} kills happened before the replay completed");
+    assert!(mid_stream >= 5, "only {mid_stream} kills landed while records were being written");
     cancel.cancel();
 }
 
@@ -264,16 +202,11 @@ async fn broker_down_for_a_while_loses_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!replay.is_finished(), "the replay waits for the broker");
     broker.restart();
-    let stats = tokio::time::timeout(Duration::from_secs(240), replay)
-        .await
-        .expect("replay finishes")
-        .unwrap()
-        .unwrap();
+    let stats =
+        tokio::time::timeout(Duration::from_secs(240), replay).await.expect("replay finishes").unwrap().unwrap();
 
     let codec = run::codec(&cfg).unwrap();
-    let records = readback::read_all(&cfg.kafka, &cfg.topic.name, &codec)
-        .await
-        .unwrap();
+    let records = readback::read_all(&cfg.kafka, &cfg.topic.name, &codec).await.unwrap();
     let events = assert_exactly_once(&records, &sources, &cfg.cluster_id, cfg.topic.partitions);
     println!(
         "broker down {:?} mid-replay: {events} events exactly once ({} published by the producer's sessions, {} duplicates suppressed)",
@@ -298,35 +231,21 @@ async fn registry_down_for_a_while_loses_and_duplicates_nothing() {
     let health = Health::new();
     let replay = {
         let (cfg, cancel, health) = (cfg.clone(), cancel.clone(), health.clone());
-        tokio::spawn(async move {
-            run::replay(
-                &cfg,
-                vec![data::dir().join("troubleshoot.jsonl.gz")],
-                health,
-                cancel,
-            )
-            .await
-        })
+        tokio::spawn(
+            async move { run::replay(&cfg, vec![data::dir().join("troubleshoot.jsonl.gz")], health, cancel).await },
+        )
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        !replay.is_finished(),
-        "nothing can be published while the registry is down"
-    );
+    assert!(!replay.is_finished(), "nothing can be published while the registry is down");
     assert!(!health.is_ready(), "readiness reports the outage");
     assert!(health.reason().contains("registry"), "{}", health.reason());
     registry.set_unavailable(false);
-    let stats = tokio::time::timeout(Duration::from_secs(120), replay)
-        .await
-        .expect("replay finishes")
-        .unwrap()
-        .unwrap();
+    let stats =
+        tokio::time::timeout(Duration::from_secs(120), replay).await.expect("replay finishes").unwrap().unwrap();
     assert_eq!(stats.published as usize, sources.len());
 
     let codec = run::codec(&cfg).unwrap();
-    let records = readback::read_all(&cfg.kafka, &cfg.topic.name, &codec)
-        .await
-        .unwrap();
+    let records = readback::read_all(&cfg.kafka, &cfg.topic.name, &codec).await.unwrap();
     assert_exactly_once(&records, &sources, &cfg.cluster_id, cfg.topic.partitions);
     cancel.cancel();
 }

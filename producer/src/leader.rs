@@ -1,0 +1,156 @@
+//! Leader election through a coordination.k8s.io Lease, as client-go's leaderelection does:
+//! of several replicas only the holder runs publishing sessions.
+//!
+//! Safety comes from the timings: a leader that cannot renew for `renew_deadline` stops its
+//! session (and drains what is in flight) before the Lease can expire at `lease_duration`, so two
+//! replicas never publish at once. The new leader rebuilds its state from the raw topic, so a
+//! handover loses nothing and repeats nothing. On shutdown the leader releases the Lease so that
+//! a standby takes over at once.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LeaderSettings;
+
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    lease_duration: Duration,
+    renew_deadline: Duration,
+    retry_period: Duration,
+}
+
+impl Elector {
+    pub fn new(client: kube::Client, settings: &LeaderSettings, name: String, identity: String) -> Self {
+        Self {
+            api: Api::namespaced(client, &settings.namespace),
+            name,
+            identity,
+            lease_duration: Duration::from_secs(settings.lease_duration_s),
+            renew_deadline: Duration::from_secs(settings.renew_deadline_s),
+            retry_period: Duration::from_secs(settings.retry_period_s.max(1)),
+        }
+    }
+
+    /// Tries once to take or renew the Lease. `Ok(true)` when this replica holds it.
+    pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
+        let now = MicroTime(Timestamp::now());
+        let lease = self.api.get_opt(&self.name).await?;
+        let Some(mut lease) = lease else {
+            let fresh = Lease {
+                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(self.lease_duration.as_secs() as i32),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &fresh).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let ours = holder == self.identity;
+        if !ours && !holder.is_empty() {
+            let duration = spec.lease_duration_seconds.unwrap_or(self.lease_duration.as_secs() as i32);
+            let renewed = spec.renew_time.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH);
+            let expires = renewed.as_second() + duration as i64;
+            if Timestamp::now().as_second() <= expires {
+                return Ok(false);
+            }
+        }
+        if !ours {
+            spec.holder_identity = Some(self.identity.clone());
+            spec.acquire_time = Some(now.clone());
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.lease_duration_seconds = Some(self.lease_duration.as_secs() as i32);
+        spec.renew_time = Some(now);
+        // The resourceVersion in metadata makes this a compare-and-swap: 409 if anyone else
+        // wrote the Lease since we read it.
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the Lease up so that a standby takes over without waiting for it to expire.
+    pub async fn release(&self) {
+        let result = async {
+            let Some(mut lease) = self.api.get_opt(&self.name).await? else { return Ok(()) };
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            if spec.holder_identity.as_deref() != Some(&self.identity) {
+                return Ok(());
+            }
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.renew_time = Some(MicroTime(Timestamp::now()));
+            self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| ())
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::info!(lease = self.name, "released the Lease"),
+            Err(e) => {
+                tracing::warn!(lease = self.name, error = %e, "could not release the Lease; it expires on its own")
+            }
+        }
+    }
+
+    /// Waits until this replica holds the Lease; `false` when `stop` came first.
+    pub async fn acquire(&self, stop: &CancellationToken) -> bool {
+        loop {
+            match self.try_acquire_or_renew().await {
+                Ok(true) => {
+                    tracing::info!(lease = self.name, identity = self.identity, "became the leader");
+                    metrics::gauge!("kev_producer_leader").set(1.0);
+                    return true;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(lease = self.name, error = %e, "Lease call failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.retry_period) => {}
+                _ = stop.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Renews the Lease until a renewal has not succeeded for `renew_deadline` (then cancels
+    /// `lost`) or until `stop`.
+    pub async fn keep(&self, lost: CancellationToken, stop: CancellationToken) {
+        let mut last_ok = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.retry_period) => {}
+                _ = stop.cancelled() => return,
+            }
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_ok = tokio::time::Instant::now(),
+                Ok(false) => {
+                    tracing::warn!(lease = self.name, "another replica holds the Lease");
+                    break;
+                }
+                Err(e) => tracing::warn!(lease = self.name, error = %e, "renewing the Lease failed"),
+            }
+            if last_ok.elapsed() >= self.renew_deadline {
+                tracing::warn!(lease = self.name, "could not renew the Lease in time");
+                break;
+            }
+        }
+        metrics::gauge!("kev_producer_leader").set(0.0);
+        lost.cancel();
+    }
+}
