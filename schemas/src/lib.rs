@@ -5,6 +5,7 @@
 //! producer and the enricher can never disagree on the wire format.
 
 pub mod codec;
+pub mod enriched;
 pub mod k8s;
 pub mod normalize;
 pub mod raw;
@@ -12,5 +13,6 @@ pub mod schema;
 pub mod time;
 
 pub use codec::{Codec, CodecError};
+pub use enriched::{Aggregate, EnrichedEvent, Severity};
 pub use k8s::{EventObject, ParseError};
 pub use raw::{EventObservation, Heartbeat, RawKind, RawRecord, WatchVerb};

@@ -28,6 +28,13 @@ pub const ALL: [(&str, &str); 5] = [
 pub static RAW_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| Schema::parse_str(RAW_RECORD).expect("raw_record.avsc is valid Avro"));
 
+/// The parsed enriched-event schema.
+pub static ENRICHED_EVENT_SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| Schema::parse_str(ENRICHED_EVENT).expect("enriched_event.avsc is valid Avro"));
+/// The parsed aggregate schema.
+pub static AGGREGATE_SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| Schema::parse_str(AGGREGATE).expect("aggregate.avsc is valid Avro"));
+
 #[cfg(test)]
 mod tests {
     use super::*;

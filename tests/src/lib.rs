@@ -3,6 +3,8 @@
 
 pub mod broker;
 pub mod data;
+pub mod expect;
+pub mod fakeapi;
 pub mod procs;
 
 /// Logs for tests, filtered by `RUST_LOG` (default warnings only).

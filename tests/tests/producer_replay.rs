@@ -3,64 +3,18 @@
 //! SIGKILLs, a broker outage and a registry outage.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kev_common::devregistry::DevRegistry;
 use kev_common::kafka::partition_for_key;
 use kev_common::telemetry::Health;
-use kev_producer::readback::{self, Published};
-use kev_producer::{run, ProducerConfig};
-use kev_schemas::k8s::same_object;
-use kev_schemas::RawKind;
+use kev_producer::readback;
+use kev_producer::run;
 use kev_tests::broker::{Broker, Storage};
+use kev_tests::expect::{assert_exactly_once, config, registry};
 use kev_tests::{data, init_logs, procs};
 use rand::Rng;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-
-async fn registry(cancel: &CancellationToken) -> DevRegistry {
-    DevRegistry::start(SocketAddr::from(([127, 0, 0, 1], 0)), cancel.clone()).await.unwrap()
-}
-
-fn config(broker: &Broker, registry: &DevRegistry, cluster: &str) -> ProducerConfig {
-    let mut cfg = ProducerConfig { kafka: broker.settings(), cluster_id: cluster.into(), ..Default::default() };
-    cfg.registry.url = registry.url.clone();
-    cfg.topic.partitions = 3;
-    cfg
-}
-
-fn source_key(v: &Value) -> (String, String) {
-    (v["metadata"]["uid"].as_str().unwrap().to_string(), v["metadata"]["resourceVersion"].as_str().unwrap().to_string())
-}
-
-/// Asserts the topic holds every source object exactly once, equal field by field, all in the
-/// cluster's partition. Returns the number of event records.
-fn assert_exactly_once(records: &[Published], sources: &[Value], cluster: &str, partitions: i32) -> usize {
-    let by_key: HashMap<(String, String), &Value> = sources.iter().map(|v| (source_key(v), v)).collect();
-    assert_eq!(by_key.len(), sources.len(), "the data set has unique (uid, resourceVersion)");
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    let partition = partition_for_key(cluster.as_bytes(), partitions);
-    for p in records {
-        assert_eq!(p.key, cluster.as_bytes());
-        assert_eq!(p.partition, partition, "all of a cluster's records share its partition");
-        if p.record.kind != RawKind::Event {
-            continue;
-        }
-        let e = p.record.event.as_ref().unwrap();
-        let key = (e.uid.clone(), e.resource_version.clone());
-        let source = by_key.get(&key).unwrap_or_else(|| panic!("published {key:?}, which is not in the source"));
-        let back = e.object().unwrap().to_json();
-        assert!(same_object(&back, source), "{key:?} differs from its source:\n{back}\n{source}");
-        *seen.entry(key).or_default() += 1;
-    }
-    let duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicates.is_empty(), "published more than once: {duplicates:?}");
-    let missing = by_key.keys().filter(|k| !seen.contains_key(*k)).count();
-    assert_eq!(missing, 0, "{missing} source objects were never published");
-    seen.len()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_of_the_real_dumps_publishes_every_version_once_field_by_field() {

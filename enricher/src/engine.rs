@@ -1,0 +1,232 @@
+//! The engine: raw records in, enriched events and window aggregates out.
+
+use std::collections::BTreeMap;
+
+use kev_schemas::{Aggregate, EnrichedEvent, EventObservation, Heartbeat, RawKind, RawRecord, WatchVerb};
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{grade, Repetitions};
+use crate::rules::RuleSet;
+use crate::template::template;
+use crate::window::{ClusterWindows, Contribution, WindowConfig};
+
+/// Engine settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// Tumbling window size in milliseconds. Default 60000.
+    pub window_ms: i64,
+    /// How far behind the newest event or heartbeat an event may arrive and still fall in an
+    /// open window, in milliseconds. Default 30000.
+    pub allowed_lateness_ms: i64,
+    /// How long after it closes a window still takes late events (re-emitted), in
+    /// milliseconds. Default 600000.
+    pub late_retention_ms: i64,
+    /// Objects named in an aggregate's `top_objects`. Default 5.
+    pub top_objects: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { window_ms: 60_000, allowed_lateness_ms: 30_000, late_retention_ms: 600_000, top_objects: 5 }
+    }
+}
+
+impl EngineConfig {
+    fn windows(&self) -> WindowConfig {
+        WindowConfig {
+            size_us: self.window_ms.max(1) * 1000,
+            lateness_us: self.allowed_lateness_ms.max(0) * 1000,
+            late_retention_us: self.late_retention_ms.max(0) * 1000,
+            top_objects: self.top_objects,
+        }
+    }
+}
+
+/// One output record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Enriched(EnrichedEvent),
+    Aggregate(Aggregate),
+}
+
+/// What the engine holds, for the state-size metric and the memory benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateSize {
+    pub open_groups: usize,
+    pub retained_groups: usize,
+    pub repetition_keys: usize,
+    pub approx_bytes: usize,
+}
+
+/// Everything the engine remembers, serialisable so a restart can continue where it stopped.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct EngineState {
+    clusters: BTreeMap<String, ClusterWindows>,
+    repetitions: Repetitions,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    windows: WindowConfig,
+    rules: RuleSet,
+    state: EngineState,
+}
+
+/// The fingerprint of similar events: cluster, namespace, kind of the regarding object, reason
+/// and message template, hashed to 16 hex digits.
+pub fn fingerprint(cluster: &str, namespace: &str, kind: &str, reason: &str, template: &str) -> String {
+    let h = xxhash_rust::xxh3::xxh3_64(format!("{cluster}\0{namespace}\0{kind}\0{reason}\0{template}").as_bytes());
+    format!("{h:016x}")
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, rules: RuleSet) -> Self {
+        Self { windows: cfg.windows(), cfg, rules, state: EngineState::default() }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Continues from a saved state.
+    pub fn restore(cfg: EngineConfig, rules: RuleSet, state: EngineState) -> Self {
+        Self { windows: cfg.windows(), cfg, rules, state }
+    }
+
+    pub fn state(&self) -> &EngineState {
+        &self.state
+    }
+
+    /// Processes one raw record read at (partition, offset).
+    pub fn on_record(&mut self, record: &RawRecord, partition: i32, offset: i64, out: &mut Vec<Output>) {
+        match (record.kind, &record.event, &record.heartbeat) {
+            (RawKind::Event, Some(e), _) => self.on_event(&record.cluster, e, partition, offset, out),
+            (RawKind::Heartbeat, _, Some(h)) => self.on_heartbeat(&record.cluster, h, out),
+            _ => {}
+        }
+    }
+
+    pub fn on_event(
+        &mut self,
+        cluster: &str,
+        e: &EventObservation,
+        partition: i32,
+        offset: i64,
+        out: &mut Vec<Output>,
+    ) {
+        let n = &e.normalized;
+        let message = n.note.as_deref().unwrap_or("");
+        let tmpl = template(message);
+        let regarding = n.regarding.as_ref();
+        let kind = regarding.and_then(|r| r.kind.as_deref());
+        let reason = n.reason.as_deref();
+        let fp =
+            fingerprint(cluster, e.namespace.as_deref().unwrap_or(""), kind.unwrap_or(""), reason.unwrap_or(""), &tmpl);
+        let occurrences = if e.verb == WatchVerb::Deleted { 0 } else { e.new_occurrences.max(0) };
+        let g = grade(&self.rules, &mut self.state.repetitions, cluster, n, occurrences);
+        let object = format!(
+            "{}/{}/{}",
+            kind.unwrap_or(""),
+            regarding.and_then(|r| r.namespace.as_deref()).unwrap_or(""),
+            regarding.and_then(|r| r.name.as_deref()).unwrap_or("")
+        );
+        let windows = self.state.clusters.entry(cluster.to_string()).or_default();
+        if occurrences > 0 {
+            let c = Contribution {
+                fingerprint: &fp,
+                event_time: n.event_time,
+                occurrences,
+                object: &object,
+                namespace: e.namespace.as_deref(),
+                kind,
+                reason,
+                template: &tmpl,
+                category: &g.category,
+                severity: g.severity,
+                message: n.note.as_deref(),
+            };
+            if let Some(late) = windows.add(cluster, &self.windows, &c) {
+                out.push(Output::Enriched(enriched(cluster, e, &g, &fp, &tmpl, partition, offset)));
+                out.push(Output::Aggregate(late));
+                return;
+            }
+        }
+        out.push(Output::Enriched(enriched(cluster, e, &g, &fp, &tmpl, partition, offset)));
+        self.advance(cluster, n.event_time, out);
+    }
+
+    pub fn on_heartbeat(&mut self, cluster: &str, h: &Heartbeat, out: &mut Vec<Output>) {
+        let t = h.producer_time.saturating_mul(1000).max(h.event_time_high.unwrap_or(i64::MIN));
+        self.advance(cluster, t, out);
+    }
+
+    fn advance(&mut self, cluster: &str, t: i64, out: &mut Vec<Output>) {
+        let windows = self.state.clusters.entry(cluster.to_string()).or_default();
+        let mut closed = Vec::new();
+        windows.advance(cluster, &self.windows, t, &mut closed);
+        out.extend(closed.into_iter().map(Output::Aggregate));
+        if let Some(w) = windows.watermark(&self.windows) {
+            let longest =
+                self.rules.rules.iter().filter_map(|r| r.escalate.as_ref()).map(|e| e.within_us).max().unwrap_or(0);
+            self.state.repetitions.expire(w - longest);
+        }
+    }
+
+    /// Closes every open window: the end of a bounded replay.
+    pub fn flush(&mut self, out: &mut Vec<Output>) {
+        for (cluster, windows) in self.state.clusters.iter_mut() {
+            let mut closed = Vec::new();
+            windows.close_all(cluster, &self.windows, &mut closed);
+            out.extend(closed.into_iter().map(Output::Aggregate));
+        }
+    }
+
+    pub fn state_size(&self) -> StateSize {
+        let mut s = StateSize { repetition_keys: self.state.repetitions.len(), ..Default::default() };
+        for w in self.state.clusters.values() {
+            s.open_groups += w.open_groups();
+            s.retained_groups += w.retained_groups();
+            s.approx_bytes += w.approx_bytes();
+        }
+        s.approx_bytes += s.repetition_keys * 64;
+        s
+    }
+
+    /// Late events handled (re-emitted) and too late to handle, over all clusters.
+    pub fn late_counts(&self) -> (i64, i64) {
+        self.state.clusters.values().fold((0, 0), |(l, t), w| (l + w.late, t + w.too_late))
+    }
+}
+
+fn enriched(
+    cluster: &str,
+    e: &EventObservation,
+    g: &crate::classify::Grade,
+    fp: &str,
+    tmpl: &str,
+    partition: i32,
+    offset: i64,
+) -> EnrichedEvent {
+    let n = &e.normalized;
+    EnrichedEvent {
+        cluster: cluster.to_string(),
+        uid: e.uid.clone(),
+        resource_version: e.resource_version.clone(),
+        event_time: n.event_time,
+        namespace: e.namespace.clone(),
+        regarding: n.regarding.clone(),
+        type_: n.type_.clone(),
+        reason: n.reason.clone(),
+        note: n.note.clone(),
+        reporting_controller: n.reporting_controller.clone(),
+        host: n.host.clone(),
+        count: n.count,
+        new_occurrences: e.new_occurrences,
+        severity: g.severity,
+        category: g.category.clone(),
+        fingerprint: fp.to_string(),
+        template: tmpl.to_string(),
+        raw_offset: offset,
+        raw_partition: partition,
+    }
+}

@@ -1,0 +1,213 @@
+//! Event-time tumbling windows per fingerprint, closed by a per-cluster watermark.
+//!
+//! The watermark of a cluster is the newest event time or heartbeat time seen, minus the
+//! allowed lateness. A window is emitted once, when the watermark passes its end. An event for
+//! a window already closed (late) is not dropped: while the closed window is still retained
+//! (`late_retention` after its end), the event is added and the whole aggregate is emitted again
+//! with `late_events` counting it, under the same key, so a compacted topic or a ksqlDB TABLE
+//! ends with the corrected value. Later than that it is counted in `too_late` (the enriched
+//! event itself is still emitted).
+
+use std::collections::BTreeMap;
+
+use kev_schemas::{Aggregate, Severity};
+use serde::{Deserialize, Serialize};
+
+/// Window settings, in microseconds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct WindowConfig {
+    pub size_us: i64,
+    pub lateness_us: i64,
+    pub late_retention_us: i64,
+    pub top_objects: usize,
+}
+
+/// What one occurrence batch contributes to a group.
+#[derive(Debug, Clone)]
+pub struct Contribution<'a> {
+    pub fingerprint: &'a str,
+    pub event_time: i64,
+    pub occurrences: i64,
+    pub object: &'a str,
+    pub namespace: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub template: &'a str,
+    pub category: &'a str,
+    pub severity: Severity,
+    pub message: Option<&'a str>,
+}
+
+/// One (fingerprint, window) group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Group {
+    namespace: Option<Box<str>>,
+    kind: Option<Box<str>>,
+    reason: Option<Box<str>>,
+    template: Box<str>,
+    category: Box<str>,
+    severity: Severity,
+    count: i64,
+    /// (object, occurrences), sorted by object.
+    objects: Vec<(Box<str>, i64)>,
+    first: i64,
+    last: i64,
+    sample: Option<Box<str>>,
+    late: i64,
+}
+
+/// The windows of one cluster.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ClusterWindows {
+    /// Newest event or heartbeat time seen.
+    high: Option<i64>,
+    /// Open windows by (start, fingerprint): BTreeMap so closing and output order are
+    /// deterministic.
+    #[serde(with = "crate::pairs")]
+    open: BTreeMap<(i64, String), Group>,
+    /// Closed windows kept for late events, by (start, fingerprint).
+    #[serde(with = "crate::pairs")]
+    closed: BTreeMap<(i64, String), Group>,
+    pub too_late: i64,
+    pub late: i64,
+}
+
+impl ClusterWindows {
+    pub fn watermark(&self, cfg: &WindowConfig) -> Option<i64> {
+        self.high.map(|h| h - cfg.lateness_us)
+    }
+
+    pub fn open_groups(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn retained_groups(&self) -> usize {
+        self.closed.len()
+    }
+
+    /// Rough bytes held, for the state-size report.
+    pub fn approx_bytes(&self) -> usize {
+        self.open.iter().chain(self.closed.iter()).map(|((_, fp), g)| 64 + fp.len() + g.approx_bytes()).sum()
+    }
+
+    /// Adds a contribution; returns an aggregate to emit at once when it was late.
+    pub fn add(&mut self, cluster: &str, cfg: &WindowConfig, c: &Contribution) -> Option<Aggregate> {
+        let start = c.event_time.div_euclid(cfg.size_us) * cfg.size_us;
+        let key = (start, c.fingerprint.to_string());
+        let closed_already = self.watermark(cfg).is_some_and(|w| start + cfg.size_us <= w);
+        if !closed_already {
+            self.open.entry(key).or_insert_with(|| Group::new(c)).add(c);
+            return None;
+        }
+        let horizon = self.watermark(cfg).unwrap_or(i64::MIN) - cfg.late_retention_us;
+        if start + cfg.size_us <= horizon {
+            self.too_late += 1;
+            return None;
+        }
+        self.late += 1;
+        let g = self.closed.entry(key.clone()).or_insert_with(|| Group::new(c));
+        g.add(c);
+        g.late += 1;
+        Some(g.aggregate(cluster, &key.1, key.0, cfg))
+    }
+
+    /// Moves time forward to `t` and emits the windows that close, in (start, fingerprint)
+    /// order.
+    pub fn advance(&mut self, cluster: &str, cfg: &WindowConfig, t: i64, out: &mut Vec<Aggregate>) {
+        if self.high.is_some_and(|h| h >= t) {
+            return;
+        }
+        self.high = Some(t);
+        let w = t - cfg.lateness_us;
+        while let Some(entry) = self.open.first_entry() {
+            if entry.key().0 + cfg.size_us > w {
+                break;
+            }
+            let ((start, fp), g) = entry.remove_entry();
+            out.push(g.aggregate(cluster, &fp, start, cfg));
+            self.closed.insert((start, fp), g);
+        }
+        let horizon = w - cfg.late_retention_us;
+        while let Some(entry) = self.closed.first_entry() {
+            if entry.key().0 + cfg.size_us > horizon {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    /// Closes every open window (end of a bounded replay).
+    pub fn close_all(&mut self, cluster: &str, cfg: &WindowConfig, out: &mut Vec<Aggregate>) {
+        for ((start, fp), g) in std::mem::take(&mut self.open) {
+            out.push(g.aggregate(cluster, &fp, start, cfg));
+            self.closed.insert((start, fp), g);
+        }
+    }
+}
+
+impl Group {
+    fn new(c: &Contribution) -> Self {
+        Group {
+            namespace: c.namespace.map(Into::into),
+            kind: c.kind.map(Into::into),
+            reason: c.reason.map(Into::into),
+            template: c.template.into(),
+            category: c.category.into(),
+            severity: c.severity,
+            count: 0,
+            objects: Vec::new(),
+            first: c.event_time,
+            last: c.event_time,
+            sample: c.message.map(Into::into),
+            late: 0,
+        }
+    }
+
+    fn add(&mut self, c: &Contribution) {
+        self.count += c.occurrences;
+        self.severity = self.severity.max(c.severity);
+        self.first = self.first.min(c.event_time);
+        self.last = self.last.max(c.event_time);
+        match self.objects.binary_search_by(|(o, _)| o.as_ref().cmp(c.object)) {
+            Ok(i) => self.objects[i].1 += c.occurrences,
+            Err(i) => self.objects.insert(i, (c.object.into(), c.occurrences)),
+        }
+    }
+
+    fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.template.len()
+            + self.category.len()
+            + self.namespace.as_ref().map_or(0, |s| s.len())
+            + self.kind.as_ref().map_or(0, |s| s.len())
+            + self.reason.as_ref().map_or(0, |s| s.len())
+            + self.sample.as_ref().map_or(0, |s| s.len())
+            + self.objects.iter().map(|(o, _)| o.len() + 24).sum::<usize>()
+    }
+
+    fn aggregate(&self, cluster: &str, fingerprint: &str, start: i64, cfg: &WindowConfig) -> Aggregate {
+        let mut top: Vec<&(Box<str>, i64)> = self.objects.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let minutes = cfg.size_us as f64 / 60_000_000.0;
+        Aggregate {
+            cluster: cluster.to_string(),
+            fingerprint: fingerprint.to_string(),
+            window_start: start,
+            window_end: start + cfg.size_us,
+            namespace: self.namespace.as_deref().map(str::to_string),
+            kind: self.kind.as_deref().map(str::to_string),
+            reason: self.reason.as_deref().map(str::to_string),
+            template: self.template.to_string(),
+            category: self.category.to_string(),
+            severity: self.severity,
+            count: self.count,
+            distinct_objects: self.objects.len() as i64,
+            first_seen: self.first,
+            last_seen: self.last,
+            top_objects: top.iter().take(cfg.top_objects).map(|(o, _)| o.to_string()).collect(),
+            sample_message: self.sample.as_deref().map(str::to_string),
+            recurring: self.count >= 3 && self.count as f64 / minutes > 0.5,
+            late_events: self.late,
+        }
+    }
+}

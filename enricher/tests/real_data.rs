@@ -1,0 +1,131 @@
+//! The engine over the real events of `tests/data/k8s-events`: every reason gets a deliberate
+//! category, aggregation compresses, and the output is deterministic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+
+use kev_enricher::engine::fingerprint;
+use kev_enricher::rules::RuleSet;
+use kev_enricher::{Engine, EngineConfig, Output};
+use kev_schemas::{EventObject, EventObservation, WatchVerb};
+
+/// Every real event as an observation, per file, in event-time order.
+fn observations() -> Vec<(String, EventObservation)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/k8s-events");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.retain(|p| p.to_string_lossy().ends_with(".jsonl.gz"));
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let cluster = f.file_name().unwrap().to_string_lossy().trim_end_matches(".jsonl.gz").to_string();
+        let reader = BufReader::new(flate2::read::GzDecoder::new(std::fs::File::open(&f).unwrap()));
+        let mut obs: Vec<EventObservation> = reader
+            .lines()
+            .map(|l| {
+                let obj = EventObject::from_json(serde_json::from_str(&l.unwrap()).unwrap()).unwrap();
+                let count = kev_schemas::normalize::normalize(&obj).count;
+                EventObservation::new(obj, WatchVerb::Added, count, 0)
+            })
+            .collect();
+        obs.sort_by_key(|o| (o.normalized.event_time, o.uid.clone()));
+        out.extend(obs.into_iter().map(|o| (cluster.clone(), o)));
+    }
+    out
+}
+
+/// Reasons in the data that are deliberately left in "other": events without a reason.
+const DELIBERATELY_OTHER: [&str; 2] = ["", "Status upgrade"];
+
+#[test]
+fn every_reason_in_the_data_has_a_deliberate_category() {
+    let rules = RuleSet::defaults();
+    let mut other = BTreeSet::new();
+    let mut by_category: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (_, o) in observations() {
+        let reason = o.normalized.reason.clone().unwrap_or_default();
+        match rules.first_match(&o.normalized) {
+            Some(i) => {
+                by_category.entry(rules.rules[i].category.clone()).or_default().insert(reason);
+            }
+            None => {
+                other.insert(reason);
+            }
+        }
+    }
+    let unexpected: Vec<_> = other.iter().filter(|r| !DELIBERATELY_OTHER.contains(&r.as_str())).collect();
+    assert!(unexpected.is_empty(), "reasons without a rule: {unexpected:?}");
+    for (c, reasons) in &by_category {
+        println!("{c}: {} reasons", reasons.len());
+    }
+}
+
+fn run(config: EngineConfig, input: &[(String, EventObservation)]) -> Vec<Output> {
+    let mut engine = Engine::new(config, RuleSet::defaults());
+    let mut out = Vec::new();
+    for (i, (cluster, o)) in input.iter().enumerate() {
+        engine.on_event(cluster, o, 0, i as i64, &mut out);
+    }
+    engine.flush(&mut out);
+    out
+}
+
+#[test]
+fn aggregation_compresses_the_real_dumps_and_is_deterministic() {
+    let input = observations();
+    let out = run(EngineConfig::default(), &input);
+    let enriched = out.iter().filter(|o| matches!(o, Output::Enriched(_))).count();
+    let aggregates: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Aggregate(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(enriched, input.len());
+    let occurrences: i64 = input.iter().map(|(_, o)| o.new_occurrences).sum();
+    // Every occurrence lands in exactly one window, late or not.
+    let mut finals: BTreeMap<(String, String, i64), &kev_schemas::Aggregate> = BTreeMap::new();
+    for a in &aggregates {
+        finals.insert((a.cluster.clone(), a.fingerprint.clone(), a.window_start), a);
+    }
+    let counted: i64 = finals.values().map(|a| a.count).sum();
+    assert_eq!(counted, occurrences, "aggregates carry every occurrence");
+    let ratio = input.len() as f64 / finals.len() as f64;
+    println!(
+        "{} raw events ({occurrences} occurrences) -> {} aggregate records ({} distinct windows): {ratio:.1}x fewer records",
+        input.len(),
+        aggregates.len(),
+        finals.len()
+    );
+    assert!(finals.len() < input.len(), "fewer aggregates than events");
+    assert_eq!(out, run(EngineConfig::default(), &input), "same input, same output");
+}
+
+#[test]
+fn backoff_pods_of_one_replicaset_share_a_fingerprint_in_sbctl() {
+    let input: Vec<_> = observations().into_iter().filter(|(c, _)| c == "sbctl").collect();
+    let out = run(EngineConfig::default(), &input);
+    let backoff: BTreeSet<String> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Enriched(e) if e.reason.as_deref() == Some("BackOff") => Some(e.fingerprint.clone()),
+            _ => None,
+        })
+        .collect();
+    let pods: BTreeSet<String> = input
+        .iter()
+        .filter(|(_, o)| o.normalized.reason.as_deref() == Some("BackOff"))
+        .filter_map(|(_, o)| o.normalized.regarding.as_ref().and_then(|r| r.name.clone()))
+        .collect();
+    println!("sbctl BackOff: {} pods, {} fingerprints", pods.len(), backoff.len());
+    assert!(!pods.is_empty());
+    assert!(backoff.len() < pods.len() || pods.len() == 1, "pods {pods:?} fingerprints {backoff:?}");
+}
+
+#[test]
+fn fingerprint_is_stable_across_builds() {
+    // A change here changes every fingerprint users have stored: it must be deliberate.
+    assert_eq!(fingerprint("c", "ns", "Pod", "BackOff", "Back-off restarting failed container"), "3b09580eb34bd979");
+    assert_ne!(fingerprint("c", "ns", "Pod", "BackOff", "x"), fingerprint("c", "ns2", "Pod", "BackOff", "x"));
+}

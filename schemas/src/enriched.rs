@@ -1,0 +1,66 @@
+//! Typed records of the downstream topics, mirroring `avro/enriched_event.avsc`,
+//! `avro/aggregate.avsc`, `avro/incident.avsc` and `avro/dead_letter.avsc`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::raw::ResourceRef;
+
+/// How bad an event is. Ordered: `Info < Warning < Error < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+    Critical,
+    /// A symbol this reader does not know (written by a newer kev).
+    Unknown,
+}
+
+/// An event observation, graded and fingerprinted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrichedEvent {
+    pub cluster: String,
+    pub uid: String,
+    pub resource_version: String,
+    pub event_time: i64,
+    pub namespace: Option<String>,
+    pub regarding: Option<ResourceRef>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub reason: Option<String>,
+    pub note: Option<String>,
+    pub reporting_controller: Option<String>,
+    pub host: Option<String>,
+    pub count: i64,
+    pub new_occurrences: i64,
+    pub severity: Severity,
+    pub category: String,
+    pub fingerprint: String,
+    pub template: String,
+    pub raw_offset: i64,
+    pub raw_partition: i32,
+}
+
+/// Occurrences of one fingerprint in one event-time window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    pub cluster: String,
+    pub fingerprint: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub namespace: Option<String>,
+    pub kind: Option<String>,
+    pub reason: Option<String>,
+    pub template: String,
+    pub category: String,
+    pub severity: Severity,
+    pub count: i64,
+    pub distinct_objects: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub top_objects: Vec<String>,
+    pub sample_message: Option<String>,
+    pub recurring: bool,
+    pub late_events: i64,
+}
