@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use kev_schemas::{Aggregate, EnrichedEvent, EventObservation, Heartbeat, RawKind, RawRecord, WatchVerb};
+use kev_schemas::{Aggregate, EnrichedEvent, EventObservation, Heartbeat, Incident, RawKind, RawRecord, WatchVerb};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{grade, Repetitions};
+use crate::correlate::{default_rules, CorrelationRule, Correlator, LifecycleConfig};
 use crate::rules::RuleSet;
 use crate::template::template;
 use crate::window::{ClusterWindows, Contribution, WindowConfig};
@@ -23,11 +24,24 @@ pub struct EngineConfig {
     pub late_retention_ms: i64,
     /// Objects named in an aggregate's `top_objects`. Default 5.
     pub top_objects: usize,
+    /// Shortest event time between two UPDATED records of one incident, in milliseconds.
+    /// Default 60000.
+    pub incident_debounce_ms: i64,
+    /// Event time without a new member after which an incident is RESOLVED, in milliseconds.
+    /// Default 600000.
+    pub incident_quiet_ms: i64,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { window_ms: 60_000, allowed_lateness_ms: 30_000, late_retention_ms: 600_000, top_objects: 5 }
+        Self {
+            window_ms: 60_000,
+            allowed_lateness_ms: 30_000,
+            late_retention_ms: 600_000,
+            top_objects: 5,
+            incident_debounce_ms: 60_000,
+            incident_quiet_ms: 600_000,
+        }
     }
 }
 
@@ -40,6 +54,13 @@ impl EngineConfig {
             top_objects: self.top_objects,
         }
     }
+
+    fn lifecycle(&self) -> LifecycleConfig {
+        LifecycleConfig {
+            debounce_us: self.incident_debounce_ms.max(0) * 1000,
+            quiet_us: self.incident_quiet_ms.max(0) * 1000,
+        }
+    }
 }
 
 /// One output record.
@@ -47,6 +68,7 @@ impl EngineConfig {
 pub enum Output {
     Enriched(EnrichedEvent),
     Aggregate(Aggregate),
+    Incident(Incident),
 }
 
 /// What the engine holds, for the state-size metric and the memory benchmark.
@@ -55,6 +77,7 @@ pub struct StateSize {
     pub open_groups: usize,
     pub retained_groups: usize,
     pub repetition_keys: usize,
+    pub correlation_entries: usize,
     pub approx_bytes: usize,
 }
 
@@ -63,12 +86,15 @@ pub struct StateSize {
 pub struct EngineState {
     clusters: BTreeMap<String, ClusterWindows>,
     repetitions: Repetitions,
+    correlators: BTreeMap<String, Correlator>,
 }
 
 pub struct Engine {
     cfg: EngineConfig,
     windows: WindowConfig,
+    life: LifecycleConfig,
     rules: RuleSet,
+    correlations: Vec<CorrelationRule>,
     state: EngineState,
 }
 
@@ -81,7 +107,13 @@ pub fn fingerprint(cluster: &str, namespace: &str, kind: &str, reason: &str, tem
 
 impl Engine {
     pub fn new(cfg: EngineConfig, rules: RuleSet) -> Self {
-        Self { windows: cfg.windows(), cfg, rules, state: EngineState::default() }
+        Self::restore(cfg, rules, EngineState::default())
+    }
+
+    /// Replaces the shipped correlation rules.
+    pub fn with_correlations(mut self, correlations: Vec<CorrelationRule>) -> Self {
+        self.correlations = correlations;
+        self
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -90,7 +122,7 @@ impl Engine {
 
     /// Continues from a saved state.
     pub fn restore(cfg: EngineConfig, rules: RuleSet, state: EngineState) -> Self {
-        Self { windows: cfg.windows(), cfg, rules, state }
+        Self { windows: cfg.windows(), life: cfg.lifecycle(), cfg, rules, correlations: default_rules(), state }
     }
 
     pub fn state(&self) -> &EngineState {
@@ -130,6 +162,9 @@ impl Engine {
             regarding.and_then(|r| r.namespace.as_deref()).unwrap_or(""),
             regarding.and_then(|r| r.name.as_deref()).unwrap_or("")
         );
+        let mut incidents = Vec::new();
+        let correlator = self.state.correlators.entry(cluster.to_string()).or_default();
+        correlator.on_event(&self.correlations, &self.life, cluster, e, &mut incidents);
         let windows = self.state.clusters.entry(cluster.to_string()).or_default();
         if occurrences > 0 {
             let c = Contribution {
@@ -148,10 +183,12 @@ impl Engine {
             if let Some(late) = windows.add(cluster, &self.windows, &c) {
                 out.push(Output::Enriched(enriched(cluster, e, &g, &fp, &tmpl, partition, offset)));
                 out.push(Output::Aggregate(late));
+                out.extend(incidents.into_iter().map(Output::Incident));
                 return;
             }
         }
         out.push(Output::Enriched(enriched(cluster, e, &g, &fp, &tmpl, partition, offset)));
+        out.extend(incidents.into_iter().map(Output::Incident));
         self.advance(cluster, n.event_time, out);
     }
 
@@ -166,6 +203,10 @@ impl Engine {
         windows.advance(cluster, &self.windows, t, &mut closed);
         out.extend(closed.into_iter().map(Output::Aggregate));
         if let Some(w) = windows.watermark(&self.windows) {
+            let mut incidents = Vec::new();
+            let correlator = self.state.correlators.entry(cluster.to_string()).or_default();
+            correlator.advance(&self.correlations, &self.life, cluster, w, &mut incidents);
+            out.extend(incidents.into_iter().map(Output::Incident));
             let longest =
                 self.rules.rules.iter().filter_map(|r| r.escalate.as_ref()).map(|e| e.within_us).max().unwrap_or(0);
             self.state.repetitions.expire(w - longest);
@@ -188,7 +229,8 @@ impl Engine {
             s.retained_groups += w.retained_groups();
             s.approx_bytes += w.approx_bytes();
         }
-        s.approx_bytes += s.repetition_keys * 64;
+        s.correlation_entries = self.state.correlators.values().map(Correlator::len).sum();
+        s.approx_bytes += s.repetition_keys * 64 + s.correlation_entries * 128;
         s
     }
 

@@ -7,9 +7,11 @@
 //! - `classify`: severity and category, with escalation by repetition;
 //! - `template`: the message template that masks what varies between instances of a problem;
 //! - `window`: event-time tumbling windows with a per-cluster watermark;
+//! - `correlate`: incidents linking events of related resources to a root-cause candidate;
 //! - `engine`: the pieces wired together.
 
 pub mod classify;
+pub mod correlate;
 pub mod engine;
 pub mod rules;
 pub mod template;

@@ -31,7 +31,7 @@ fn observation(i: usize, pod: u8, reason: usize, t_s: i64, count: i64) -> EventO
 }
 
 fn config() -> EngineConfig {
-    EngineConfig { window_ms: 60_000, allowed_lateness_ms: 30_000, late_retention_ms: 600_000, top_objects: 3 }
+    EngineConfig { top_objects: 3, ..EngineConfig::default() }
 }
 
 /// Final value of each aggregate key, as a compacted topic would hold it.

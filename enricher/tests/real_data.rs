@@ -129,3 +129,56 @@ fn fingerprint_is_stable_across_builds() {
     assert_eq!(fingerprint("c", "ns", "Pod", "BackOff", "Back-off restarting failed container"), "3b09580eb34bd979");
     assert_ne!(fingerprint("c", "ns", "Pod", "BackOff", "x"), fingerprint("c", "ns2", "Pod", "BackOff", "x"));
 }
+
+/// Incidents per cluster (dump) over the real data: the final record of each incident id.
+fn incidents(input: &[(String, EventObservation)]) -> BTreeMap<String, kev_schemas::Incident> {
+    let mut engine = Engine::new(EngineConfig::default(), RuleSet::defaults());
+    let mut out = Vec::new();
+    for (i, (cluster, o)) in input.iter().enumerate() {
+        engine.on_event(cluster, o, 0, i as i64, &mut out);
+    }
+    let mut last = BTreeMap::new();
+    for o in out {
+        if let Output::Incident(inc) = o {
+            last.insert(inc.incident_id.clone(), inc);
+        }
+    }
+    last
+}
+
+#[test]
+fn incidents_found_in_the_real_dumps() {
+    let found = incidents(&observations());
+    let mut by_rule: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for inc in found.values() {
+        *by_rule.entry((inc.cluster.clone(), inc.rule.clone())).or_default() += 1;
+    }
+    for ((cluster, rule), n) in &by_rule {
+        println!("{cluster}: {n} x {rule}");
+    }
+    for inc in found.values() {
+        println!("  [{}] {:?} {:?} {}", inc.cluster, inc.status, inc.severity, inc.summary);
+    }
+    let find = |cluster: &str, rule: &str, text: &str| {
+        found.values().any(|i| i.cluster == cluster && i.rule == rule && i.summary.contains(text))
+    };
+    // Chains present in the data, looked up by hand in the dumps:
+    // several controller-manager pods failing to mount the missing ConfigMap client-ca,
+    assert!(find("openshift-azure", "missing-secret-or-configmap", "ConfigMap client-ca is missing"));
+    assert!(find("openshift-aws", "missing-secret-or-configmap", "Secret serving-cert is missing"));
+    // failing readiness probes on the openshift-apiserver pods, then Killing,
+    assert!(find("openshift-aws", "probe-failure-restarts", "failing probes on pod apiserver-"));
+    // FailedMount timeouts followed by restarts,
+    assert!(find("openshift-azure", "volume-failure-restarts", "FailedMount of volume"));
+    // an image that does not exist, then BackOff, and pods waiting for a GPU.
+    assert!(find("troubleshoot", "image-pull-failure", "no-image-deployment"));
+    assert!(find("troubleshoot", "unschedulable-workload", "pending-pod-resources"));
+    // One incident per missing object, not one per pod.
+    let client_ca: Vec<_> = found
+        .values()
+        .filter(|i| i.cluster == "openshift-azure" && i.summary.starts_with("ConfigMap client-ca is missing"))
+        .collect();
+    assert_eq!(client_ca.len(), 1, "{client_ca:?}");
+    assert!(client_ca[0].scope.len() >= 3, "the incident scopes every pod that failed");
+    println!("{} incidents on the real dumps", found.len());
+}

@@ -64,3 +64,33 @@ pub struct Aggregate {
     pub recurring: bool,
     pub late_events: i64,
 }
+
+/// Lifecycle state of an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IncidentStatus {
+    Open,
+    Updated,
+    Resolved,
+    Unknown,
+}
+
+/// Events of several resources of one cluster linked to a root-cause candidate. Every update
+/// carries the whole incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub incident_id: String,
+    pub cluster: String,
+    pub rule: String,
+    pub status: IncidentStatus,
+    pub severity: Severity,
+    pub confidence: f64,
+    pub summary: String,
+    pub root_cause: Option<ResourceRef>,
+    pub root_reason: Option<String>,
+    pub scope: Vec<ResourceRef>,
+    pub member_uids: Vec<String>,
+    pub opened_at: i64,
+    pub updated_at: i64,
+    pub resolved_at: Option<i64>,
+}

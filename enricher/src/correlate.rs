@@ -1,0 +1,517 @@
+//! Correlation: events of different resources of one cluster linked into incidents with a
+//! root-cause candidate, from the events alone (no API calls).
+//!
+//! Relations come from what events say: pod to node from Scheduled messages ("Successfully
+//! assigned ns/pod to node") and kubelet events' source.host; pod to workload from pod names
+//! (ReplicaSet and pod hashes, StatefulSet ordinals); pod to Secret or ConfigMap from FailedMount
+//! messages. Rules are declarative (`rules/correlation.yaml`).
+//!
+//! Lifecycle, in event time: an incident is emitted OPEN once it has `min_members` events, then
+//! UPDATED at most once per `debounce` while members keep coming, and RESOLVED after a quiet
+//! period with no new member. Ids are a hash of cluster, rule and root event uid, so a replay
+//! gives the same ids.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::LazyLock;
+
+use kev_schemas::raw::{NormalizedEvent, ResourceRef};
+use kev_schemas::{EventObservation, Incident, IncidentStatus, Severity};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{parse_duration, RulesError};
+
+/// The correlation rules kev ships with.
+pub const DEFAULT_CORRELATIONS: &str = include_str!("../rules/correlation.yaml");
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    correlations: Vec<Spec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatchSpec {
+    reason: Option<String>,
+    message: Option<String>,
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    name: String,
+    cause: MatchSpec,
+    effect: MatchSpec,
+    relation: Relation,
+    max_gap: String,
+    #[serde(default = "two")]
+    min_members: usize,
+    severity: String,
+    confidence: f64,
+    summary: String,
+}
+
+fn two() -> usize {
+    2
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Relation {
+    SamePod,
+    PodOnNode,
+    SameOwner,
+    SharedObject,
+}
+
+#[derive(Debug, Clone)]
+struct Matcher {
+    reason: Option<Regex>,
+    message: Option<Regex>,
+    kind: Option<Regex>,
+}
+
+impl Matcher {
+    fn matches(&self, e: &NormalizedEvent) -> bool {
+        let m = |re: &Option<Regex>, v: Option<&str>| re.as_ref().is_none_or(|re| re.is_match(v.unwrap_or("")));
+        m(&self.reason, e.reason.as_deref())
+            && m(&self.message, e.note.as_deref())
+            && m(&self.kind, e.regarding.as_ref().and_then(|r| r.kind.as_deref()))
+    }
+}
+
+/// A compiled correlation rule.
+#[derive(Debug, Clone)]
+pub struct CorrelationRule {
+    pub name: String,
+    cause: Matcher,
+    effect: Matcher,
+    pub relation: Relation,
+    max_gap_us: i64,
+    min_members: usize,
+    severity: Severity,
+    confidence: f64,
+    summary: String,
+}
+
+/// Parses correlation rules, refusing a broken file with the rule's line and the reason.
+pub fn parse_rules(text: &str, source_name: &str) -> Result<Vec<CorrelationRule>, RulesError> {
+    let file: File = serde_norway::from_str(text)
+        .map_err(|e| RulesError::Syntax { source_name: source_name.into(), reason: e.to_string() })?;
+    let mut out = Vec::new();
+    for s in file.correlations {
+        let line = text.lines().position(|l| l.contains(&format!("name: {}", s.name))).map_or(0, |i| i + 1);
+        let fail =
+            |reason: String| RulesError::Rule { source_name: source_name.into(), line, rule: s.name.clone(), reason };
+        let re = |field: &str, r: &Option<String>| {
+            r.as_deref().map(|r| Regex::new(r).map_err(|e| fail(format!("{field}: {e}")))).transpose()
+        };
+        let matcher = |which: &str, m: &MatchSpec| -> Result<Matcher, RulesError> {
+            Ok(Matcher {
+                reason: re(&format!("{which}.reason"), &m.reason)?,
+                message: re(&format!("{which}.message"), &m.message)?,
+                kind: re(&format!("{which}.kind"), &m.kind)?,
+            })
+        };
+        let severity = match s.severity.as_str() {
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            "error" => Severity::Error,
+            "critical" => Severity::Critical,
+            other => return Err(fail(format!("severity {other:?}: expected info, warning, error or critical"))),
+        };
+        let gap =
+            parse_duration(&s.max_gap).ok_or_else(|| fail(format!("max_gap {:?} is not a duration", s.max_gap)))?;
+        if !(0.0..=1.0).contains(&s.confidence) {
+            return Err(fail(format!("confidence {} is not between 0 and 1", s.confidence)));
+        }
+        out.push(CorrelationRule {
+            cause: matcher("cause", &s.cause)?,
+            effect: matcher("effect", &s.effect)?,
+            relation: s.relation,
+            max_gap_us: gap.as_micros() as i64,
+            min_members: s.min_members.max(1),
+            severity,
+            confidence: s.confidence,
+            summary: s.summary.clone(),
+            name: s.name,
+        })
+    }
+    Ok(out)
+}
+
+/// The shipped correlation rules.
+pub fn default_rules() -> Vec<CorrelationRule> {
+    parse_rules(DEFAULT_CORRELATIONS, "rules/correlation.yaml").expect("the shipped correlation rules are valid")
+}
+
+/// Lifecycle settings, in microseconds of event time.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct LifecycleConfig {
+    pub debounce_us: i64,
+    pub quiet_us: i64,
+}
+
+/// One member event of an incident.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Member {
+    uid: String,
+    time: i64,
+    reason: String,
+    pod: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Open {
+    rule: usize,
+    id: String,
+    key: String,
+    root: ResourceRef,
+    root_reason: String,
+    detail: String,
+    node: Option<String>,
+    namespace: Option<String>,
+    members: Vec<Member>,
+    scope: BTreeSet<ResourceRef>,
+    opened_at: i64,
+    updated_at: i64,
+    emitted: Option<i64>,
+    dirty: bool,
+}
+
+/// What the correlator remembers, per cluster.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Correlator {
+    /// pod ("ns/name") -> (node, last seen).
+    #[serde(with = "crate::pairs")]
+    pod_node: HashMap<String, (String, i64)>,
+    /// Open incidents and candidates by (rule, relation key).
+    #[serde(with = "crate::pairs")]
+    open: BTreeMap<(usize, String), Open>,
+    pub opened: u64,
+}
+
+static SCHEDULED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"Successfully assigned (\S+)/(\S+) to (\S+)").unwrap());
+static MISSING: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"(?i)\b(secret|configmap) "([^"]+)" not found"#).unwrap());
+static VOLUME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"volume "([^"]+)""#).unwrap());
+static POD_HASH: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(.+?)(?:-[bcdfghjklmnpqrstvwxz2456789]{6,10})?-[bcdfghjklmnpqrstvwxz2456789]{5}$").unwrap()
+});
+static ORDINAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(.+)-\d+$").unwrap());
+
+fn pod_of(e: &NormalizedEvent) -> Option<String> {
+    let r = e.regarding.as_ref()?;
+    if r.kind.as_deref() != Some("Pod") {
+        return None;
+    }
+    Some(format!("{}/{}", r.namespace.as_deref().unwrap_or(""), r.name.as_deref()?))
+}
+
+fn node_of(e: &NormalizedEvent) -> Option<String> {
+    let r = e.regarding.as_ref()?;
+    if r.kind.as_deref() == Some("Node") {
+        return r.name.clone();
+    }
+    None
+}
+
+/// The workload a pod belongs to, from its name.
+pub fn owner_of_pod(pod: &str) -> String {
+    let (ns, name) = pod.split_once('/').unwrap_or(("", pod));
+    let owner =
+        POD_HASH.captures(name).or_else(|| ORDINAL.captures(name)).and_then(|c| c.get(1)).map_or(name, |m| m.as_str());
+    format!("{ns}/{owner}")
+}
+
+fn human_span(us: i64) -> String {
+    let s = (us / 1_000_000).max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", (s + 30) / 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+impl Correlator {
+    /// Size of the state, for the state-size report.
+    pub fn len(&self) -> usize {
+        self.open.len() + self.pod_node.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Feeds one event; emits incidents that open or update.
+    pub fn on_event(
+        &mut self,
+        rules: &[CorrelationRule],
+        life: &LifecycleConfig,
+        cluster: &str,
+        e: &EventObservation,
+        out: &mut Vec<Incident>,
+    ) {
+        let n = &e.normalized;
+        let t = n.event_time;
+        // Relations first: this event may be what tells us where a pod runs.
+        if let Some(c) = n.note.as_deref().and_then(|m| SCHEDULED.captures(m)) {
+            self.pod_node.insert(format!("{}/{}", &c[1], &c[2]), (c[3].to_string(), t));
+        }
+        let pod = pod_of(n);
+        if let (Some(p), Some(h)) = (&pod, &n.host) {
+            self.pod_node.insert(p.clone(), (h.clone(), t));
+        }
+        for (i, rule) in rules.iter().enumerate() {
+            let is_effect = rule.effect.matches(n);
+            let is_cause = rule.cause.matches(n);
+            if !is_effect && !is_cause {
+                continue;
+            }
+            let Some(key) = self.relation_key(rule.relation, n, pod.as_deref(), is_cause) else { continue };
+            let k = (i, key);
+            let member =
+                Member { uid: e.uid.clone(), time: t, reason: n.reason.clone().unwrap_or_default(), pod: pod.clone() };
+            match self.open.get_mut(&k) {
+                Some(o) if t - o.updated_at <= rule.max_gap_us && is_effect => {
+                    if o.members.iter().any(|m| m.uid == member.uid && m.time == member.time) {
+                        continue;
+                    }
+                    o.members.push(member);
+                    if let Some(r) = n.regarding.clone() {
+                        o.scope.insert(r);
+                    }
+                    o.updated_at = o.updated_at.max(t);
+                    o.dirty = true;
+                    Self::maybe_emit(rule, life, cluster, o, t, out);
+                }
+                Some(_) if !is_cause => {}
+                _ if is_cause => {
+                    // A new root: a cause after the previous one went quiet starts over.
+                    if let Some(old) = self.open.remove(&k) {
+                        if old.emitted.is_some() {
+                            out.push(Self::incident(
+                                rule,
+                                cluster,
+                                &old,
+                                IncidentStatus::Resolved,
+                                Some(old.updated_at),
+                            ));
+                        }
+                    }
+                    let root = n.regarding.clone().unwrap_or_default();
+                    let detail = Self::detail(n);
+                    let node = match rule.relation {
+                        Relation::PodOnNode => node_of(n).or_else(|| k.1.strip_prefix("node:").map(str::to_string)),
+                        _ => pod.as_ref().and_then(|p| self.pod_node.get(p)).map(|(node, _)| node.clone()),
+                    };
+                    let id_src = format!("{cluster}\0{}\0{}", rule.name, e.uid);
+                    let id = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(id_src.as_bytes()));
+                    let mut o = Open {
+                        rule: i,
+                        id,
+                        key: k.1.clone(),
+                        root: root.clone(),
+                        root_reason: n.reason.clone().unwrap_or_default(),
+                        detail,
+                        node,
+                        namespace: e.namespace.clone(),
+                        members: vec![member],
+                        scope: [root].into_iter().collect(),
+                        opened_at: t,
+                        updated_at: t,
+                        emitted: None,
+                        dirty: true,
+                    };
+                    Self::maybe_emit(rule, life, cluster, &mut o, t, out);
+                    self.open.insert(k, o);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The relation key under which cause and effect meet.
+    fn relation_key(&self, rel: Relation, n: &NormalizedEvent, pod: Option<&str>, is_cause: bool) -> Option<String> {
+        match rel {
+            Relation::SamePod => pod.map(|p| format!("pod:{p}")),
+            Relation::PodOnNode => {
+                if is_cause {
+                    node_of(n).or_else(|| n.host.clone()).map(|node| format!("node:{node}"))
+                } else {
+                    pod.and_then(|p| self.pod_node.get(p)).map(|(node, _)| format!("node:{node}"))
+                }
+            }
+            Relation::SameOwner => pod.map(|p| format!("owner:{}", owner_of_pod(p))),
+            Relation::SharedObject => {
+                let c = MISSING.captures(n.note.as_deref()?)?;
+                let ns = n.regarding.as_ref().and_then(|r| r.namespace.as_deref()).unwrap_or("");
+                Some(format!("object:{ns}/{}/{}", c[1].to_lowercase(), &c[2]))
+            }
+        }
+    }
+
+    fn detail(n: &NormalizedEvent) -> String {
+        let note = n.note.as_deref().unwrap_or("");
+        if let Some(c) = MISSING.captures(note) {
+            return format!("{} {}", c[1].to_lowercase(), &c[2]);
+        }
+        let first_line = note.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('+')).unwrap_or("");
+        let mut detail = match VOLUME.captures(note) {
+            Some(c) => format!("volume {}", &c[1]),
+            None => first_line.chars().take(80).collect(),
+        };
+        if VOLUME.is_match(note) {
+            let low = note.to_lowercase();
+            if let Some(why) = ["timed out", "timeout", "not found", "permission denied", "already attached"]
+                .iter()
+                .find(|w| low.contains(*w))
+            {
+                detail.push_str(&format!(" ({why})"));
+            }
+        }
+        detail
+    }
+
+    fn maybe_emit(
+        rule: &CorrelationRule,
+        life: &LifecycleConfig,
+        cluster: &str,
+        o: &mut Open,
+        t: i64,
+        out: &mut Vec<Incident>,
+    ) {
+        if o.members.len() < rule.min_members {
+            return;
+        }
+        match o.emitted {
+            None => {
+                out.push(Self::incident(rule, cluster, o, IncidentStatus::Open, None));
+                o.emitted = Some(t);
+                o.dirty = false;
+            }
+            Some(last) if o.dirty && t - last >= life.debounce_us => {
+                out.push(Self::incident(rule, cluster, o, IncidentStatus::Updated, None));
+                o.emitted = Some(t);
+                o.dirty = false;
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves event time to `watermark`: emits debounced updates and resolves quiet incidents,
+    /// in (rule, key) order; forgets candidates and relations that can no longer matter.
+    pub fn advance(
+        &mut self,
+        rules: &[CorrelationRule],
+        life: &LifecycleConfig,
+        cluster: &str,
+        watermark: i64,
+        out: &mut Vec<Incident>,
+    ) {
+        let mut done = Vec::new();
+        for (k, o) in self.open.iter_mut() {
+            let rule = &rules[o.rule];
+            if watermark - o.updated_at >= life.quiet_us.max(rule.max_gap_us) {
+                if o.emitted.is_some() {
+                    if o.dirty {
+                        out.push(Self::incident(rule, cluster, o, IncidentStatus::Updated, None));
+                    }
+                    out.push(Self::incident(rule, cluster, o, IncidentStatus::Resolved, Some(o.updated_at)));
+                }
+                done.push(k.clone());
+            } else if o.emitted.is_some_and(|e| o.dirty && watermark - e >= life.debounce_us) {
+                out.push(Self::incident(rule, cluster, o, IncidentStatus::Updated, None));
+                o.emitted = Some(watermark);
+                o.dirty = false;
+            }
+        }
+        for k in done {
+            self.open.remove(&k);
+        }
+        let horizon = watermark - 3_600_000_000;
+        self.pod_node.retain(|_, (_, seen)| *seen >= horizon);
+    }
+
+    fn incident(
+        rule: &CorrelationRule,
+        cluster: &str,
+        o: &Open,
+        status: IncidentStatus,
+        resolved_at: Option<i64>,
+    ) -> Incident {
+        let mut members = o.members.clone();
+        members.sort_by(|a, b| a.time.cmp(&b.time).then(a.uid.cmp(&b.uid)));
+        let effects: Vec<&Member> = members.iter().skip(1).collect();
+        let effect_reasons: BTreeSet<&str> = effects.iter().map(|m| m.reason.as_str()).collect();
+        let pods: BTreeSet<&str> = members.iter().filter_map(|m| m.pod.as_deref()).collect();
+        let pod_name = |p: &str| p.split_once('/').map_or(p.to_string(), |(_, n)| n.to_string());
+        let object = o.key.strip_prefix("object:").map(|k| {
+            let mut parts = k.splitn(3, '/');
+            let (_ns, kind, name) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let kind = if kind == "configmap" { "ConfigMap" } else { "Secret" };
+            format!("{kind} {name}")
+        });
+        let summary = rule
+            .summary
+            .replace("{cause_reason}", &o.root_reason)
+            .replace("{detail}", &o.detail)
+            .replace("{pod}", &o.root.name.clone().unwrap_or_default())
+            .replace("{node}", o.node.as_deref().unwrap_or("?"))
+            .replace("{owner}", &o.key.strip_prefix("owner:").map(pod_name).unwrap_or_default())
+            .replace("{object}", object.as_deref().unwrap_or(""))
+            .replace("{namespace}", o.namespace.as_deref().unwrap_or(""))
+            .replace("{effects}", &effects.len().to_string())
+            .replace("{effect_reasons}", &format!("({})", effect_reasons.into_iter().collect::<Vec<_>>().join(", ")))
+            .replace("{pods}", &pods.len().to_string())
+            .replace("{members}", &members.len().to_string())
+            .replace("{span}", &human_span(o.updated_at - o.opened_at));
+        let confidence = (rule.confidence + 0.02 * effects.len().saturating_sub(1) as f64).min(0.99);
+        Incident {
+            incident_id: o.id.clone(),
+            cluster: cluster.to_string(),
+            rule: rule.name.clone(),
+            status,
+            severity: rule.severity,
+            confidence: (confidence * 100.0).round() / 100.0,
+            summary,
+            root_cause: Some(o.root.clone()),
+            root_reason: Some(o.root_reason.clone()),
+            scope: o.scope.iter().cloned().collect(),
+            member_uids: members.iter().map(|m| m.uid.clone()).collect(),
+            opened_at: o.opened_at,
+            updated_at: o.updated_at,
+            resolved_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_rules_load() {
+        assert!(default_rules().len() >= 8);
+    }
+
+    #[test]
+    fn owners_from_pod_names() {
+        assert_eq!(owner_of_pod("prod/web-7d4b9c8f6d-x2v9q"), "prod/web");
+        assert_eq!(owner_of_pod("prod/fluentd-k8z7w"), "prod/fluentd");
+        assert_eq!(owner_of_pod("prod/db-0"), "prod/db");
+        assert_eq!(owner_of_pod("prod/standalone"), "prod/standalone");
+    }
+
+    #[test]
+    fn a_broken_correlation_rule_is_refused_with_its_line() {
+        let text = "correlations:\n  - name: x\n    cause: {reason: '('}\n    effect: {}\n    relation: same-pod\n    max_gap: 1m\n    severity: error\n    confidence: 0.5\n    summary: s\n";
+        let msg = parse_rules(text, "c.yaml").unwrap_err().to_string();
+        assert!(msg.contains("c.yaml, line 2, rule \"x\": cause.reason"), "{msg}");
+        let text = text.replace("'('", "'^A$'").replace("same-pod", "same-planet");
+        assert!(parse_rules(&text, "c.yaml").unwrap_err().to_string().contains("same-planet"));
+    }
+}
