@@ -5,7 +5,7 @@
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
-CACHE="${KEV_CACHE:-$HOME/.cache/kev}"
+CACHE="${TANSU_CACHE_DIR:-$HOME/.cache/kev}"
 TANSU="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
 
 need_apt=()

@@ -13,10 +13,17 @@ pub enum ConfigError {
     BadOverride(String),
 }
 
+/// `KEV_` variables that are not settings: `KEV_CONFIG` names the configuration file.
+pub const RESERVED_ENV: [&str; 1] = ["KEV_CONFIG"];
+
 /// Loads `T` from its serde defaults, an optional file (TOML, YAML or JSON by extension), the
 /// environment (`KEV_KAFKA__BOOTSTRAP_SERVERS=...`) and `key=value` overrides, later winning.
+/// Every `KEV_` variable but those in [`RESERVED_ENV`] is a setting, and an unknown one is
+/// refused by name like an unknown key in the file.
 pub fn load<T: DeserializeOwned>(file: Option<&Path>, overrides: &[String]) -> Result<T, ConfigError> {
-    load_with_env(file, overrides, config::Environment::with_prefix("KEV"))
+    let vars: std::collections::HashMap<String, String> =
+        std::env::vars().filter(|(k, _)| k.starts_with("KEV_") && !RESERVED_ENV.contains(&k.as_str())).collect();
+    load_with_env(file, overrides, config::Environment::with_prefix("KEV").source(Some(vars)))
 }
 
 fn load_with_env<T: DeserializeOwned>(

@@ -3,8 +3,14 @@
 
 use std::process::Command;
 
+/// The binary with no `KEV_` variables from the caller's environment: every `KEV_` variable is
+/// a setting, so a stray one would be refused and the test would not test what it says.
 fn producer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kev-producer"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kev-producer"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KEV_")) {
+        c.env_remove(k);
+    }
+    c
 }
 
 #[test]
@@ -41,4 +47,18 @@ fn bad_leader_timings_are_refused_with_the_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("renew_deadline_s"), "{err}");
+}
+
+#[test]
+fn the_config_file_variable_is_not_taken_for_a_setting() {
+    let dir = std::env::temp_dir().join(format!("kev-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("kev.toml");
+    std::fs::write(&file, "cluster_id = \"from-file\"\n[leader_election]\nenabled = true\nrenew_deadline_s = 99\n")
+        .unwrap();
+    let out = producer().args(["replay", "x.json"]).env("KEV_CONFIG", &file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The file was read (its bad timing is what is refused), and KEV_CONFIG itself is no setting.
+    assert!(err.contains("renew_deadline_s (99)"), "{err}");
+    assert!(!err.contains("unknown field `config`"), "{err}");
 }

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use kev_common::kafka::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-/// Where tansu is: `$KEV_TANSU`, else the cache `.ci/run` installs into, else `PATH`.
+/// Where tansu is: `$TANSU_BIN`, else the cache `.ci/run` installs into, else `PATH`.
 pub fn tansu_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("KEV_TANSU") {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
         return PathBuf::from(p);
     }
     let home = std::env::var("HOME").unwrap_or_default();
@@ -69,7 +69,7 @@ impl Broker {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start tansu ({}): {e}; run .ci/run or set KEV_TANSU", tansu_binary().display())
+                panic!("cannot start tansu ({}): {e}; run .ci/run or set TANSU_BIN", tansu_binary().display())
             });
         self.child = Some(child);
         self.wait_ready();
