@@ -6,7 +6,7 @@ use kev_schemas::raw::NormalizedEvent;
 use kev_schemas::Severity;
 use serde::{Deserialize, Serialize};
 
-use crate::rules::RuleSet;
+use crate::rules::{MatchCache, RuleSet};
 
 /// The grade of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +57,15 @@ impl Repetitions {
 
 /// Grades an event: the first matching rule, escalated when its object repeats it; otherwise
 /// warning/other for Warning events and info/other for the rest.
-pub fn grade(rules: &RuleSet, reps: &mut Repetitions, cluster: &str, e: &NormalizedEvent, occurrences: i64) -> Grade {
-    let Some(i) = rules.first_match(e) else {
+pub fn grade(
+    rules: &RuleSet,
+    cache: &mut MatchCache,
+    reps: &mut Repetitions,
+    cluster: &str,
+    e: &NormalizedEvent,
+    occurrences: i64,
+) -> Grade {
+    let Some(i) = rules.first_match_cached(cache, e) else {
         let severity = if e.type_.as_deref() == Some("Warning") { Severity::Warning } else { Severity::Info };
         return Grade { severity, category: "other".into(), rule: None };
     };

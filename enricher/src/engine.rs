@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{grade, Repetitions};
 use crate::correlate::{default_rules, CorrelationRule, Correlator, LifecycleConfig};
+use crate::rules::MatchCache;
 use crate::rules::RuleSet;
-use crate::template::template;
+use crate::template::TemplateCache;
 use crate::window::{ClusterWindows, Contribution, WindowConfig};
 
 /// Engine settings.
@@ -96,6 +97,8 @@ pub struct Engine {
     rules: RuleSet,
     correlations: Vec<CorrelationRule>,
     state: EngineState,
+    templates: TemplateCache,
+    matches: MatchCache,
 }
 
 /// The fingerprint of similar events: cluster, namespace, kind of the regarding object, reason
@@ -122,7 +125,16 @@ impl Engine {
 
     /// Continues from a saved state.
     pub fn restore(cfg: EngineConfig, rules: RuleSet, state: EngineState) -> Self {
-        Self { windows: cfg.windows(), life: cfg.lifecycle(), cfg, rules, correlations: default_rules(), state }
+        Self {
+            windows: cfg.windows(),
+            life: cfg.lifecycle(),
+            cfg,
+            rules,
+            correlations: default_rules(),
+            state,
+            templates: TemplateCache::default(),
+            matches: MatchCache::default(),
+        }
     }
 
     pub fn state(&self) -> &EngineState {
@@ -148,14 +160,14 @@ impl Engine {
     ) {
         let n = &e.normalized;
         let message = n.note.as_deref().unwrap_or("");
-        let tmpl = template(message);
+        let tmpl = self.templates.template(message);
         let regarding = n.regarding.as_ref();
         let kind = regarding.and_then(|r| r.kind.as_deref());
         let reason = n.reason.as_deref();
         let fp =
             fingerprint(cluster, e.namespace.as_deref().unwrap_or(""), kind.unwrap_or(""), reason.unwrap_or(""), &tmpl);
         let occurrences = if e.verb == WatchVerb::Deleted { 0 } else { e.new_occurrences.max(0) };
-        let g = grade(&self.rules, &mut self.state.repetitions, cluster, n, occurrences);
+        let g = grade(&self.rules, &mut self.matches, &mut self.state.repetitions, cluster, n, occurrences);
         let object = format!(
             "{}/{}/{}",
             kind.unwrap_or(""),

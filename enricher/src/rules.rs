@@ -124,6 +124,12 @@ impl Rule {
     }
 }
 
+/// Rules that may match, per (type, reason, kind, controller). A memo: it never changes a result.
+#[derive(Debug, Default)]
+pub struct MatchCache {
+    candidates: std::collections::HashMap<(String, String, String, String), Vec<usize>>,
+}
+
 /// Ordered rules; the first that matches decides.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
@@ -206,6 +212,34 @@ impl RuleSet {
     /// The index of the first rule that matches.
     pub fn first_match(&self, e: &NormalizedEvent) -> Option<usize> {
         self.rules.iter().position(|r| r.matches(e))
+    }
+
+    /// Like [`RuleSet::first_match`], with the rules whose type, reason, kind and controller
+    /// match remembered per combination, so that only message expressions run per event.
+    pub fn first_match_cached(&self, cache: &mut MatchCache, e: &NormalizedEvent) -> Option<usize> {
+        let key = (
+            e.type_.clone().unwrap_or_default(),
+            e.reason.clone().unwrap_or_default(),
+            e.regarding.as_ref().and_then(|r| r.kind.clone()).unwrap_or_default(),
+            e.reporting_controller.clone().unwrap_or_default(),
+        );
+        if cache.candidates.len() > 100_000 {
+            cache.candidates.clear();
+        }
+        let candidates = cache.candidates.entry(key).or_insert_with(|| {
+            self.rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    matches(&r.reason, e.reason.as_deref())
+                        && matches(&r.type_, e.type_.as_deref())
+                        && matches(&r.kind, e.regarding.as_ref().and_then(|x| x.kind.as_deref()))
+                        && matches(&r.controller, e.reporting_controller.as_deref())
+                })
+                .map(|(i, _)| i)
+                .collect()
+        });
+        candidates.iter().copied().find(|i| matches(&self.rules[*i].message, e.note.as_deref()))
     }
 }
 

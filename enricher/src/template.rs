@@ -39,6 +39,27 @@ static MASKS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     .collect()
 });
 
+/// Templates of messages seen, since the same message text comes back again and again (every
+/// repeat of an event carries it). A memo: it never changes a result.
+#[derive(Debug, Default)]
+pub struct TemplateCache {
+    seen: std::collections::HashMap<String, std::sync::Arc<str>>,
+}
+
+impl TemplateCache {
+    pub fn template(&mut self, message: &str) -> std::sync::Arc<str> {
+        if let Some(t) = self.seen.get(message) {
+            return t.clone();
+        }
+        if self.seen.len() > 100_000 {
+            self.seen.clear();
+        }
+        let t: std::sync::Arc<str> = template(message).into();
+        self.seen.insert(message.to_string(), t.clone());
+        t
+    }
+}
+
 /// The template of a message.
 pub fn template(message: &str) -> String {
     let mut out = message.to_string();
