@@ -1,6 +1,6 @@
 //! Severity and category of each event, with escalation by repetition.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use kev_schemas::raw::NormalizedEvent;
 use kev_schemas::Severity;
@@ -22,7 +22,7 @@ pub struct Grade {
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Repetitions {
     #[serde(with = "crate::pairs")]
-    recent: HashMap<u64, VecDeque<(i64, i64)>>,
+    recent: crate::FastMap<u64, VecDeque<(i64, i64)>>,
 }
 
 impl Repetitions {

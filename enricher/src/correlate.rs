@@ -11,7 +11,7 @@
 //! period with no new member. Ids are a hash of cluster, rule and root event uid, so a replay
 //! gives the same ids.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use kev_schemas::raw::{NormalizedEvent, ResourceRef};
@@ -74,6 +74,10 @@ struct Matcher {
 }
 
 impl Matcher {
+    fn reason_matches(&self, reason: Option<&str>) -> bool {
+        self.reason.as_ref().is_none_or(|re| re.is_match(reason.unwrap_or("")))
+    }
+
     fn matches(&self, e: &NormalizedEvent) -> bool {
         let m = |re: &Option<Regex>, v: Option<&str>| re.as_ref().is_none_or(|re| re.is_match(v.unwrap_or("")));
         m(&self.reason, e.reason.as_deref())
@@ -186,11 +190,13 @@ struct Open {
 pub struct Correlator {
     /// pod ("ns/name") -> (node, last seen).
     #[serde(with = "crate::pairs")]
-    pod_node: HashMap<String, (String, i64)>,
+    pod_node: crate::FastMap<String, (String, i64)>,
     /// Open incidents and candidates by (rule, relation key).
     #[serde(with = "crate::pairs")]
     open: BTreeMap<(usize, String), Open>,
     pub opened: u64,
+    /// Watermark of the last sweep: sweeps run once per second of event time, not per event.
+    swept_at: Option<i64>,
 }
 
 static SCHEDULED: LazyLock<Regex> =
@@ -263,11 +269,18 @@ impl Correlator {
         }
         let pod = pod_of(n);
         if let (Some(p), Some(h)) = (&pod, &n.host) {
-            self.pod_node.insert(p.clone(), (h.clone(), t));
+            match self.pod_node.get_mut(p) {
+                Some(entry) if entry.0 == *h => entry.1 = entry.1.max(t),
+                _ => {
+                    self.pod_node.insert(p.clone(), (h.clone(), t));
+                }
+            }
         }
         for (i, rule) in rules.iter().enumerate() {
-            let is_effect = rule.effect.matches(n);
-            let is_cause = rule.cause.matches(n);
+            // Most events match no rule's reason: test that first, then the rest.
+            let reason = n.reason.as_deref();
+            let is_effect = rule.effect.reason_matches(reason) && rule.effect.matches(n);
+            let is_cause = rule.cause.reason_matches(reason) && rule.cause.matches(n);
             if !is_effect && !is_cause {
                 continue;
             }

@@ -85,9 +85,17 @@ pub struct StateSize {
 /// Everything the engine remembers, serialisable so a restart can continue where it stopped.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct EngineState {
-    clusters: BTreeMap<String, ClusterWindows>,
+    clusters: BTreeMap<String, ClusterState>,
+}
+
+/// What the engine remembers of one cluster: each cluster has its own event time.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct ClusterState {
+    windows: ClusterWindows,
     repetitions: Repetitions,
-    correlators: BTreeMap<String, Correlator>,
+    correlator: Correlator,
+    /// Watermark of the last sweep of the repetition counters (once per 10 s of event time).
+    repetitions_swept_at: Option<i64>,
 }
 
 pub struct Engine {
@@ -104,8 +112,19 @@ pub struct Engine {
 /// The fingerprint of similar events: cluster, namespace, kind of the regarding object, reason
 /// and message template, hashed to 16 hex digits.
 pub fn fingerprint(cluster: &str, namespace: &str, kind: &str, reason: &str, template: &str) -> String {
-    let h = xxhash_rust::xxh3::xxh3_64(format!("{cluster}\0{namespace}\0{kind}\0{reason}\0{template}").as_bytes());
-    format!("{h:016x}")
+    format!("{:016x}", fingerprint_hash(cluster, namespace, kind, reason, template))
+}
+
+/// The fingerprint as a number, as the engine keys its state.
+pub fn fingerprint_hash(cluster: &str, namespace: &str, kind: &str, reason: &str, template: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (i, part) in [cluster, namespace, kind, reason, template].into_iter().enumerate() {
+        if i > 0 {
+            h.update(b"\0");
+        }
+        h.update(part.as_bytes());
+    }
+    h.digest()
 }
 
 impl Engine {
@@ -164,10 +183,20 @@ impl Engine {
         let regarding = n.regarding.as_ref();
         let kind = regarding.and_then(|r| r.kind.as_deref());
         let reason = n.reason.as_deref();
-        let fp =
-            fingerprint(cluster, e.namespace.as_deref().unwrap_or(""), kind.unwrap_or(""), reason.unwrap_or(""), &tmpl);
+        let fp_hash = fingerprint_hash(
+            cluster,
+            e.namespace.as_deref().unwrap_or(""),
+            kind.unwrap_or(""),
+            reason.unwrap_or(""),
+            &tmpl,
+        );
+        let fp = format!("{fp_hash:016x}");
         let occurrences = if e.verb == WatchVerb::Deleted { 0 } else { e.new_occurrences.max(0) };
-        let g = grade(&self.rules, &mut self.matches, &mut self.state.repetitions, cluster, n, occurrences);
+        if !self.state.clusters.contains_key(cluster) {
+            self.state.clusters.insert(cluster.to_string(), ClusterState::default());
+        }
+        let state = self.state.clusters.get_mut(cluster).expect("inserted above");
+        let g = grade(&self.rules, &mut self.matches, &mut state.repetitions, cluster, n, occurrences);
         let object = format!(
             "{}/{}/{}",
             kind.unwrap_or(""),
@@ -175,12 +204,11 @@ impl Engine {
             regarding.and_then(|r| r.name.as_deref()).unwrap_or("")
         );
         let mut incidents = Vec::new();
-        let correlator = self.state.correlators.entry(cluster.to_string()).or_default();
-        correlator.on_event(&self.correlations, &self.life, cluster, e, &mut incidents);
-        let windows = self.state.clusters.entry(cluster.to_string()).or_default();
+        state.correlator.on_event(&self.correlations, &self.life, cluster, e, &mut incidents);
+        let windows = &mut state.windows;
         if occurrences > 0 {
             let c = Contribution {
-                fingerprint: &fp,
+                fingerprint: fp_hash,
                 event_time: n.event_time,
                 occurrences,
                 object: &object,
@@ -210,45 +238,56 @@ impl Engine {
     }
 
     fn advance(&mut self, cluster: &str, t: i64, out: &mut Vec<Output>) {
-        let windows = self.state.clusters.entry(cluster.to_string()).or_default();
+        let wcfg = self.windows;
+        let c = self.cluster(cluster);
         let mut closed = Vec::new();
-        windows.advance(cluster, &self.windows, t, &mut closed);
+        c.windows.advance(cluster, &wcfg, t, &mut closed);
         out.extend(closed.into_iter().map(Output::Aggregate));
-        if let Some(w) = windows.watermark(&self.windows) {
-            let mut incidents = Vec::new();
-            let correlator = self.state.correlators.entry(cluster.to_string()).or_default();
-            correlator.advance(&self.correlations, &self.life, cluster, w, &mut incidents);
-            out.extend(incidents.into_iter().map(Output::Incident));
-            let longest =
-                self.rules.rules.iter().filter_map(|r| r.escalate.as_ref()).map(|e| e.within_us).max().unwrap_or(0);
-            self.state.repetitions.expire(w - longest);
+        let Some(w) = c.windows.watermark(&wcfg) else { return };
+        let mut incidents = Vec::new();
+        let c = self.state.clusters.get_mut(cluster).expect("made above");
+        c.correlator.advance(&self.correlations, &self.life, cluster, w, &mut incidents);
+        out.extend(incidents.into_iter().map(Output::Incident));
+        if c.repetitions_swept_at.is_none_or(|s| w >= s + 10_000_000) {
+            c.repetitions_swept_at = Some(w);
+            let longest = self.rules.rules.iter().filter_map(|r| r.escalate.as_ref()).map(|e| e.within_us).max();
+            c.repetitions.expire(w - longest.unwrap_or(0));
         }
+    }
+
+    /// The state of one cluster, made on first use (without allocating the name on every call).
+    fn cluster(&mut self, cluster: &str) -> &mut ClusterState {
+        if !self.state.clusters.contains_key(cluster) {
+            self.state.clusters.insert(cluster.to_string(), ClusterState::default());
+        }
+        self.state.clusters.get_mut(cluster).expect("inserted above")
     }
 
     /// Closes every open window: the end of a bounded replay.
     pub fn flush(&mut self, out: &mut Vec<Output>) {
-        for (cluster, windows) in self.state.clusters.iter_mut() {
+        for (cluster, state) in self.state.clusters.iter_mut() {
             let mut closed = Vec::new();
-            windows.close_all(cluster, &self.windows, &mut closed);
+            state.windows.close_all(cluster, &self.windows, &mut closed);
             out.extend(closed.into_iter().map(Output::Aggregate));
         }
     }
 
     pub fn state_size(&self) -> StateSize {
-        let mut s = StateSize { repetition_keys: self.state.repetitions.len(), ..Default::default() };
-        for w in self.state.clusters.values() {
-            s.open_groups += w.open_groups();
-            s.retained_groups += w.retained_groups();
-            s.approx_bytes += w.approx_bytes();
+        let mut s = StateSize::default();
+        for c in self.state.clusters.values() {
+            s.open_groups += c.windows.open_groups();
+            s.retained_groups += c.windows.retained_groups();
+            s.approx_bytes += c.windows.approx_bytes();
+            s.repetition_keys += c.repetitions.len();
+            s.correlation_entries += c.correlator.len();
         }
-        s.correlation_entries = self.state.correlators.values().map(Correlator::len).sum();
         s.approx_bytes += s.repetition_keys * 64 + s.correlation_entries * 128;
         s
     }
 
     /// Late events handled (re-emitted) and too late to handle, over all clusters.
     pub fn late_counts(&self) -> (i64, i64) {
-        self.state.clusters.values().fold((0, 0), |(l, t), w| (l + w.late, t + w.too_late))
+        self.state.clusters.values().fold((0, 0), |(l, t), c| (l + c.windows.late, t + c.windows.too_late))
     }
 }
 

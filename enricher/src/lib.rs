@@ -19,6 +19,10 @@ pub mod window;
 
 pub use engine::{Engine, EngineConfig, Output};
 
+/// A HashMap with xxh3 instead of SipHash: the keys are ours, not an attacker's, and lookups are
+/// on the hot path. Never iterated where order could reach the output.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, xxhash_rust::xxh3::Xxh3Builder>;
+
 /// Serde for maps with non-string keys, as a sequence of pairs, so engine state saves as JSON.
 pub(crate) mod pairs {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

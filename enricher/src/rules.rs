@@ -127,7 +127,10 @@ impl Rule {
 /// Rules that may match, per (type, reason, kind, controller). A memo: it never changes a result.
 #[derive(Debug, Default)]
 pub struct MatchCache {
-    candidates: std::collections::HashMap<(String, String, String, String), Vec<usize>>,
+    /// Keyed by "type\0reason\0kind\0controller\0".
+    candidates: crate::FastMap<String, Vec<usize>>,
+    /// Reused to build the key without allocating.
+    key: String,
 }
 
 /// Ordered rules; the first that matches decides.
@@ -217,17 +220,23 @@ impl RuleSet {
     /// Like [`RuleSet::first_match`], with the rules whose type, reason, kind and controller
     /// match remembered per combination, so that only message expressions run per event.
     pub fn first_match_cached(&self, cache: &mut MatchCache, e: &NormalizedEvent) -> Option<usize> {
-        let key = (
-            e.type_.clone().unwrap_or_default(),
-            e.reason.clone().unwrap_or_default(),
-            e.regarding.as_ref().and_then(|r| r.kind.clone()).unwrap_or_default(),
-            e.reporting_controller.clone().unwrap_or_default(),
-        );
+        let key = &mut cache.key;
+        key.clear();
+        for part in [
+            e.type_.as_deref(),
+            e.reason.as_deref(),
+            e.regarding.as_ref().and_then(|r| r.kind.as_deref()),
+            e.reporting_controller.as_deref(),
+        ] {
+            key.push_str(part.unwrap_or(""));
+            key.push('\0');
+        }
         if cache.candidates.len() > 100_000 {
             cache.candidates.clear();
         }
-        let candidates = cache.candidates.entry(key).or_insert_with(|| {
-            self.rules
+        if !cache.candidates.contains_key(key.as_str()) {
+            let found: Vec<usize> = self
+                .rules
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| {
@@ -237,8 +246,10 @@ impl RuleSet {
                         && matches(&r.controller, e.reporting_controller.as_deref())
                 })
                 .map(|(i, _)| i)
-                .collect()
-        });
+                .collect();
+            cache.candidates.insert(key.clone(), found);
+        }
+        let candidates = &cache.candidates[cache.key.as_str()];
         candidates.iter().copied().find(|i| matches(&self.rules[*i].message, e.note.as_deref()))
     }
 }

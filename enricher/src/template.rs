@@ -43,7 +43,7 @@ static MASKS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 /// repeat of an event carries it). A memo: it never changes a result.
 #[derive(Debug, Default)]
 pub struct TemplateCache {
-    seen: std::collections::HashMap<String, std::sync::Arc<str>>,
+    seen: crate::FastMap<String, std::sync::Arc<str>>,
 }
 
 impl TemplateCache {

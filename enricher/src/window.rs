@@ -25,7 +25,7 @@ pub struct WindowConfig {
 /// What one occurrence batch contributes to a group.
 #[derive(Debug, Clone)]
 pub struct Contribution<'a> {
-    pub fingerprint: &'a str,
+    pub fingerprint: u64,
     pub event_time: i64,
     pub occurrences: i64,
     pub object: &'a str,
@@ -64,10 +64,10 @@ pub struct ClusterWindows {
     /// Open windows by (start, fingerprint): BTreeMap so closing and output order are
     /// deterministic.
     #[serde(with = "crate::pairs")]
-    open: BTreeMap<(i64, String), Group>,
+    open: BTreeMap<(i64, u64), Group>,
     /// Closed windows kept for late events, by (start, fingerprint).
     #[serde(with = "crate::pairs")]
-    closed: BTreeMap<(i64, String), Group>,
+    closed: BTreeMap<(i64, u64), Group>,
     pub too_late: i64,
     pub late: i64,
 }
@@ -87,13 +87,13 @@ impl ClusterWindows {
 
     /// Rough bytes held, for the state-size report.
     pub fn approx_bytes(&self) -> usize {
-        self.open.iter().chain(self.closed.iter()).map(|((_, fp), g)| 64 + fp.len() + g.approx_bytes()).sum()
+        self.open.iter().chain(self.closed.iter()).map(|(_, g)| 16 + g.approx_bytes()).sum()
     }
 
     /// Adds a contribution; returns an aggregate to emit at once when it was late.
     pub fn add(&mut self, cluster: &str, cfg: &WindowConfig, c: &Contribution) -> Option<Aggregate> {
         let start = c.event_time.div_euclid(cfg.size_us) * cfg.size_us;
-        let key = (start, c.fingerprint.to_string());
+        let key = (start, c.fingerprint);
         let closed_already = self.watermark(cfg).is_some_and(|w| start + cfg.size_us <= w);
         if !closed_already {
             self.open.entry(key).or_insert_with(|| Group::new(c)).add(c);
@@ -105,10 +105,10 @@ impl ClusterWindows {
             return None;
         }
         self.late += 1;
-        let g = self.closed.entry(key.clone()).or_insert_with(|| Group::new(c));
+        let g = self.closed.entry(key).or_insert_with(|| Group::new(c));
         g.add(c);
         g.late += 1;
-        Some(g.aggregate(cluster, &key.1, key.0, cfg))
+        Some(g.aggregate(cluster, key.1, key.0, cfg))
     }
 
     /// Moves time forward to `t` and emits the windows that close, in (start, fingerprint)
@@ -124,7 +124,7 @@ impl ClusterWindows {
                 break;
             }
             let ((start, fp), g) = entry.remove_entry();
-            out.push(g.aggregate(cluster, &fp, start, cfg));
+            out.push(g.aggregate(cluster, fp, start, cfg));
             self.closed.insert((start, fp), g);
         }
         let horizon = w - cfg.late_retention_us;
@@ -139,7 +139,7 @@ impl ClusterWindows {
     /// Closes every open window (end of a bounded replay).
     pub fn close_all(&mut self, cluster: &str, cfg: &WindowConfig, out: &mut Vec<Aggregate>) {
         for ((start, fp), g) in std::mem::take(&mut self.open) {
-            out.push(g.aggregate(cluster, &fp, start, cfg));
+            out.push(g.aggregate(cluster, fp, start, cfg));
             self.closed.insert((start, fp), g);
         }
     }
@@ -185,13 +185,13 @@ impl Group {
             + self.objects.iter().map(|(o, _)| o.len() + 24).sum::<usize>()
     }
 
-    fn aggregate(&self, cluster: &str, fingerprint: &str, start: i64, cfg: &WindowConfig) -> Aggregate {
+    fn aggregate(&self, cluster: &str, fingerprint: u64, start: i64, cfg: &WindowConfig) -> Aggregate {
         let mut top: Vec<&(Box<str>, i64)> = self.objects.iter().collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let minutes = cfg.size_us as f64 / 60_000_000.0;
         Aggregate {
             cluster: cluster.to_string(),
-            fingerprint: fingerprint.to_string(),
+            fingerprint: format!("{fingerprint:016x}"),
             window_start: start,
             window_end: start + cfg.size_us,
             namespace: self.namespace.as_deref().map(str::to_string),
