@@ -7,37 +7,28 @@
 //!
 //! cargo run --release -p kev-enricher --example engine_bench
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kev_enricher::rules::RuleSet;
 use kev_enricher::{Engine, EngineConfig, Output};
-use kev_schemas::{EventObject, EventObservation, WatchVerb};
+use kev_schemas::EventObservation;
 
 // The engine allocates an output record per event; with mimalloc instead of glibc's malloc the
 // engine ran 318k -> 356k events/s here (BENCHMARKS.md). The binaries are to ship with it too.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The real events, in event-time order, without their original objects: the engine reads the
+/// normalised view, and a million original objects would only fill memory.
 fn base() -> Vec<EventObservation> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/k8s-events");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.retain(|p| p.to_string_lossy().ends_with(".jsonl.gz"));
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let reader = BufReader::new(flate2::read::GzDecoder::new(std::fs::File::open(&f).unwrap()));
-        for line in reader.lines() {
-            let obj = EventObject::from_json(serde_json::from_str(&line.unwrap()).unwrap()).unwrap();
-            let count = kev_schemas::normalize::normalize(&obj).count;
-            let mut o = EventObservation::new(obj, WatchVerb::Added, count, 0);
-            // The engine reads the normalised view; the original object stays out of memory.
+    let mut out: Vec<EventObservation> = kev_tests::data::observations()
+        .into_iter()
+        .map(|(_, mut o)| {
             o.core = None;
             o.events_v1 = None;
-            out.push(o);
-        }
-    }
+            o
+        })
+        .collect();
     out.sort_by_key(|o| o.normalized.event_time);
     out
 }

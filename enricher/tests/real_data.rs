@@ -2,36 +2,14 @@
 //! category, aggregation compresses, and the output is deterministic.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 
 use kev_enricher::engine::fingerprint;
 use kev_enricher::rules::RuleSet;
 use kev_enricher::{Engine, EngineConfig, Output};
-use kev_schemas::{EventObject, EventObservation, WatchVerb};
+use kev_schemas::EventObservation;
 
-/// Every real event as an observation, per file, in event-time order.
 fn observations() -> Vec<(String, EventObservation)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/k8s-events");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.retain(|p| p.to_string_lossy().ends_with(".jsonl.gz"));
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let cluster = f.file_name().unwrap().to_string_lossy().trim_end_matches(".jsonl.gz").to_string();
-        let reader = BufReader::new(flate2::read::GzDecoder::new(std::fs::File::open(&f).unwrap()));
-        let mut obs: Vec<EventObservation> = reader
-            .lines()
-            .map(|l| {
-                let obj = EventObject::from_json(serde_json::from_str(&l.unwrap()).unwrap()).unwrap();
-                let count = kev_schemas::normalize::normalize(&obj).count;
-                EventObservation::new(obj, WatchVerb::Added, count, 0)
-            })
-            .collect();
-        obs.sort_by_key(|o| (o.normalized.event_time, o.uid.clone()));
-        out.extend(obs.into_iter().map(|o| (cluster.clone(), o)));
-    }
-    out
+    kev_tests::data::observations()
 }
 
 /// Reasons in the data that are deliberately left in "other": events without a reason.

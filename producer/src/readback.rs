@@ -7,7 +7,6 @@ use kev_common::kafka::KafkaSettings;
 use kev_schemas::{Codec, RawKind, RawRecord, WatchVerb};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::recover::RecoverError;
 
@@ -34,30 +33,8 @@ pub async fn read_all(settings: &KafkaSettings, topic: &str, codec: &Codec) -> R
     let mut out = Vec::new();
     for p in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
-        if low >= high {
-            continue;
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-        consumer.assign(&tpl)?;
-        let mut next = low;
-        let mut idle = 0;
-        while next < high {
-            let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-                idle += 1;
-                if idle > 150 {
-                    return Err(RecoverError::Kafka(rdkafka::error::KafkaError::MessageConsumption(
-                        rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
-                    )));
-                }
-                continue;
-            };
-            idle = 0;
-            let msg = msg?;
-            next = msg.offset() + 1;
-            let Some(payload) = msg.payload() else {
-                continue;
-            };
+        for msg in crate::recover::fetch_range(&consumer, topic, p, low, high)? {
+            let Some(payload) = msg.payload() else { continue };
             let record = codec.decode_raw(payload).await.map_err(|e| RecoverError::Registry(e.to_string()))?;
             out.push(Published {
                 partition: p,

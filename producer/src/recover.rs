@@ -12,7 +12,7 @@ use kev_common::kafka::{partition_count, partition_for_key, KafkaSettings};
 use kev_schemas::{Codec, RawKind};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::dedup::DedupState;
@@ -119,8 +119,37 @@ async fn read_range(
     records_read: &mut u64,
     mut apply: impl FnMut(&kev_schemas::RawRecord, i64),
 ) -> Result<(), RecoverError> {
+    for msg in fetch_range(consumer, topic, partition, from, to)? {
+        *records_read += 1;
+        if msg.key() != Some(cluster.as_bytes()) {
+            continue;
+        }
+        let Some(payload) = msg.payload() else { continue };
+        match codec.decode_raw(payload).await {
+            Ok(rec) if rec.cluster == cluster => apply(&rec, msg.offset()),
+            Ok(_) => {}
+            Err(e) if e.is_retriable() => return Err(RecoverError::Registry(e.to_string())),
+            Err(e) => {
+                metrics::counter!("kev_producer_recovery_unreadable_total").increment(1);
+                tracing::warn!(partition, offset = msg.offset(), error = %e, "a record of the raw topic cannot be read back; it is skipped");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fetches the records at offsets `[from, to)` of one partition, in order. Offsets that hold no
+/// record (transaction markers, compacted records) are skipped by the consumer's position.
+pub fn fetch_range(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+) -> Result<Vec<OwnedMessage>, RecoverError> {
+    let mut out = Vec::new();
     if from >= to {
-        return Ok(());
+        return Ok(out);
     }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
@@ -129,7 +158,6 @@ async fn read_range(
     let mut idle = 0;
     while next < to {
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            // Offsets taken by transaction markers are never delivered: go by position.
             if let Ok(pos) = consumer.position() {
                 if let Some(Offset::Offset(p)) = pos.find_partition(topic, partition).map(|e| e.offset()) {
                     next = next.max(p);
@@ -141,29 +169,13 @@ async fn read_range(
                     rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
                 )));
             }
-            tokio::task::yield_now().await;
             continue;
         };
         idle = 0;
         let msg = msg?;
         next = msg.offset() + 1;
-        *records_read += 1;
-        if msg.key() != Some(cluster.as_bytes()) {
-            continue;
-        }
-        let Some(payload) = msg.payload() else {
-            continue;
-        };
-        match codec.decode_raw(payload).await {
-            Ok(rec) if rec.cluster == cluster => apply(&rec, msg.offset()),
-            Ok(_) => {}
-            Err(e) if e.is_retriable() => return Err(RecoverError::Registry(e.to_string())),
-            Err(e) => {
-                metrics::counter!("kev_producer_recovery_unreadable_total").increment(1);
-                tracing::warn!(partition, offset = msg.offset(), error = %e, "a record of the raw topic cannot be read back; it is skipped");
-            }
-        }
+        out.push(msg.detach());
     }
     consumer.unassign()?;
-    Ok(())
+    Ok(out)
 }

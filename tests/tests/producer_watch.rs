@@ -186,16 +186,18 @@ async fn watch_connection_dropped_mid_stream() {
     println!("watch dropped every 150 events ({watches} watches): {n} versions exactly once");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_410_gone_relists_without_loss_or_duplicates() {
-    let h = Harness::start(true, "gone").await;
+/// Publishes 1,000 events, then makes the producer's resourceVersion too old: its watch drops,
+/// events keep coming and the server compacts its history. `close_empty` watches from the stale
+/// version are answered with 200 and an immediate close (kubernetes#104171) instead of 410.
+/// Returns what `Harness::finish` returns, and the server's 410 count and LIST requests.
+async fn stale_resource_version(cluster: &str, close_empty: u32) -> (SessionStats, usize, usize, usize) {
+    let h = Harness::start(true, cluster).await;
     let objects = data::objects("troubleshoot.jsonl.gz");
     let (before, after) = objects.split_at(1_000);
     let producer = h.producer();
     feed(&h.api, before).await;
     h.wait_published().await;
-    // The connection drops, events keep coming, and the server compacts its history: the
-    // producer's resourceVersion is now too old.
+    h.api.set_close_empty(close_empty);
     h.api.compact();
     h.api.drop_watches();
     for o in &after[..500] {
@@ -204,10 +206,14 @@ async fn watch_410_gone_relists_without_loss_or_duplicates() {
     feed(&h.api, &after[500..]).await;
     let api = h.api.clone();
     let (_, stats, n) = h.finish(producer, "/apis/events.k8s.io/v1").await;
-    let lists_before = count(&api.requests(), "limit=100");
-    let gone = api.gone_sent();
+    (stats, n, api.gone_sent(), count(&api.requests(), "limit=100"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_410_gone_relists_without_loss_or_duplicates() {
+    let (stats, n, gone, lists) = stale_resource_version("gone", 0).await;
     assert!(gone >= 1, "the server answered 410");
-    assert!(lists_before >= 2, "the producer listed again after 410");
+    assert!(lists >= 2, "the producer listed again after 410");
     assert!(stats.duplicates >= 990, "the relist re-read what was published and suppressed it ({})", stats.duplicates);
     println!(
         "410 Gone after compaction: relisted, {} duplicates suppressed, {n} versions exactly once",
@@ -217,24 +223,9 @@ async fn watch_410_gone_relists_without_loss_or_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_200_then_close_for_a_stale_version_relists() {
-    let h = Harness::start(true, "stale-rv").await;
-    let objects = data::objects("troubleshoot.jsonl.gz");
-    let (before, after) = objects.split_at(1_000);
-    let producer = h.producer();
-    feed(&h.api, before).await;
-    h.wait_published().await;
-    // The server now accepts watches from the stale resourceVersion with 200 and closes them
-    // at once, with no 410 (kubernetes#104171).
-    h.api.set_close_empty(10);
-    h.api.compact();
-    h.api.drop_watches();
-    for o in &after[..500] {
-        h.api.apply(o.clone());
-    }
-    feed(&h.api, &after[500..]).await;
-    let api = h.api.clone();
-    let (_, stats, n) = h.finish(producer, "/apis/events.k8s.io/v1").await;
-    assert_eq!(api.gone_sent(), 0, "the server never said 410");
+    let (stats, n, gone, lists) = stale_resource_version("stale-rv", 10).await;
+    assert_eq!(gone, 0, "the server never said 410");
+    assert!(lists >= 2, "the producer listed again after empty watches");
     assert!(stats.duplicates >= 990, "a relist happened ({} duplicates suppressed)", stats.duplicates);
     println!("200-then-close on a stale resourceVersion: relisted, {n} versions exactly once");
 }
