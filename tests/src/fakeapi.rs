@@ -423,51 +423,48 @@ async fn watch_stream(api: FakeApi, v1: bool, ns: Option<String>, p: Params) -> 
         .unwrap()
 }
 
+/// Fields that have one name in core/v1 and another in events.k8s.io/v1, as the API server
+/// converts between them: (core/v1, events.k8s.io/v1).
+const RENAMED: [(&str, &str); 7] = [
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("source", "deprecatedSource"),
+    ("count", "deprecatedCount"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("reportingComponent", "reportingController"),
+];
+
+/// Renames fields by `pick(core, v1) -> (from, to)` and sets `apiVersion`.
+fn convert(
+    v: Value,
+    pick: fn(&(&'static str, &'static str)) -> (&'static str, &'static str),
+    api_version: &str,
+) -> Value {
+    let Value::Object(mut m) = v else { return v };
+    let mut out = serde_json::Map::new();
+    for pair in &RENAMED {
+        let (from, to) = pick(pair);
+        if let Some(x) = m.remove(from) {
+            out.insert(to.into(), x);
+        }
+    }
+    out.extend(m);
+    out.insert("apiVersion".into(), json!(api_version));
+    Value::Object(out)
+}
+
 /// Converts a stored Event to core/v1, as the API server does for an events.k8s.io/v1 object.
 pub fn to_core(v: Value) -> Value {
     if v["apiVersion"] != "events.k8s.io/v1" {
         return v;
     }
-    let Value::Object(mut m) = v else { return v };
-    let mut out = serde_json::Map::new();
-    for (from, to) in [
-        ("regarding", "involvedObject"),
-        ("note", "message"),
-        ("deprecatedSource", "source"),
-        ("deprecatedCount", "count"),
-        ("deprecatedFirstTimestamp", "firstTimestamp"),
-        ("deprecatedLastTimestamp", "lastTimestamp"),
-        ("reportingController", "reportingComponent"),
-    ] {
-        if let Some(x) = m.remove(from) {
-            out.insert(to.into(), x);
-        }
-    }
-    out.extend(m);
-    out.insert("apiVersion".into(), json!("v1"));
-    Value::Object(out)
+    convert(v, |(core, v1)| (*v1, *core), "v1")
 }
 
 /// Converts a core/v1 Event to events.k8s.io/v1, as the API server does.
 pub fn to_events_v1(v: Value) -> Value {
-    let Value::Object(mut m) = v else { return v };
-    let mut out = serde_json::Map::new();
-    for (from, to) in [
-        ("involvedObject", "regarding"),
-        ("message", "note"),
-        ("source", "deprecatedSource"),
-        ("count", "deprecatedCount"),
-        ("firstTimestamp", "deprecatedFirstTimestamp"),
-        ("lastTimestamp", "deprecatedLastTimestamp"),
-        ("reportingComponent", "reportingController"),
-    ] {
-        if let Some(x) = m.remove(from) {
-            out.insert(to.into(), x);
-        }
-    }
-    out.extend(m);
-    out.insert("apiVersion".into(), json!("events.k8s.io/v1"));
-    Value::Object(out)
+    convert(v, |(core, v1)| (*core, *v1), "events.k8s.io/v1")
 }
 
 async fn lease_get(State(api): State<FakeApi>, Path((ns, name)): Path<(String, String)>) -> Response {
