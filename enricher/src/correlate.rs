@@ -194,7 +194,6 @@ pub struct Correlator {
     /// Open incidents and candidates by (rule, relation key).
     #[serde(with = "crate::pairs")]
     open: BTreeMap<(usize, String), Open>,
-    pub opened: u64,
     /// Watermark of the last sweep: sweeps run once per second of event time, not per event.
     swept_at: Option<i64>,
 }

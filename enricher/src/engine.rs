@@ -192,10 +192,7 @@ impl Engine {
         );
         let fp = format!("{fp_hash:016x}");
         let occurrences = if e.verb == WatchVerb::Deleted { 0 } else { e.new_occurrences.max(0) };
-        if !self.state.clusters.contains_key(cluster) {
-            self.state.clusters.insert(cluster.to_string(), ClusterState::default());
-        }
-        let state = self.state.clusters.get_mut(cluster).expect("inserted above");
+        let state = cluster_state(&mut self.state.clusters, cluster);
         let g = grade(&self.rules, &mut self.matches, &mut state.repetitions, cluster, n, occurrences);
         let object = format!(
             "{}/{}/{}",
@@ -205,7 +202,7 @@ impl Engine {
         );
         let mut incidents = Vec::new();
         state.correlator.on_event(&self.correlations, &self.life, cluster, e, &mut incidents);
-        let windows = &mut state.windows;
+        let mut late = None;
         if occurrences > 0 {
             let c = Contribution {
                 fingerprint: fp_hash,
@@ -220,16 +217,16 @@ impl Engine {
                 severity: g.severity,
                 message: n.note.as_deref(),
             };
-            if let Some(late) = windows.add(cluster, &self.windows, &c) {
-                out.push(Output::Enriched(enriched(cluster, e, &g, &fp, &tmpl, partition, offset)));
-                out.push(Output::Aggregate(late));
-                out.extend(incidents.into_iter().map(Output::Incident));
-                return;
-            }
+            late = state.windows.add(cluster, &self.windows, &c);
         }
         out.push(Output::Enriched(enriched(cluster, e, &g, &fp, &tmpl, partition, offset)));
+        // A late event re-emits its window's aggregate and moves no time forward.
+        let was_late = late.is_some();
+        out.extend(late.map(Output::Aggregate));
         out.extend(incidents.into_iter().map(Output::Incident));
-        self.advance(cluster, n.event_time, out);
+        if !was_late {
+            self.advance(cluster, n.event_time, out);
+        }
     }
 
     pub fn on_heartbeat(&mut self, cluster: &str, h: &Heartbeat, out: &mut Vec<Output>) {
@@ -239,7 +236,7 @@ impl Engine {
 
     fn advance(&mut self, cluster: &str, t: i64, out: &mut Vec<Output>) {
         let wcfg = self.windows;
-        let c = self.cluster(cluster);
+        let c = cluster_state(&mut self.state.clusters, cluster);
         let mut closed = Vec::new();
         c.windows.advance(cluster, &wcfg, t, &mut closed);
         out.extend(closed.into_iter().map(Output::Aggregate));
@@ -253,14 +250,6 @@ impl Engine {
             let longest = self.rules.rules.iter().filter_map(|r| r.escalate.as_ref()).map(|e| e.within_us).max();
             c.repetitions.expire(w - longest.unwrap_or(0));
         }
-    }
-
-    /// The state of one cluster, made on first use (without allocating the name on every call).
-    fn cluster(&mut self, cluster: &str) -> &mut ClusterState {
-        if !self.state.clusters.contains_key(cluster) {
-            self.state.clusters.insert(cluster.to_string(), ClusterState::default());
-        }
-        self.state.clusters.get_mut(cluster).expect("inserted above")
     }
 
     /// Closes every open window: the end of a bounded replay.
@@ -289,6 +278,14 @@ impl Engine {
     pub fn late_counts(&self) -> (i64, i64) {
         self.state.clusters.values().fold((0, 0), |(l, t), c| (l + c.windows.late, t + c.windows.too_late))
     }
+}
+
+/// The state of one cluster, made on first use (without allocating the name on every call).
+fn cluster_state<'a>(clusters: &'a mut BTreeMap<String, ClusterState>, cluster: &str) -> &'a mut ClusterState {
+    if !clusters.contains_key(cluster) {
+        clusters.insert(cluster.to_string(), ClusterState::default());
+    }
+    clusters.get_mut(cluster).expect("inserted above")
 }
 
 fn enriched(

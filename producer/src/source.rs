@@ -61,14 +61,15 @@ pub fn replay(
         let mut previous: Option<i64> = None;
         for object in objects {
             if speed > 0.0 {
-                if let (Some(prev), Some(t)) = (previous, dump::event_time(&object)) {
+                let time = dump::event_time(&object);
+                if let (Some(prev), Some(t)) = (previous, time) {
                     let gap = Duration::from_micros((t - prev).max(0) as u64).div_f64(speed).min(max_gap);
                     tokio::select! {
                         _ = tokio::time::sleep(gap) => {}
                         _ = cancel.cancelled() => return,
                     }
                 }
-                previous = dump::event_time(&object).or(previous);
+                previous = time.or(previous);
             }
             tokio::select! {
                 r = tx.send(SourceEvent::Object { object, deleted: false }) => if r.is_err() { return },
