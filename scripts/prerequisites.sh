@@ -12,6 +12,10 @@ need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
+# librdkafka 2.12's CMake build tests `#ifdef WITH_OAUTHBEARER_OIDC`, which its config.h always
+# defines (to 0 without curl), so it includes <curl/curl.h> even with WITH_CURL=0: the headers
+# must exist, though nothing links libcurl.
+[ -f /usr/include/curl/curl.h ] || [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || need_apt+=(libcurl4-openssl-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)" >&2
   SUDO=""

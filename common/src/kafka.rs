@@ -8,6 +8,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
 /// How to reach Kafka. `properties` passes any librdkafka property through unchanged (TLS,
@@ -127,6 +129,76 @@ pub fn partition_count(settings: &KafkaSettings, topic: &str, timeout: Duration)
     match t.partitions().len() as i32 {
         0 => Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition)),
         n => Ok(n),
+    }
+}
+
+/// Reads the records at offsets `[from, to)` of one partition in order, one at a time, with a
+/// consumer that is assigned (not subscribed): for rebuilding state, where the consumer group
+/// must not move. Offsets that hold no record (transaction markers, compacted records) are
+/// skipped by following the consumer's position.
+pub struct RangeReader<'c> {
+    consumer: &'c BaseConsumer,
+    topic: String,
+    partition: i32,
+    next: i64,
+    to: i64,
+}
+
+/// Polls without a record before a range read gives up: 30 s.
+const RANGE_IDLE_POLLS: u32 = 150;
+
+impl<'c> RangeReader<'c> {
+    pub fn new(
+        consumer: &'c BaseConsumer,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Result<Self, KafkaError> {
+        if from < to {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
+            consumer.assign(&tpl)?;
+        }
+        Ok(Self { consumer, topic: topic.to_string(), partition, next: from, to })
+    }
+
+    /// The next record of the range, or `None` at its end.
+    pub fn next_message(&mut self) -> Result<Option<BorrowedMessage<'c>>, KafkaError> {
+        let mut idle = 0;
+        while self.next < self.to {
+            let Some(msg) = self.consumer.poll(Duration::from_millis(200)) else {
+                if let Ok(pos) = self.consumer.position() {
+                    if let Some(Offset::Offset(p)) = pos.find_partition(&self.topic, self.partition).map(|e| e.offset())
+                    {
+                        self.next = self.next.max(p);
+                    }
+                }
+                idle += 1;
+                if idle > RANGE_IDLE_POLLS {
+                    return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut));
+                }
+                continue;
+            };
+            let msg = msg?;
+            if msg.offset() < self.next {
+                continue;
+            }
+            self.next = msg.offset() + 1;
+            return Ok(Some(msg));
+        }
+        Ok(None)
+    }
+
+    /// The offset after the last record returned.
+    pub fn position(&self) -> i64 {
+        self.next
+    }
+}
+
+impl Drop for RangeReader<'_> {
+    fn drop(&mut self) {
+        let _ = self.consumer.unassign();
     }
 }
 

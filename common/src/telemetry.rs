@@ -12,6 +12,26 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+/// Where `/metrics`, `/healthz` and `/readyz` are served: the `http` section of both binaries'
+/// config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Listen address. Default `0.0.0.0:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { listen: default_listen() }
+    }
+}
+
 /// Starts logging to stderr. `RUST_LOG` filters (default `info`); `json` picks JSON lines for
 /// log shippers over human-readable text.
 pub fn init_logging(json: bool) {

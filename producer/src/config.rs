@@ -1,10 +1,11 @@
 //! The producer's configuration: one struct, every default a named function with its reason.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use kev_common::kafka::KafkaSettings;
+use kev_common::telemetry::HttpSettings;
+use kev_schemas::codec::RegistrySettings;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,26 +38,6 @@ pub struct ProducerConfig {
     /// Logs as JSON lines instead of text. Default false.
     #[serde(default)]
     pub log_json: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistrySettings {
-    /// Schema Registry base URL. Default `http://localhost:8081`.
-    #[serde(default = "default_registry_url")]
-    pub url: String,
-    /// Basic-auth user, if the registry wants one.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Basic-auth password. Prefer `password_file` so it stays out of the environment.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// File holding the basic-auth password (a mounted Secret).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Timeout of one registry call in milliseconds. Default 10000.
-    #[serde(default = "default_registry_timeout_ms")]
-    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,14 +127,6 @@ pub struct BufferSettings {
     pub max_in_flight: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSettings {
-    /// Address of `/metrics`, `/healthz` and `/readyz`. Default `0.0.0.0:8080`.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-}
-
 fn default_cluster() -> String {
     "default".into()
 }
@@ -161,12 +134,6 @@ fn default_producer_id() -> String {
     std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "kev-producer".into())
 }
 fn default_heartbeat_ms() -> u64 {
-    10_000
-}
-fn default_registry_url() -> String {
-    "http://localhost:8081".into()
-}
-fn default_registry_timeout_ms() -> u64 {
     10_000
 }
 fn default_topic() -> String {
@@ -208,9 +175,6 @@ fn default_retry_period() -> u64 {
 fn default_max_in_flight() -> usize {
     10_000
 }
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 8080))
-}
 
 macro_rules! defaults_from_serde {
     ($($t:ty),*) => {$(
@@ -221,15 +185,7 @@ macro_rules! defaults_from_serde {
         }
     )*};
 }
-defaults_from_serde!(
-    ProducerConfig,
-    RegistrySettings,
-    TopicSettings,
-    SourceSettings,
-    LeaderSettings,
-    BufferSettings,
-    HttpSettings
-);
+defaults_from_serde!(ProducerConfig, TopicSettings, SourceSettings, LeaderSettings, BufferSettings);
 
 impl ProducerConfig {
     pub fn heartbeat_interval(&self) -> Duration {
@@ -259,15 +215,5 @@ impl ProducerConfig {
             return Err("source.speed must be 0 (as fast as possible) or positive".into());
         }
         Ok(())
-    }
-
-    /// Basic-auth password from `password_file` or `password`.
-    pub fn registry_auth(&self) -> std::io::Result<kev_schemas::codec::RegistryAuth> {
-        let r = &self.registry;
-        let password = match &r.password_file {
-            Some(f) => Some(std::fs::read_to_string(f)?.trim_end().to_string()),
-            None => r.password.clone(),
-        };
-        Ok(kev_schemas::codec::RegistryAuth { basic: r.username.clone().map(|u| (u, password)), bearer: None })
     }
 }

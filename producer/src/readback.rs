@@ -33,7 +33,8 @@ pub async fn read_all(settings: &KafkaSettings, topic: &str, codec: &Codec) -> R
     let mut out = Vec::new();
     for p in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
-        for msg in crate::recover::fetch_range(&consumer, topic, p, low, high)? {
+        let mut reader = kev_common::kafka::RangeReader::new(&consumer, topic, p, low, high)?;
+        while let Some(msg) = reader.next_message()? {
             let Some(payload) = msg.payload() else { continue };
             let record = codec.decode_raw(payload).await.map_err(|e| RecoverError::Registry(e.to_string()))?;
             out.push(Published {

@@ -8,12 +8,11 @@
 
 use std::time::Duration;
 
-use kev_common::kafka::{partition_count, partition_for_key, KafkaSettings};
+use kev_common::kafka::{partition_count, partition_for_key, KafkaSettings, RangeReader};
 use kev_schemas::{Codec, RawKind};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::Message;
 
 use crate::dedup::DedupState;
 
@@ -119,7 +118,8 @@ async fn read_range(
     records_read: &mut u64,
     mut apply: impl FnMut(&kev_schemas::RawRecord, i64),
 ) -> Result<(), RecoverError> {
-    for msg in fetch_range(consumer, topic, partition, from, to)? {
+    let mut reader = RangeReader::new(consumer, topic, partition, from, to)?;
+    while let Some(msg) = reader.next_message()? {
         *records_read += 1;
         if msg.key() != Some(cluster.as_bytes()) {
             continue;
@@ -136,46 +136,4 @@ async fn read_range(
         }
     }
     Ok(())
-}
-
-/// Fetches the records at offsets `[from, to)` of one partition, in order. Offsets that hold no
-/// record (transaction markers, compacted records) are skipped by the consumer's position.
-pub fn fetch_range(
-    consumer: &BaseConsumer,
-    topic: &str,
-    partition: i32,
-    from: i64,
-    to: i64,
-) -> Result<Vec<OwnedMessage>, RecoverError> {
-    let mut out = Vec::new();
-    if from >= to {
-        return Ok(out);
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
-    consumer.assign(&tpl)?;
-    let mut next = from;
-    let mut idle = 0;
-    while next < to {
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-            if let Ok(pos) = consumer.position() {
-                if let Some(Offset::Offset(p)) = pos.find_partition(topic, partition).map(|e| e.offset()) {
-                    next = next.max(p);
-                }
-            }
-            idle += 1;
-            if idle > 150 {
-                return Err(RecoverError::Kafka(KafkaError::MessageConsumption(
-                    rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
-                )));
-            }
-            continue;
-        };
-        idle = 0;
-        let msg = msg?;
-        next = msg.offset() + 1;
-        out.push(msg.detach());
-    }
-    consumer.unassign()?;
-    Ok(out)
 }

@@ -49,8 +49,7 @@ pub fn kafka_producer(cfg: &ProducerConfig) -> Result<FutureProducer, KafkaError
 
 /// Builds the registry codec from the configuration.
 pub fn codec(cfg: &ProducerConfig) -> Result<Arc<Codec>, RunError> {
-    let auth = cfg.registry_auth().map_err(|e| RunError::Config(format!("registry.password_file: {e}")))?;
-    Ok(Arc::new(Codec::new(&cfg.registry.url, &auth, Duration::from_millis(cfg.registry.timeout_ms))?))
+    Ok(Arc::new(cfg.registry.codec()?))
 }
 
 /// Creates the raw topic when configured to and it is missing.

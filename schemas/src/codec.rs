@@ -61,7 +61,66 @@ impl CodecError {
     }
 }
 
-/// How to reach the registry.
+/// Where the registry is and how to log in: the `registry` section of both binaries' config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Schema Registry base URL. Default `http://localhost:8081`.
+    #[serde(default = "default_registry_url")]
+    pub url: String,
+    /// Basic-auth user, if the registry wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Basic-auth password. Prefer `password_file` so it stays out of the environment.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// File holding the basic-auth password (a mounted Secret).
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Timeout of one registry call in milliseconds. Default 10000.
+    #[serde(default = "default_registry_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_registry_url() -> String {
+    "http://localhost:8081".into()
+}
+fn default_registry_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            url: default_registry_url(),
+            username: None,
+            password: None,
+            password_file: None,
+            timeout_ms: default_registry_timeout_ms(),
+        }
+    }
+}
+
+impl RegistrySettings {
+    /// Basic-auth credentials from `password_file` or `password`.
+    pub fn auth(&self) -> std::io::Result<RegistryAuth> {
+        let password = match &self.password_file {
+            Some(f) => Some(std::fs::read_to_string(f)?.trim_end().to_string()),
+            None => self.password.clone(),
+        };
+        Ok(RegistryAuth { basic: self.username.clone().map(|u| (u, password)), bearer: None })
+    }
+
+    /// A codec for this registry.
+    pub fn codec(&self) -> Result<Codec, CodecError> {
+        let auth = self
+            .auth()
+            .map_err(|e| CodecError::RegistryRefused(format!("registry.password_file cannot be read: {e}")))?;
+        Codec::new(&self.url, &auth, Duration::from_millis(self.timeout_ms))
+    }
+}
+
+/// How to log in to the registry.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryAuth {
     pub basic: Option<(String, Option<String>)>,
@@ -72,6 +131,18 @@ pub struct RegistryAuth {
 pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
+    /// A prepared datum reader per (writer schema id, reader schema). Preparing one resolves
+    /// both schemas, which for the raw schema costs most of a millisecond: per record, it was
+    /// the enricher's bottleneck. Prepared readers are leaked on purpose so they can borrow
+    /// their schemas for `'static`: one per writer schema version ever seen, a handful.
+    readers: std::sync::Mutex<std::collections::HashMap<(u32, usize), &'static Prepared>>,
+}
+
+/// A writer schema resolved against a reader schema, ready to decode many records.
+struct Prepared {
+    reader: GenericDatumReader<'static>,
+    /// The writer and reader schemas are the same: decode straight into the Rust type.
+    same: bool,
 }
 
 impl Codec {
@@ -87,7 +158,11 @@ impl Codec {
             }
             b.build().map_err(CodecError::from_registry)
         };
-        Ok(Self { encoder: AvroEncoder::new(build()?), decoder: AvroDecoder::new(build()?) })
+        Ok(Self {
+            encoder: AvroEncoder::new(build()?),
+            decoder: AvroDecoder::new(build()?),
+            readers: Default::default(),
+        })
     }
 
     /// Encodes a raw record for `topic`.
@@ -123,15 +198,29 @@ impl Codec {
     }
 
     /// Decodes bytes in wire format into `T`, resolving the writer's schema into `reader`.
-    pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8], reader: &Schema) -> Result<T, CodecError> {
+    pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8], reader: &'static Schema) -> Result<T, CodecError> {
         let (id, body) = split_wire_format(bytes)?;
-        let writer = self.decoder.get_schema(id).await.map_err(|e| {
-            if e.retriable {
-                self.decoder.remove_errors_from_cache();
+        let key = (id, reader as *const Schema as usize);
+        let cached = self.readers.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied();
+        let prepared = match cached {
+            Some(p) => p,
+            None => {
+                let writer = self.decoder.get_schema(id).await.map_err(|e| {
+                    if e.retriable {
+                        self.decoder.remove_errors_from_cache();
+                    }
+                    CodecError::from_registry(e)
+                })?;
+                let writer: &'static Schema = Box::leak(Box::new(writer.parsed.clone()));
+                let same = writer.canonical_form() == reader.canonical_form();
+                let builder = GenericDatumReader::builder(writer);
+                let built = if same { builder.build() } else { builder.reader_schema(reader).build() };
+                let reader = built.map_err(|e| CodecError::Schema(e.to_string()))?;
+                let p: &'static Prepared = Box::leak(Box::new(Prepared { reader, same }));
+                *self.readers.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(p)
             }
-            CodecError::from_registry(e)
-        })?;
-        decode_body(&writer.parsed, reader, body)
+        };
+        read(&prepared.reader, prepared.same, body)
     }
 }
 
@@ -145,18 +234,29 @@ pub fn split_wire_format(bytes: &[u8]) -> Result<(u32, &[u8]), CodecError> {
     }
 }
 
-/// Decodes an Avro body written with `writer` into `T` through the `reader` schema.
+/// Decodes an Avro body written with `writer` into `T` through the `reader` schema, the way
+/// [`Codec::decode`] does (without its cache of prepared readers).
 pub fn decode_body<T: DeserializeOwned>(writer: &Schema, reader: &Schema, body: &[u8]) -> Result<T, CodecError> {
+    let same = writer.canonical_form() == reader.canonical_form();
+    let builder = GenericDatumReader::builder(writer);
+    let built = if same { builder.build() } else { builder.reader_schema(reader).build() };
+    read(&built.map_err(|e| CodecError::Schema(e.to_string()))?, same, body)
+}
+
+/// Reads one body: straight into `T` when the writer's schema is the reader's (no
+/// intermediate `Value`, several times faster), else through schema resolution.
+fn read<T: DeserializeOwned>(reader: &GenericDatumReader<'_>, same: bool, body: &[u8]) -> Result<T, CodecError> {
     let mut cursor = body;
-    let value = GenericDatumReader::builder(writer)
-        .reader_schema(reader)
-        .build()
-        .and_then(|r| r.read_value(&mut cursor))
-        .map_err(|e| CodecError::Schema(e.to_string()))?;
+    let item = if same {
+        reader.read_deser(&mut cursor).map_err(|e| CodecError::Schema(e.to_string()))?
+    } else {
+        let value = reader.read_value(&mut cursor).map_err(|e| CodecError::Schema(e.to_string()))?;
+        apache_avro::from_value(&value).map_err(|e| CodecError::Schema(e.to_string()))?
+    };
     if !cursor.is_empty() {
         return Err(CodecError::Schema(format!("{} bytes left after the record", cursor.len())));
     }
-    apache_avro::from_value(&value).map_err(|e| CodecError::Schema(e.to_string()))
+    Ok(item)
 }
 
 /// Encodes `item` as a bare Avro body (no wire-format header) with `schema`.

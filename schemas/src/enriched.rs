@@ -94,3 +94,19 @@ pub struct Incident {
     pub updated_at: i64,
     pub resolved_at: Option<i64>,
 }
+
+/// A raw record the enricher could not read, with what was wrong. Every field comes from the
+/// source record, so a re-run dead-letters the same bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub error_kind: String,
+    pub error: String,
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    pub key: Option<Vec<u8>>,
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    pub value: Option<Vec<u8>>,
+    pub seen_at: i64,
+}

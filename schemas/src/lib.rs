@@ -13,6 +13,6 @@ pub mod schema;
 pub mod time;
 
 pub use codec::{Codec, CodecError};
-pub use enriched::{Aggregate, EnrichedEvent, Incident, IncidentStatus, Severity};
+pub use enriched::{Aggregate, DeadLetter, EnrichedEvent, Incident, IncidentStatus, Severity};
 pub use k8s::{EventObject, ParseError};
 pub use raw::{EventObservation, Heartbeat, RawKind, RawRecord, WatchVerb};

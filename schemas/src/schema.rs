@@ -31,6 +31,12 @@ pub static RAW_SCHEMA: LazyLock<Schema> =
 /// The parsed enriched-event schema.
 pub static ENRICHED_EVENT_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| Schema::parse_str(ENRICHED_EVENT).expect("enriched_event.avsc is valid Avro"));
+/// The parsed incident schema.
+pub static INCIDENT_SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| Schema::parse_str(INCIDENT).expect("incident.avsc is valid Avro"));
+/// The parsed dead-letter schema.
+pub static DEAD_LETTER_SCHEMA: LazyLock<Schema> =
+    LazyLock::new(|| Schema::parse_str(DEAD_LETTER).expect("dead_letter.avsc is valid Avro"));
 /// The parsed aggregate schema.
 pub static AGGREGATE_SCHEMA: LazyLock<Schema> =
     LazyLock::new(|| Schema::parse_str(AGGREGATE).expect("aggregate.avsc is valid Avro"));

@@ -5,6 +5,7 @@ pub mod broker;
 pub mod data;
 pub mod expect;
 pub mod fakeapi;
+pub mod outputs;
 pub mod procs;
 
 /// Logs for tests, filtered by `RUST_LOG` (default warnings only).

@@ -77,6 +77,11 @@ impl ClusterWindows {
         self.high.map(|h| h - cfg.lateness_us)
     }
 
+    /// Newest event or heartbeat time seen, in microseconds.
+    pub fn newest(&self) -> Option<i64> {
+        self.high
+    }
+
     pub fn open_groups(&self) -> usize {
         self.open.len()
     }

@@ -5,12 +5,12 @@
 //! 1,000,000), then fed to one engine on one thread. Prints events/s on one core, open groups and
 //! state bytes per open group (the engine's own estimate, and the process's peak RSS).
 //!
-//! cargo run --release -p kev-enricher --example engine_bench
+//! cargo run --release -p kev-engine --example engine_bench
 
 use std::time::{Duration, Instant};
 
-use kev_enricher::rules::RuleSet;
-use kev_enricher::{Engine, EngineConfig, Output};
+use kev_engine::rules::RuleSet;
+use kev_engine::{Engine, EngineConfig, Output};
 use kev_schemas::EventObservation;
 
 // The engine allocates an output record per event; with mimalloc instead of glibc's malloc the

@@ -4,8 +4,8 @@
 //! firstTimestamp, lastTimestamp) with messages in the form the kubelet, the node lifecycle
 //! controller and the attach/detach controller write; they are not recorded data.
 
-use kev_enricher::rules::RuleSet;
-use kev_enricher::{Engine, EngineConfig, Output};
+use kev_engine::rules::RuleSet;
+use kev_engine::{Engine, EngineConfig, Output};
 use kev_schemas::{EventObject, EventObservation, Incident, IncidentStatus, Severity, WatchVerb};
 
 struct Ev<'a> {

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use kev_enricher::engine::EngineState;
-use kev_enricher::rules::RuleSet;
-use kev_enricher::{Engine, EngineConfig, Output};
+use kev_engine::engine::EngineState;
+use kev_engine::rules::RuleSet;
+use kev_engine::{Engine, EngineConfig, Output};
 use kev_schemas::{EventObject, EventObservation, WatchVerb};
 use proptest::prelude::*;
 

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kev_enricher::engine::fingerprint;
-use kev_enricher::rules::RuleSet;
-use kev_enricher::{Engine, EngineConfig, Output};
+use kev_engine::engine::fingerprint;
+use kev_engine::rules::RuleSet;
+use kev_engine::{Engine, EngineConfig, Output};
 use kev_schemas::EventObservation;
 
 fn observations() -> Vec<(String, EventObservation)> {

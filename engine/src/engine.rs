@@ -13,7 +13,8 @@ use crate::template::TemplateCache;
 use crate::window::{ClusterWindows, Contribution, WindowConfig};
 
 /// Engine settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// Tumbling window size in milliseconds. Default 60000.
     pub window_ms: i64,
@@ -272,6 +273,20 @@ impl Engine {
         }
         s.approx_bytes += s.repetition_keys * 64 + s.correlation_entries * 128;
         s
+    }
+
+    /// Each cluster's watermark (newest event or heartbeat time minus the allowed lateness), in
+    /// microseconds, for the watermark-lag metric.
+    pub fn watermarks(&self) -> impl Iterator<Item = (&str, i64)> + '_ {
+        self.state.clusters.iter().filter_map(|(c, s)| Some((c.as_str(), s.windows.watermark(&self.windows)?)))
+    }
+
+    /// The newest event or heartbeat time of any cluster, in microseconds. Every record the
+    /// engine has emitted carries a time at or before it (an enriched event its event time, an
+    /// aggregate its window end, an incident its last update), which is what lets a replay start
+    /// from a saved state whose newest time is before the range it is asked for.
+    pub fn newest_time(&self) -> Option<i64> {
+        self.state.clusters.values().filter_map(|s| s.windows.newest()).max()
     }
 
     /// Late events handled (re-emitted) and too late to handle, over all clusters.

@@ -1,0 +1,192 @@
+//! Engine checkpoints: a raw partition's engine state and the offset it stands at, kept in a
+//! Kafka topic, so that no local disk is needed and any instance can take a partition over.
+//!
+//! A restart or a new owner restores the newest checkpoint at or before the committed offset
+//! and re-reads the raw log from there, emitting nothing until the committed offset: the
+//! engine is deterministic, so it ends up in exactly the state the previous owner had. A
+//! postmortem replay restores the newest checkpoint taken before its time range starts.
+//!
+//! Format: the JSON of [`Checkpoint`], cut into chunks of at most [`CHUNK_BYTES`] (a large state
+//! would exceed the broker's record size), each chunk a record keyed
+//! `<group>/<raw topic>/<partition>` with headers naming the checkpoint's offset, newest event
+//! time and the chunk's place. JSON rather than Avro: nobody else reads it, and the engine's
+//! state changes shape more often than a public contract may.
+
+use std::time::Duration;
+
+use kev_common::kafka::RangeReader;
+use kev_engine::engine::EngineState;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use serde::{Deserialize, Serialize};
+
+/// Largest chunk value in bytes, below the 1 MB default `message.max.bytes` of Kafka.
+pub const CHUNK_BYTES: usize = 512 * 1024;
+const H_OFFSET: &str = "kev.checkpoint.offset";
+const H_NEWEST: &str = "kev.checkpoint.newest";
+const H_CHUNK: &str = "kev.checkpoint.chunk";
+
+/// A raw partition's engine state after reading every record before `next_offset`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    pub group_id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    /// Newest event or heartbeat time in the state, microseconds.
+    pub newest_time: Option<i64>,
+    /// [`crate::partition::EngineSpec::fingerprint`] of the configuration that made it.
+    pub engine_fingerprint: String,
+    pub state: EngineState,
+}
+
+/// What the headers of a checkpoint say, readable without decoding its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub next_offset: i64,
+    pub newest_time: Option<i64>,
+}
+
+/// One record of a checkpoint, ready to send.
+pub struct Chunk {
+    pub key: String,
+    pub headers: OwnedHeaders,
+    pub value: Vec<u8>,
+    /// Record timestamp: the checkpoint's newest event time, in milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// The key of a raw partition's checkpoints.
+pub fn key(group_id: &str, topic: &str, partition: i32) -> String {
+    format!("{group_id}/{topic}/{partition}")
+}
+
+/// The checkpoint topic's partition for a raw partition.
+pub fn partition_of(raw_partition: i32, checkpoint_partitions: i32) -> i32 {
+    raw_partition.rem_euclid(checkpoint_partitions.max(1))
+}
+
+impl Checkpoint {
+    pub fn meta(&self) -> Meta {
+        Meta { next_offset: self.next_offset, newest_time: self.newest_time }
+    }
+
+    /// The records that store this checkpoint.
+    pub fn chunks(&self) -> Result<Vec<Chunk>, serde_json::Error> {
+        let json = serde_json::to_vec(self)?;
+        let parts: Vec<&[u8]> = json.chunks(CHUNK_BYTES).collect();
+        let n = parts.len();
+        let key = key(&self.group_id, &self.topic, self.partition);
+        Ok(parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let newest = self.newest_time.map(|t| t.to_string()).unwrap_or_default();
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: H_OFFSET, value: Some(self.next_offset.to_string().as_bytes()) })
+                    .insert(Header { key: H_NEWEST, value: Some(newest.as_bytes()) })
+                    .insert(Header { key: H_CHUNK, value: Some(format!("{i}/{n}").as_bytes()) });
+                Chunk {
+                    key: key.clone(),
+                    headers,
+                    value: part.to_vec(),
+                    timestamp_ms: self.newest_time.map(|t| t.div_euclid(1000)),
+                }
+            })
+            .collect())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// Finds the newest checkpoint under `key` that `accept` takes, reading ever larger tails of
+/// the checkpoint partition. Checkpoints that are incomplete or do not decode are skipped with
+/// a warning: an older one, or the start of the raw log, is always a correct place to start.
+pub fn find(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    accept: impl Fn(&Meta) -> bool,
+) -> Result<Option<Checkpoint>, CheckpointError> {
+    let (low, high) = match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+        Ok(w) => w,
+        // No checkpoint topic yet: no checkpoint.
+        Err(KafkaError::MetadataFetch(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    // Newest first: read ever larger tails until one holds a checkpoint that `accept` takes.
+    let mut window = 64i64;
+    loop {
+        let from = (high - window).max(low);
+        for (meta, bytes) in complete_checkpoints(consumer, topic, partition, key, from, high)?.into_iter().rev() {
+            if !accept(&meta) {
+                continue;
+            }
+            match serde_json::from_slice::<Checkpoint>(&bytes) {
+                Ok(c) => return Ok(Some(c)),
+                Err(e) => {
+                    metrics::counter!("kev_enricher_checkpoints_unreadable_total").increment(1);
+                    tracing::warn!(key, next_offset = meta.next_offset, error = %e, "a checkpoint does not decode; trying an older one");
+                }
+            }
+        }
+        if from <= low {
+            return Ok(None);
+        }
+        window = window.saturating_mul(4);
+    }
+}
+
+/// The complete checkpoints under `key` in `[from, to)`, oldest first, reassembled from their
+/// chunks. A checkpoint whose chunks are not all there (cut by `from`, or by a crash while it
+/// was written) is left out.
+fn complete_checkpoints(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(Meta, Vec<u8>)>, CheckpointError> {
+    let mut complete = Vec::new();
+    // (meta, index of the last chunk read, chunk count, bytes so far)
+    let mut current: Option<(Meta, usize, usize, Vec<u8>)> = None;
+    let mut reader = RangeReader::new(consumer, topic, partition, from, to)?;
+    while let Some(msg) = reader.next_message()? {
+        if msg.key() != Some(key.as_bytes()) {
+            continue;
+        }
+        let Some((meta, i, n)) = headers(&msg) else { continue };
+        let value = msg.payload().unwrap_or_default();
+        current = match current.take() {
+            _ if i == 0 => Some((meta, 0, n, value.to_vec())),
+            Some((m, last, cn, mut buf)) if m == meta && cn == n && last + 1 == i => {
+                buf.extend_from_slice(value);
+                Some((m, i, n, buf))
+            }
+            _ => None,
+        };
+        if current.as_ref().is_some_and(|(_, last, n, _)| last + 1 == *n) {
+            let (m, _, _, buf) = current.take().expect("checked above");
+            complete.push((m, buf));
+        }
+    }
+    Ok(complete)
+}
+
+fn headers(msg: &impl Message) -> Option<(Meta, usize, usize)> {
+    let h = msg.headers()?;
+    let get =
+        |name: &str| h.iter().find(|x| x.key == name).and_then(|x| x.value).and_then(|v| std::str::from_utf8(v).ok());
+    let next_offset = get(H_OFFSET)?.parse().ok()?;
+    let newest_time = get(H_NEWEST).and_then(|s| s.parse().ok());
+    let (i, n) = get(H_CHUNK)?.split_once('/')?;
+    Some((Meta { next_offset, newest_time }, i.parse().ok()?, n.parse().ok()?))
+}

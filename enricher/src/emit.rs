@@ -1,0 +1,170 @@
+//! Sending output records to Kafka: the idempotent producer, delivery tracking, encoding with
+//! retries while the registry is away.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kev_common::kafka::KafkaSettings;
+use kev_common::telemetry::Health;
+use kev_schemas::Codec;
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::TopicsSettings;
+use crate::records::{Record, Stream};
+
+/// Counts failed deliveries. With `message.timeout.ms=0` and idempotence librdkafka retries
+/// until it succeeds, so a failure here is fatal (record too large, no authorisation): the
+/// run stops before committing, and the next one re-emits from the last commit.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Deliveries {
+    pub fn failure(&self) -> Option<String> {
+        if self.failed.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        self.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, msg)) = result {
+            use rdkafka::Message;
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            metrics::counter!("kev_enricher_delivery_failures_total").increment(1);
+            let text = format!("delivery to {} failed: {e}", msg.topic());
+            tracing::error!(error = %text, "an output record was not delivered");
+            self.first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(text);
+        }
+    }
+}
+
+pub type OutputProducer = ThreadedProducer<Deliveries>;
+
+/// The idempotent producer of the output topics. kev's settings come first; `kafka.properties`
+/// can override any of them.
+pub fn producer(settings: &KafkaSettings) -> Result<OutputProducer, KafkaError> {
+    settings
+        .client_config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.type", "lz4"),
+            // Java's default partitioner, so that ksqlDB and Flink co-partition with kev by key.
+            ("partitioner", "murmur2_random"),
+            ("linger.ms", "20"),
+            ("message.timeout.ms", "0"),
+            ("queue.buffering.max.messages", "200000"),
+        ])
+        .create_with_context(Deliveries::default())
+}
+
+/// Encodes and sends records, waiting (not dropping) while the registry or the producer queue
+/// is unavailable.
+pub struct Emitter {
+    pub producer: Arc<OutputProducer>,
+    pub codec: Arc<Codec>,
+    pub topics: TopicsSettings,
+    pub health: Arc<Health>,
+}
+
+/// Why an emit did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    #[error("stopped")]
+    Stopped,
+    #[error("output record cannot be encoded: {0}")]
+    Encode(String),
+    #[error("Kafka producer: {0}")]
+    Kafka(KafkaError),
+}
+
+impl Emitter {
+    /// Sends `record`, derived from the raw record at (`partition`, `offset`).
+    pub async fn emit(
+        &self,
+        record: &Record,
+        partition: i32,
+        offset: i64,
+        stop: &CancellationToken,
+    ) -> Result<(), EmitError> {
+        let stream = record.stream();
+        let topic = stream.topic(&self.topics);
+        let value = self.encode(record, topic, stop).await?;
+        let key = record.key();
+        let source = format!("{}/{partition}/{offset}", self.topics.raw);
+        let mut headers = OwnedHeaders::new().insert(Header { key: "kev.source", value: Some(source.as_bytes()) });
+        if let Record::Dead(d) = record {
+            headers = headers.insert(Header { key: "kev.error.kind", value: Some(d.error_kind.as_bytes()) });
+            metrics::counter!("kev_enricher_dead_letters_total", "reason" => d.error_kind.clone()).increment(1);
+            tracing::warn!(partition, offset, kind = %d.error_kind, error = %d.error, "raw record dead-lettered");
+        }
+        let ts = record.timestamp_ms();
+        let mut base = BaseRecord::to(topic).key(&key).payload(&value).headers(headers).timestamp(ts);
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    base = back;
+                    if sleep_or_stop(Duration::from_millis(10), stop).await {
+                        return Err(EmitError::Stopped);
+                    }
+                }
+                Err((e, _)) => return Err(EmitError::Kafka(e)),
+            }
+        }
+        metrics::counter!("kev_enricher_records_out_total", "stream" => stream.label()).increment(1);
+        if stream == Stream::Enriched {
+            let age = chrono::Utc::now().timestamp_millis() - ts;
+            metrics::histogram!("kev_enricher_end_to_end_seconds").record(age.max(0) as f64 / 1e3);
+        }
+        Ok(())
+    }
+
+    async fn encode(&self, record: &Record, topic: &str, stop: &CancellationToken) -> Result<Vec<u8>, EmitError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match record.encode(&self.codec, topic).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retriable() => {
+                    self.health.set_ready(false, format!("schema registry: {e}"));
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot encode an output record yet");
+                    if sleep_or_stop(backoff, stop).await {
+                        return Err(EmitError::Stopped);
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(EmitError::Encode(e.to_string())),
+            }
+        }
+    }
+
+    /// Waits until Kafka has acknowledged everything sent. `Ok(false)` on timeout.
+    pub fn flush(&self, timeout: Duration) -> Result<bool, String> {
+        let flushed = self.producer.flush(timeout).is_ok();
+        match self.producer.context().failure() {
+            Some(e) => Err(e),
+            None => Ok(flushed),
+        }
+    }
+}
+
+/// Sleeps, or returns true at once when `stop` is cancelled.
+pub async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.cancelled() => true,
+    }
+}

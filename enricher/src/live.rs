@@ -1,0 +1,464 @@
+//! The live enricher: a consumer group on the raw topic.
+//!
+//! The delivery guarantee, without transactions:
+//! - Every output is a function of the raw log: one engine per raw partition, fed that
+//!   partition's records in offset order, and records whose key, value and timestamp come from
+//!   event time only ([`crate::records`]).
+//! - Commit barrier: every `commit_interval_ms`, kev waits until Kafka has acknowledged every
+//!   output sent so far, then commits each partition's next offset. So a committed offset means
+//!   everything derived from the records before it is in the output topics.
+//! - Checkpoints ([`crate::checkpoint`]) of each engine's state at a committed offset.
+//! - Taking a partition (start, restart, rebalance): restore the newest checkpoint at or before
+//!   the committed offset, re-read the raw log from there to the committed offset emitting
+//!   nothing (those outputs were acknowledged), then go on. Outputs after the committed offset
+//!   that a crashed instance had already sent are sent again, byte-identical.
+//! - Giving a partition up (revocation, shutdown): wait for acknowledgements, commit, write a
+//!   checkpoint, so that the next owner starts exactly where this one stopped, with no
+//!   duplicates.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kev_common::kafka::{partition_count, RangeReader};
+use kev_common::telemetry::Health;
+use kev_schemas::Codec;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::EnricherConfig;
+use crate::decode::{decode, Decoded, Source};
+use crate::emit::{self, sleep_or_stop, EmitError, Emitter, OutputProducer};
+use crate::partition::{EngineSpec, PartitionEngine};
+use crate::records::Record;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("outputs not delivered: {0}")]
+    Delivery(String),
+    #[error(transparent)]
+    Emit(#[from] EmitError),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+}
+
+/// What a run did, for logs and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunStats {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub dead_letters: u64,
+    pub recovered_records: u64,
+    pub commits: u64,
+}
+
+/// What the consumer's rebalance callbacks and the main loop share. Callbacks run inside
+/// `recv()` on the main loop's task, so the lock is never contended.
+struct Shared {
+    parts: Mutex<BTreeMap<i32, PartitionEngine>>,
+    producer: Arc<OutputProducer>,
+    group_id: String,
+    raw_topic: String,
+    checkpoint_topic: String,
+    checkpoint_partitions: i32,
+    spec_fingerprint: String,
+}
+
+struct Ctx {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Ctx {
+    /// librdkafka's statistics carry each assigned partition's consumer lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    metrics::gauge!("kev_enricher_consumer_lag", "topic" => topic.clone(), "partition" => p.to_string())
+                        .set(part.consumer_lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(?revoked, "partitions revoked: handing over");
+            self.shared.hand_over(consumer, &revoked);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            metrics::counter!("kev_enricher_rebalances_total").increment(1);
+            tracing::info!(?assigned, "partitions assigned");
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, PartitionEngine>> {
+        self.parts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Finishes `partitions`: waits for every output to be acknowledged, commits, checkpoints
+    /// and drops their engines. If Kafka does not acknowledge in time nothing is committed, and
+    /// the next owner re-emits from the last commit.
+    fn hand_over<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K, partitions: &[i32]) {
+        let mut parts = self.lock();
+        let owned: Vec<PartitionEngine> = partitions.iter().filter_map(|p| parts.remove(p)).collect();
+        drop(parts);
+        if owned.is_empty() {
+            return;
+        }
+        let flushed = self.producer.flush(Duration::from_secs(30)).is_ok();
+        if !flushed || self.producer.context().failure().is_some() {
+            tracing::warn!(?partitions, "outputs not acknowledged; handing over without a commit");
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for pe in &owned {
+            let _ = tpl.add_partition_offset(&self.raw_topic, pe.partition, Offset::Offset(pe.next_offset));
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!(error = %e, "commit at hand-over failed; the next owner re-emits from the last commit");
+            return;
+        }
+        for pe in &owned {
+            if let Err(e) = self.write_checkpoint(pe) {
+                tracing::warn!(partition = pe.partition, error = %e, "checkpoint at hand-over failed");
+            }
+        }
+        let _ = self.producer.flush(Duration::from_secs(30));
+    }
+
+    /// Sends a checkpoint of `pe`. Call only once `pe.next_offset` is committed or about to be:
+    /// a restore takes only checkpoints at or before the committed offset.
+    fn write_checkpoint(&self, pe: &PartitionEngine) -> Result<(), KafkaError> {
+        let ckpt = Checkpoint {
+            version: 1,
+            group_id: self.group_id.clone(),
+            topic: self.raw_topic.clone(),
+            partition: pe.partition,
+            next_offset: pe.next_offset,
+            newest_time: pe.engine().newest_time(),
+            engine_fingerprint: self.spec_fingerprint.clone(),
+            state: pe.engine().state().clone(),
+        };
+        let chunks = ckpt.chunks().map_err(|e| {
+            tracing::error!(error = %e, "engine state does not serialise");
+            KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage)
+        })?;
+        let target = checkpoint::partition_of(pe.partition, self.checkpoint_partitions);
+        let mut bytes = 0;
+        for c in chunks {
+            bytes += c.value.len();
+            let mut rec = BaseRecord::to(&self.checkpoint_topic)
+                .partition(target)
+                .key(&c.key)
+                .payload(&c.value)
+                .headers(c.headers);
+            if let Some(ts) = c.timestamp_ms {
+                rec = rec.timestamp(ts);
+            }
+            loop {
+                match self.producer.send(rec) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        rec = back;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            }
+        }
+        metrics::counter!("kev_enricher_checkpoints_total").increment(1);
+        metrics::gauge!("kev_enricher_checkpoint_bytes", "partition" => pe.partition.to_string()).set(bytes as f64);
+        Ok(())
+    }
+}
+
+/// Runs the enricher until `stop`. Returns when stopped, or on a fatal error (a delivery that
+/// Kafka refused for good, an output the registry refuses).
+pub async fn run(
+    cfg: &EnricherConfig,
+    spec: &EngineSpec,
+    codec: Arc<Codec>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> Result<RunStats, RunError> {
+    let producer = Arc::new(emit::producer(&cfg.kafka)?);
+    let checkpoint_partitions = loop {
+        match partition_count(&cfg.kafka, &cfg.topics.checkpoints, Duration::from_secs(10)) {
+            Ok(n) => break n,
+            Err(e) => {
+                health.set_ready(false, format!("checkpoint topic {}: {e}", cfg.topics.checkpoints));
+                tracing::warn!(error = %e, topic = %cfg.topics.checkpoints, "checkpoint topic not available yet");
+                if sleep_or_stop(Duration::from_secs(2), &stop).await {
+                    return Ok(RunStats::default());
+                }
+            }
+        }
+    };
+    let shared = Arc::new(Shared {
+        parts: Mutex::new(BTreeMap::new()),
+        producer: producer.clone(),
+        group_id: cfg.group_id.clone(),
+        raw_topic: cfg.topics.raw.clone(),
+        checkpoint_topic: cfg.topics.checkpoints.clone(),
+        checkpoint_partitions,
+        spec_fingerprint: spec.fingerprint.clone(),
+    });
+    let consumer: StreamConsumer<Ctx> = cfg
+        .kafka
+        .client_config(&[
+            ("group.id", &cfg.group_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("enable.partition.eof", "false"),
+            ("statistics.interval.ms", "5000"),
+        ])
+        .create_with_context(Ctx { shared: shared.clone() })?;
+    consumer.subscribe(&[&cfg.topics.raw])?;
+    let recovery: BaseConsumer = cfg
+        .kafka
+        .client_config(&[("group.id", &format!("{}-recovery", cfg.group_id)), ("enable.auto.commit", "false")])
+        .create()?;
+    let emitter = Emitter { producer, codec: codec.clone(), topics: cfg.topics.clone(), health: health.clone() };
+    let mut stats = RunStats::default();
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(cfg.commit_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_checkpoint = Instant::now();
+    health.set_ready(true, "consuming");
+
+    let result: Result<(), RunError> = async {
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let checkpoint_due = last_checkpoint.elapsed() >= cfg.checkpoint_interval();
+                    let t = Instant::now();
+                    let r = barrier(&consumer, &shared, &emitter, &health, checkpoint_due, &mut stats);
+                    tracing::debug!(elapsed = ?t.elapsed(), records_in = stats.records_in, "barrier");
+                    if r? && checkpoint_due {
+                        last_checkpoint = Instant::now();
+                    }
+                    continue;
+                }
+                m = consumer.recv() => m,
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    health.set_ready(false, format!("Kafka consumer: {e}"));
+                    continue;
+                }
+            };
+            let (p, offset) = (msg.partition(), msg.offset());
+            let has_engine = shared.lock().contains_key(&p);
+            if !has_engine {
+                let Some(pe) = take_over(cfg, spec, &codec, &recovery, &health, p, offset, &stop, &mut stats).await?
+                else {
+                    break;
+                };
+                shared.lock().insert(p, pe);
+            }
+            let expected = shared.lock().get(&p).map(|pe| pe.next_offset).unwrap_or(offset);
+            if offset < expected {
+                // Seen already (a fetch re-delivered after a seek): applying it twice would
+                // change the state.
+                continue;
+            }
+            stats.records_in += 1;
+            metrics::counter!("kev_enricher_records_in_total", "topic" => cfg.topics.raw.clone()).increment(1);
+            let Some(decoded) = decode_retrying(&codec, Source::of(&msg), cfg.max_record_bytes, &health, &stop).await
+            else {
+                break;
+            };
+            if let Some(pe) = shared.lock().get_mut(&p) {
+                pe.apply(decoded, offset, &mut out);
+            }
+            for r in out.drain(..) {
+                if matches!(r, Record::Dead(_)) {
+                    stats.dead_letters += 1;
+                }
+                match emitter.emit(&r, p, offset, &stop).await {
+                    Ok(()) => stats.records_out += 1,
+                    Err(EmitError::Stopped) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+
+    // Shutdown: hand every partition over as a rebalance would, then leave the group.
+    let all: Vec<i32> = shared.lock().keys().copied().collect();
+    shared.hand_over(&consumer, &all);
+    consumer.unsubscribe();
+    result.map(|()| stats)
+}
+
+/// Builds the engine of a partition whose first record to process is at `committed`.
+#[allow(clippy::too_many_arguments)]
+async fn take_over(
+    cfg: &EnricherConfig,
+    spec: &EngineSpec,
+    codec: &Codec,
+    recovery: &BaseConsumer,
+    health: &Health,
+    partition: i32,
+    committed: i64,
+    stop: &CancellationToken,
+    stats: &mut RunStats,
+) -> Result<Option<PartitionEngine>, RunError> {
+    let started = Instant::now();
+    let (low, _) = recovery.fetch_watermarks(&cfg.topics.raw, partition, Duration::from_secs(10))?;
+    let key = checkpoint::key(&cfg.group_id, &cfg.topics.raw, partition);
+    let ckpt_partitions = partition_count(&cfg.kafka, &cfg.topics.checkpoints, Duration::from_secs(10))?;
+    let found = checkpoint::find(
+        recovery,
+        &cfg.topics.checkpoints,
+        checkpoint::partition_of(partition, ckpt_partitions),
+        &key,
+        |m| m.next_offset <= committed && m.next_offset >= low,
+    )?;
+    let (from, state) = match found {
+        Some(c) => {
+            if c.engine_fingerprint != spec.fingerprint {
+                tracing::warn!(
+                    partition,
+                    "the checkpoint was written under another engine configuration; outputs from here follow the current one"
+                );
+            }
+            (c.next_offset, c.state)
+        }
+        None => (low, Default::default()),
+    };
+    let mut pe = PartitionEngine::new(partition, spec.engine(state), from);
+    health.set_ready(false, format!("rebuilding partition {partition} from offset {from} to {committed}"));
+    let mut reader = RangeReader::new(recovery, &cfg.topics.raw, partition, from, committed)?;
+    let mut discard = Vec::new();
+    let mut read = 0u64;
+    while let Some(msg) = reader.next_message()? {
+        let Some(decoded) = decode_retrying(codec, Source::of(&msg), cfg.max_record_bytes, health, stop).await else {
+            return Ok(None);
+        };
+        pe.apply(decoded, msg.offset(), &mut discard);
+        discard.clear();
+        read += 1;
+    }
+    drop(reader);
+    pe.next_offset = pe.next_offset.max(committed);
+    stats.recovered_records += read;
+    metrics::counter!("kev_enricher_recovery_records_total").increment(read);
+    metrics::histogram!("kev_enricher_recovery_seconds").record(started.elapsed().as_secs_f64());
+    tracing::info!(partition, from, committed, read, elapsed = ?started.elapsed(), "partition taken over");
+    health.set_ready(true, "consuming");
+    Ok(Some(pe))
+}
+
+/// Decodes, waiting while the registry is unreachable. `None` when stopped meanwhile.
+async fn decode_retrying(
+    codec: &Codec,
+    src: Source<'_>,
+    max_bytes: usize,
+    health: &Health,
+    stop: &CancellationToken,
+) -> Option<Decoded> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match decode(codec, src, max_bytes).await {
+            Ok(d) => return Some(d),
+            Err(e) => {
+                health.set_ready(false, format!("schema registry: {e}"));
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot decode a raw record yet");
+                if sleep_or_stop(backoff, stop).await {
+                    return None;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// The commit barrier: waits for acknowledgements, commits, and checkpoints when due. Returns
+/// whether it committed.
+fn barrier(
+    consumer: &StreamConsumer<Ctx>,
+    shared: &Shared,
+    emitter: &Emitter,
+    health: &Health,
+    checkpoint_due: bool,
+    stats: &mut RunStats,
+) -> Result<bool, RunError> {
+    match emitter.flush(Duration::from_secs(5)) {
+        Err(e) => return Err(RunError::Delivery(e)),
+        Ok(false) => {
+            health.set_ready(false, "waiting for Kafka to acknowledge outputs");
+            metrics::counter!("kev_enricher_commit_delays_total").increment(1);
+            return Ok(false);
+        }
+        Ok(true) => {}
+    }
+    let parts = shared.lock();
+    if parts.is_empty() {
+        return Ok(false);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for pe in parts.values() {
+        tpl.add_partition_offset(&shared.raw_topic, pe.partition, Offset::Offset(pe.next_offset))?;
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        tracing::warn!(error = %e, "commit failed; retrying at the next barrier");
+        return Ok(false);
+    }
+    stats.commits += 1;
+    health.set_ready(true, "consuming");
+    report_state(&parts);
+    if checkpoint_due {
+        for pe in parts.values() {
+            if let Err(e) = shared.write_checkpoint(pe) {
+                tracing::warn!(partition = pe.partition, error = %e, "checkpoint failed; the previous one stays valid");
+            }
+        }
+    }
+    Ok(true)
+}
+
+fn report_state(parts: &BTreeMap<i32, PartitionEngine>) {
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let (mut open, mut incidents, mut bytes) = (0, 0, 0);
+    for pe in parts.values() {
+        let s = pe.engine().state_size();
+        open += s.open_groups;
+        incidents += s.correlation_entries;
+        bytes += s.approx_bytes;
+        metrics::gauge!("kev_enricher_next_offset", "partition" => pe.partition.to_string()).set(pe.next_offset as f64);
+        for (cluster, w) in pe.engine().watermarks() {
+            metrics::gauge!("kev_enricher_watermark_lag_seconds", "cluster" => cluster.to_string())
+                .set((now_us - w) as f64 / 1e6);
+        }
+    }
+    metrics::gauge!("kev_enricher_open_windows").set(open as f64);
+    metrics::gauge!("kev_enricher_correlation_entries").set(incidents as f64);
+    metrics::gauge!("kev_enricher_state_bytes").set(bytes as f64);
+}

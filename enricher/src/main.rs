@@ -1,0 +1,116 @@
+//! The `kev-enricher` binary: reads configuration, starts telemetry, runs a subcommand.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kev_common::telemetry::{self, Health};
+use kev_enricher::partition::EngineSpec;
+use kev_enricher::replay::{self, Sink, TimeRange};
+use kev_enricher::{emit, live, topics, EnricherConfig};
+
+/// The engine allocates many small strings per event; mimalloc measured about 10% faster than
+/// the system allocator in the engine benchmark.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "kev-enricher", version, about = "Grades, groups and correlates Kubernetes Events from Kafka")]
+struct Cli {
+    /// Configuration file (TOML, YAML or JSON). `KEV_*` variables and --set override it.
+    #[arg(long, short, env = "KEV_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides one setting, such as `--set kafka.bootstrap_servers=broker:9092`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consumes the raw topic as a member of the consumer group and emits enriched events,
+    /// window aggregates, incidents and dead letters, until SIGTERM.
+    Run,
+    /// Re-derives the records of an event-time range from the raw log, for a postmortem.
+    Replay {
+        /// Start of the range (RFC 3339, inclusive), such as 2024-01-31T10:00:00Z.
+        #[arg(long)]
+        from: String,
+        /// End of the range (RFC 3339, exclusive).
+        #[arg(long)]
+        to: String,
+        /// Writes JSON Lines to this file (`-` for standard output).
+        #[arg(long, conflicts_with = "topic_suffix")]
+        output: Option<PathBuf>,
+        /// Writes to the output topics with this suffix appended to each name, such as `.replay`.
+        #[arg(long)]
+        topic_suffix: Option<String>,
+    },
+    /// Creates the missing output and checkpoint topics with their cleanup policies.
+    CreateTopics,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg: EnricherConfig = kev_common::config::load(cli.config.as_deref(), &cli.set)?;
+    telemetry::init_logging(cfg.log_json);
+    // A broken rules file is refused here, before anything connects.
+    let spec = EngineSpec::load(&cfg).context("loading the rules")?;
+    let codec = Arc::new(cfg.registry.codec().context("schema registry client")?);
+    let stop = kev_common::shutdown::on_signal();
+
+    match cli.command {
+        Command::CreateTopics => {
+            topics::create(&cfg.kafka, &cfg.topics).await.context("creating topics")?;
+            eprintln!("topics ready");
+        }
+        Command::Run => {
+            let health = Health::new();
+            let addr = telemetry::serve(cfg.http.listen, health.clone(), stop.clone())
+                .await
+                .context("starting the HTTP server")?;
+            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+            if cfg.topics.create {
+                topics::create(&cfg.kafka, &cfg.topics).await.context("creating topics")?;
+            }
+            let stats = live::run(&cfg, &spec, codec, health, stop.clone()).await?;
+            eprintln!(
+                "stopped: {} raw records in, {} records out ({} dead letters), {} re-read to rebuild state, {} commits",
+                stats.records_in, stats.records_out, stats.dead_letters, stats.recovered_records, stats.commits
+            );
+        }
+        Command::Replay { from, to, output, topic_suffix } => {
+            let range = TimeRange {
+                from_ms: replay::parse_time(&from).map_err(anyhow::Error::msg)?,
+                to_ms: replay::parse_time(&to).map_err(anyhow::Error::msg)?,
+            };
+            anyhow::ensure!(range.from_ms < range.to_ms, "--from must be before --to");
+            let mut sink = match (output, topic_suffix) {
+                (Some(p), _) if p.as_os_str() == "-" => Sink::Jsonl(Box::new(std::io::stdout())),
+                (Some(p), _) => Sink::Jsonl(Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?,
+                ))),
+                (None, Some(suffix)) => {
+                    anyhow::ensure!(!suffix.is_empty(), "--topic-suffix must not be empty");
+                    let t = replay::suffixed(&cfg.topics, &suffix);
+                    let producer = Arc::new(emit::producer(&cfg.kafka)?);
+                    Sink::Topics(emit::Emitter { producer, codec: codec.clone(), topics: t, health: Health::new() })
+                }
+                (None, None) => anyhow::bail!("give --output FILE or --topic-suffix SUFFIX"),
+            };
+            let stats = replay::replay(&cfg, &spec, &codec, range, &mut sink, &stop).await?;
+            if let Sink::Jsonl(mut w) = sink {
+                w.flush().context("writing the replay")?;
+            }
+            eprintln!(
+                "replay done: {} raw records read, {} records in range written; started at {:?}",
+                stats.records_read, stats.records_written, stats.started_at
+            );
+        }
+    }
+    stop.cancel();
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! What the enricher writes: each output record's topic, key, timestamp and Avro value.
+//!
+//! Every part of a record is a function of the raw log and the configuration, never of the
+//! clock or of the instance that wrote it: the key names what the record is about, the
+//! timestamp is event time. That is what makes a record re-emitted after a crash, or by a
+//! postmortem replay, byte-identical to the first.
+
+use kev_engine::Output;
+use kev_schemas::schema::{AGGREGATE, DEAD_LETTER, ENRICHED_EVENT, INCIDENT};
+use kev_schemas::{Codec, CodecError, DeadLetter};
+use serde::Serialize;
+
+use crate::config::TopicsSettings;
+
+/// One record the enricher emits, before encoding. Not boxed: each is made, encoded and
+/// dropped once, and dead letters are rare.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Record {
+    Engine(Output),
+    Dead(DeadLetter),
+}
+
+/// Which downstream topic a record goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stream {
+    Enriched,
+    Aggregates,
+    Incidents,
+    DeadLetters,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 4] = [Stream::Enriched, Stream::Aggregates, Stream::Incidents, Stream::DeadLetters];
+
+    pub fn topic(self, t: &TopicsSettings) -> &str {
+        match self {
+            Stream::Enriched => &t.enriched,
+            Stream::Aggregates => &t.aggregates,
+            Stream::Incidents => &t.incidents,
+            Stream::DeadLetters => &t.dead_letters,
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stream::Enriched => "enriched",
+            Stream::Aggregates => "aggregates",
+            Stream::Incidents => "incidents",
+            Stream::DeadLetters => "dead_letters",
+        }
+    }
+
+    /// Whether the topic keeps the newest record per key (a ksqlDB TABLE) rather than all.
+    pub fn compacted(self) -> bool {
+        matches!(self, Stream::Aggregates | Stream::Incidents)
+    }
+
+    fn schema(self) -> (&'static str, &'static str) {
+        match self {
+            Stream::Enriched => ("io.kev.enriched.EnrichedEvent", ENRICHED_EVENT),
+            Stream::Aggregates => ("io.kev.enriched.Aggregate", AGGREGATE),
+            Stream::Incidents => ("io.kev.enriched.Incident", INCIDENT),
+            Stream::DeadLetters => ("io.kev.enriched.DeadLetter", DEAD_LETTER),
+        }
+    }
+}
+
+impl Record {
+    pub fn stream(&self) -> Stream {
+        match self {
+            Record::Engine(Output::Enriched(_)) => Stream::Enriched,
+            Record::Engine(Output::Aggregate(_)) => Stream::Aggregates,
+            Record::Engine(Output::Incident(_)) => Stream::Incidents,
+            Record::Dead(_) => Stream::DeadLetters,
+        }
+    }
+
+    /// The record key: the regarding object of an enriched event
+    /// (`cluster/namespace/kind/name`), fingerprint and window start (microseconds) of an
+    /// aggregate, the id of an incident, and the source record's key for a dead letter.
+    pub fn key(&self) -> Vec<u8> {
+        match self {
+            Record::Engine(Output::Enriched(e)) => {
+                let r = e.regarding.as_ref();
+                let namespace = r.and_then(|r| r.namespace.as_deref()).or(e.namespace.as_deref());
+                format!(
+                    "{}/{}/{}/{}",
+                    e.cluster,
+                    namespace.unwrap_or(""),
+                    r.and_then(|r| r.kind.as_deref()).unwrap_or(""),
+                    r.and_then(|r| r.name.as_deref()).unwrap_or("")
+                )
+                .into_bytes()
+            }
+            Record::Engine(Output::Aggregate(a)) => format!("{}/{}", a.fingerprint, a.window_start).into_bytes(),
+            Record::Engine(Output::Incident(i)) => i.incident_id.clone().into_bytes(),
+            Record::Dead(d) => d.key.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The record timestamp in milliseconds: event time of an enriched event, window end of an
+    /// aggregate, last update of an incident, the source record's timestamp for a dead letter.
+    pub fn timestamp_ms(&self) -> i64 {
+        match self {
+            Record::Engine(Output::Enriched(e)) => e.event_time.div_euclid(1000),
+            Record::Engine(Output::Aggregate(a)) => a.window_end.div_euclid(1000),
+            Record::Engine(Output::Incident(i)) => i.resolved_at.unwrap_or(i.updated_at).div_euclid(1000),
+            Record::Dead(d) => d.seen_at,
+        }
+    }
+
+    /// The value as JSON, for a replay written to a file.
+    pub fn to_json(&self) -> serde_json::Value {
+        let v = match self {
+            Record::Engine(Output::Enriched(e)) => serde_json::to_value(e),
+            Record::Engine(Output::Aggregate(a)) => serde_json::to_value(a),
+            Record::Engine(Output::Incident(i)) => serde_json::to_value(i),
+            Record::Dead(d) => serde_json::to_value(d),
+        };
+        v.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The value in Schema Registry wire format for `topic`.
+    pub async fn encode(&self, codec: &Codec, topic: &str) -> Result<Vec<u8>, CodecError> {
+        let (name, text) = self.stream().schema();
+        match self {
+            Record::Engine(Output::Enriched(e)) => enc(codec, topic, name, text, e).await,
+            Record::Engine(Output::Aggregate(a)) => enc(codec, topic, name, text, a).await,
+            Record::Engine(Output::Incident(i)) => enc(codec, topic, name, text, i).await,
+            Record::Dead(d) => enc(codec, topic, name, text, d).await,
+        }
+    }
+}
+
+async fn enc<T: Serialize>(
+    codec: &Codec,
+    topic: &str,
+    name: &str,
+    text: &str,
+    item: &T,
+) -> Result<Vec<u8>, CodecError> {
+    codec.encode(topic, name, text, item).await
+}
