@@ -43,10 +43,13 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, msg)) = result {
             use rdkafka::Message;
-            self.failed.fetch_add(1, Ordering::SeqCst);
+            let before = self.failed.fetch_add(1, Ordering::SeqCst);
             metrics::counter!("kev_enricher_delivery_failures_total").increment(1);
             let text = format!("delivery to {} failed: {e}", msg.topic());
-            tracing::error!(error = %text, "an output record was not delivered");
+            // The first failure says what is wrong; the rest (usually the same) only count.
+            if before == 0 {
+                tracing::error!(error = %text, "an output record was not delivered");
+            }
             self.first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(text);
         }
     }

@@ -96,6 +96,9 @@ async fn main() -> anyhow::Result<()> {
                 (None, Some(suffix)) => {
                     anyhow::ensure!(!suffix.is_empty(), "--topic-suffix must not be empty");
                     let t = replay::suffixed(&cfg.topics, &suffix);
+                    if cfg.topics.create {
+                        topics::create(&cfg.kafka, &t).await.context("creating the replay topics")?;
+                    }
                     let producer = Arc::new(emit::producer(&cfg.kafka)?);
                     Sink::Topics(emit::Emitter { producer, codec: codec.clone(), topics: t, health: Health::new() })
                 }

@@ -145,11 +145,14 @@ pub fn enricher_config(kafka: KafkaSettings, registry_url: &str) -> EnricherConf
     cfg
 }
 
-/// The group's committed offset and the high watermark of each raw partition.
+/// The group's committed offset and the high watermark of each raw partition (none while the
+/// raw topic does not exist yet).
 pub fn progress(cfg: &EnricherConfig) -> (Vec<i64>, Vec<i64>) {
     let c: BaseConsumer =
         cfg.kafka.client_config(&[("group.id", &cfg.group_id), ("enable.auto.commit", "false")]).create().unwrap();
-    let n = partition_count(&cfg.kafka, &cfg.topics.raw, Duration::from_secs(10)).unwrap();
+    let Ok(n) = partition_count(&cfg.kafka, &cfg.topics.raw, Duration::from_secs(10)) else {
+        return (Vec::new(), Vec::new());
+    };
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut highs = Vec::new();
     for p in 0..n {
