@@ -299,7 +299,14 @@ pub async fn run(
                 if matches!(r, Record::Dead(_)) {
                     stats.dead_letters += 1;
                 }
-                match emitter.emit(&r, p, offset, &stop).await {
+                let sent = emitter.emit(&r, p, offset, &stop).await;
+                if sent.is_err() {
+                    // The engine has taken this record in but not all its outputs are sent:
+                    // committing or checkpointing the partition now would lose them. Drop it
+                    // unfinished; its next owner re-emits from the last commit.
+                    shared.lock().remove(&p);
+                }
+                match sent {
                     Ok(()) => stats.records_out += 1,
                     Err(EmitError::Stopped) => return Ok(()),
                     Err(e) => return Err(e.into()),
@@ -315,6 +322,49 @@ pub async fn run(
     shared.hand_over(&consumer, &all);
     consumer.unsubscribe();
     result.map(|()| stats)
+}
+
+/// Runs the enricher until `stop`, starting over after a pause whenever a run fails (a broker
+/// that stays away mid-recovery, a delivery Kafka refused): each new run takes its partitions
+/// over from the last commit, so nothing is lost, and readiness says why meanwhile. Returns the
+/// totals of all runs.
+pub async fn run_until_stopped(
+    cfg: &EnricherConfig,
+    spec: &EngineSpec,
+    codec: Arc<Codec>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> RunStats {
+    let mut total = RunStats::default();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let result = run(cfg, spec, codec.clone(), health.clone(), stop.clone()).await;
+        match result {
+            Ok(s) => {
+                total.add(s);
+                return total;
+            }
+            Err(e) => {
+                metrics::counter!("kev_enricher_run_restarts_total").increment(1);
+                tracing::error!(error = %e, retry_in = ?backoff, "enricher run failed; starting over from the last commit");
+                health.set_ready(false, format!("restarting after: {e}"));
+                if sleep_or_stop(backoff, &stop).await {
+                    return total;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+impl RunStats {
+    fn add(&mut self, s: RunStats) {
+        self.records_in += s.records_in;
+        self.records_out += s.records_out;
+        self.dead_letters += s.dead_letters;
+        self.recovered_records += s.recovered_records;
+        self.commits += s.commits;
+    }
 }
 
 /// Builds the engine of a partition whose first record to process is at `committed`.

@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
             if cfg.topics.create {
                 topics::create(&cfg.kafka, &cfg.topics).await.context("creating topics")?;
             }
-            let stats = live::run(&cfg, &spec, codec, health, stop.clone()).await?;
+            let stats = live::run_until_stopped(&cfg, &spec, codec, health, stop.clone()).await;
             eprintln!(
                 "stopped: {} raw records in, {} records out ({} dead letters), {} re-read to rebuild state, {} commits",
                 stats.records_in, stats.records_out, stats.dead_letters, stats.recovered_records, stats.commits

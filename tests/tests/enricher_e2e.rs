@@ -81,16 +81,25 @@ impl Env {
         p
     }
 
-    /// Publishes `files` under `cluster`; `gap_ms` > 0 spreads them over time (about that many
-    /// milliseconds per event) so that they keep arriving while enrichers come and go.
-    async fn publish(&self, cluster: &str, files: &[&str], gap_ms: u64) {
-        let mut p = self.producer_config(cluster);
-        if gap_ms > 0 {
-            p.source.speed = 1.0;
-            p.source.max_gap_ms = gap_ms;
-        }
+    /// Publishes `files` under `cluster`, as fast as it can.
+    async fn publish(&self, cluster: &str, files: &[&str]) {
+        let p = self.producer_config(cluster);
         let files = files.iter().map(|f| data::dir().join(f)).collect();
         producer::replay(&p, files, Health::new(), self.cancel.clone()).await.unwrap();
+    }
+
+    /// Publishes the troubleshoot dump (968 distinct event times) under its name in the
+    /// background, at most `gap_ms` apart, so that events keep arriving while enrichers come
+    /// and go.
+    fn feed(&self, gap_ms: u64) -> tokio::task::JoinHandle<Result<(), kev_producer::run::RunError>> {
+        let mut p = self.producer_config("troubleshoot");
+        p.source.speed = 1.0;
+        p.source.max_gap_ms = gap_ms;
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            producer::replay(&p, vec![data::dir().join("troubleshoot.jsonl.gz")], Health::new(), cancel).await?;
+            Ok(())
+        })
     }
 
     fn enricher(&self, args: &[&str], log: &str) -> Child {
@@ -147,17 +156,8 @@ fn terminate(mut child: Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_changes_no_output() {
     let env = env().await;
-    // Events keep arriving (968 distinct event times, at most 150 ms apart: about two
-    // minutes) while the enricher is killed and restarted.
-    let feed = {
-        let mut p = env.producer_config("troubleshoot");
-        p.source.speed = 1.0;
-        p.source.max_gap_ms = 150;
-        let cancel = env.cancel.clone();
-        tokio::spawn(async move {
-            producer::replay(&p, vec![data::dir().join("troubleshoot.jsonl.gz")], Health::new(), cancel).await
-        })
-    };
+    // Events keep arriving for about two minutes while the enricher is killed and restarted.
+    let feed = env.feed(150);
     // A killed member stays in the group until its session expires and the group rebalances:
     // short timeouts keep each restart quick. (Static membership, `group.instance.id`, would
     // avoid the wait, but tansu 0.6 then assigns a restarted member nothing.)
@@ -204,17 +204,9 @@ async fn sigkill_at_random_points_changes_no_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_joins_and_one_leaves_mid_stream_and_a_replay_gives_the_live_records() {
     let env = env().await;
-    env.publish("small", &["kspan.jsonl.gz", "sbctl.jsonl.gz", "support-bundle-kit.jsonl.gz"], 0).await;
-    // Events arrive for about 40 s (968 distinct event times, at most 40 ms apart).
-    let feed = {
-        let mut p = env.producer_config("troubleshoot");
-        p.source.speed = 1.0;
-        p.source.max_gap_ms = 40;
-        let cancel = env.cancel.clone();
-        tokio::spawn(async move {
-            producer::replay(&p, vec![data::dir().join("troubleshoot.jsonl.gz")], Health::new(), cancel).await
-        })
-    };
+    env.publish("small", &["kspan.jsonl.gz", "sbctl.jsonl.gz", "support-bundle-kit.jsonl.gz"]).await;
+    // Events arrive for about 40 s.
+    let feed = env.feed(40);
     let a = env.enricher(&["run"], "a.log");
     outputs::wait_started(&env.cfg, Duration::from_secs(60)).await;
     let b = env.enricher(&["run"], "b.log");
@@ -298,7 +290,7 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
 
     let env = env().await;
-    env.publish("small", &["kspan.jsonl.gz"], 0).await;
+    env.publish("small", &["kspan.jsonl.gz"]).await;
     let settings = env.cfg.kafka.clone();
     let raw: FutureProducer = settings.client_config(&[]).create().unwrap();
     let send = |payload: Vec<u8>| {
@@ -333,7 +325,7 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
         .unwrap();
     send([&[0u8][..], &v2_id.to_be_bytes(), &body].concat()).await;
     // Then ordinary events again, in the same partition.
-    env.publish("small", &["sbctl.jsonl.gz"], 0).await;
+    env.publish("small", &["sbctl.jsonl.gz"]).await;
 
     let child = env.enricher(&["run"], "run.log");
     wait_caught_up(&env.cfg, Duration::from_secs(180)).await;
