@@ -17,7 +17,7 @@ use std::time::Duration;
 use kev_common::kafka::RangeReader;
 use kev_engine::engine::EngineState;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 
@@ -117,8 +117,14 @@ pub fn find(
 ) -> Result<Option<Checkpoint>, CheckpointError> {
     let (low, high) = match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
         Ok(w) => w,
-        // No checkpoint topic yet: no checkpoint.
-        Err(KafkaError::MetadataFetch(_)) => return Ok(None),
+        // No checkpoint topic yet: no checkpoint. Any other error (a broker too busy to
+        // answer) is not "no checkpoint": starting from the raw log's start instead would be
+        // slow, and wrong once retention has deleted its beginning. The caller retries.
+        Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::UnknownPartition,
+        )) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     // Newest first: read ever larger tails until one holds a checkpoint that `accept` takes.
