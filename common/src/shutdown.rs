@@ -35,3 +35,11 @@ pub fn on_signal() -> CancellationToken {
     });
     token
 }
+
+/// Sleeps, or returns true at once when `stop` is cancelled: the pause of every retry loop.
+pub async fn sleep_or_stop(d: std::time::Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stop.cancelled() => true,
+    }
+}

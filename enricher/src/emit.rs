@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kev_common::kafka::KafkaSettings;
+use kev_common::shutdown::sleep_or_stop;
 use kev_common::telemetry::Health;
 use kev_schemas::Codec;
 use rdkafka::client::ClientContext;
@@ -161,13 +162,5 @@ impl Emitter {
             Some(e) => Err(e),
             None => Ok(flushed),
         }
-    }
-}
-
-/// Sleeps, or returns true at once when `stop` is cancelled.
-pub async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = stop.cancelled() => true,
     }
 }

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kev_common::kafka::{partition_count, RangeReader};
+use kev_common::shutdown::sleep_or_stop;
 use kev_common::telemetry::Health;
 use kev_schemas::Codec;
 use rdkafka::client::ClientContext;
@@ -34,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::EnricherConfig;
 use crate::decode::{decode, Decoded, Source};
-use crate::emit::{self, sleep_or_stop, EmitError, Emitter, OutputProducer};
+use crate::emit::{self, EmitError, Emitter, OutputProducer};
 use crate::partition::{EngineSpec, PartitionEngine};
 use crate::records::Record;
 
@@ -274,7 +275,19 @@ pub async fn run(
             let (p, offset) = (msg.partition(), msg.offset());
             let has_engine = shared.lock().contains_key(&p);
             if !has_engine {
-                let Some(pe) = take_over(cfg, spec, &codec, &recovery, &health, p, offset, &stop, &mut stats).await?
+                let Some(pe) = take_over(
+                    cfg,
+                    spec,
+                    &codec,
+                    &recovery,
+                    checkpoint_partitions,
+                    &health,
+                    p,
+                    offset,
+                    &stop,
+                    &mut stats,
+                )
+                .await?
                 else {
                     break;
                 };
@@ -374,6 +387,7 @@ async fn take_over(
     spec: &EngineSpec,
     codec: &Codec,
     recovery: &BaseConsumer,
+    checkpoint_partitions: i32,
     health: &Health,
     partition: i32,
     committed: i64,
@@ -383,11 +397,10 @@ async fn take_over(
     let started = Instant::now();
     let (low, _) = recovery.fetch_watermarks(&cfg.topics.raw, partition, Duration::from_secs(10))?;
     let key = checkpoint::key(&cfg.group_id, &cfg.topics.raw, partition);
-    let ckpt_partitions = partition_count(&cfg.kafka, &cfg.topics.checkpoints, Duration::from_secs(10))?;
     let found = checkpoint::find(
         recovery,
         &cfg.topics.checkpoints,
-        checkpoint::partition_of(partition, ckpt_partitions),
+        checkpoint::partition_of(partition, checkpoint_partitions),
         &key,
         |m| m.next_offset <= committed && m.next_offset >= low,
     )?;
@@ -427,7 +440,7 @@ async fn take_over(
 }
 
 /// Decodes, waiting while the registry is unreachable. `None` when stopped meanwhile.
-async fn decode_retrying(
+pub(crate) async fn decode_retrying(
     codec: &Codec,
     src: Source<'_>,
     max_bytes: usize,

@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint;
 use crate::config::EnricherConfig;
-use crate::decode::{decode, Source};
+use crate::decode::Source;
 use crate::emit::{EmitError, Emitter};
-use crate::live::RunError;
+use crate::live::{decode_retrying, RunError};
 use crate::partition::{EngineSpec, PartitionEngine};
 use crate::records::Record;
 
@@ -109,6 +109,8 @@ pub async fn replay(
 
     let mut stats = ReplayStats::default();
     let mut out = Vec::new();
+    // Nobody asks a replay for readiness; the retries report through their logs.
+    let health = kev_common::telemetry::Health::new();
     for (p, low, high, found) in plan {
         let (from, state, from_checkpoint) = match found {
             Some(c) => (c.next_offset, c.state, true),
@@ -119,16 +121,9 @@ pub async fn replay(
         let mut pe = PartitionEngine::new(p, spec.engine(state), from);
         let mut reader = RangeReader::new(&consumer, &cfg.topics.raw, p, from, high)?;
         while let Some(msg) = reader.next_message()? {
-            let decoded = loop {
-                match decode(codec, Source::of(&msg), cfg.max_record_bytes).await {
-                    Ok(d) => break d,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "registry unavailable; retrying");
-                        if crate::emit::sleep_or_stop(Duration::from_secs(1), stop).await {
-                            return Ok(stats);
-                        }
-                    }
-                }
+            let Some(decoded) = decode_retrying(codec, Source::of(&msg), cfg.max_record_bytes, &health, stop).await
+            else {
+                return Ok(stats);
             };
             pe.apply(decoded, msg.offset(), &mut out);
             stats.records_read += 1;

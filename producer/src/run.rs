@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kev_common::shutdown::sleep_or_stop;
 use kev_common::telemetry::Health;
 use kev_schemas::Codec;
 use rdkafka::error::KafkaError;
@@ -225,12 +226,4 @@ fn add(total: &mut SessionStats, s: SessionStats) {
     total.stale += s.stale;
     total.invalid += s.invalid;
     total.heartbeats += s.heartbeats;
-}
-
-/// Sleeps, or returns true at once when `stop` is cancelled.
-pub async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => false,
-        _ = stop.cancelled() => true,
-    }
 }
