@@ -35,8 +35,14 @@ impl Default for HttpSettings {
 /// Starts logging to stderr. `RUST_LOG` filters (default `info`); `json` picks JSON lines for
 /// log shippers over human-readable text.
 pub fn init_logging(json: bool) {
+    init_logging_at(json, "info");
+}
+
+/// As [`init_logging`], with another default level: the first-run command keeps the terminal
+/// for its own lines and logs only warnings unless `RUST_LOG` asks for more.
+pub fn init_logging_at(json: bool, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

@@ -18,6 +18,7 @@ pub mod live;
 pub mod partition;
 pub mod records;
 pub mod replay;
+pub mod report;
 pub mod topics;
 
 pub use config::EnricherConfig;

@@ -49,6 +49,8 @@ pub enum Sink {
     /// The output topics, each name with a suffix so that a replay never mixes into the live
     /// topics by accident.
     Topics(Emitter),
+    /// Kept in memory for the postmortem report.
+    Report(Box<crate::report::ReportInput>),
 }
 
 /// A record a replay wrote, as a JSON line holds it.
@@ -168,6 +170,10 @@ async fn write(
             w.write_all(&bytes).map_err(|e| RunError::Emit(EmitError::Encode(format!("writing the replay: {e}"))))
         }
         Sink::Topics(e) => Ok(e.emit(r, partition, offset, stop).await?),
+        Sink::Report(input) => {
+            input.add(r.clone());
+            Ok(())
+        }
     }
 }
 

@@ -1,9 +1,12 @@
 //! The topics the enricher reads and writes, created with the right cleanup policy.
 
-use kev_common::kafka::{ensure_topic, KafkaSettings};
+use std::time::Duration;
+
+use kev_common::kafka::{ensure_topic, partition_count, KafkaSettings};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
-use crate::config::TopicsSettings;
+use crate::config::{EnricherConfig, TopicsSettings};
 use crate::records::Stream;
 
 /// Creates the missing output and checkpoint topics. Aggregates and incidents are compacted
@@ -28,4 +31,28 @@ pub async fn create(kafka: &KafkaSettings, t: &TopicsSettings) -> Result<(), Kaf
         &[("cleanup.policy", "delete"), ("retention.ms", &retention)],
     )
     .await
+}
+
+/// The group's committed offset and the high watermark of each raw partition, in partition
+/// order (both empty while the raw topic does not exist): how far the group is from the end of
+/// the raw log, for a caller deciding it is done (the first-run command, tests, benchmarks).
+pub fn group_progress(cfg: &EnricherConfig) -> Result<(Vec<i64>, Vec<i64>), KafkaError> {
+    let timeout = Duration::from_secs(10);
+    let c: BaseConsumer =
+        cfg.kafka.client_config(&[("group.id", &cfg.group_id), ("enable.auto.commit", "false")]).create()?;
+    let Ok(n) = partition_count(&cfg.kafka, &cfg.topics.raw, timeout) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut highs = Vec::new();
+    for p in 0..n {
+        tpl.add_partition(&cfg.topics.raw, p);
+        highs.push(c.fetch_watermarks(&cfg.topics.raw, p, timeout)?.1);
+    }
+    // A group that has never committed reads as 0 everywhere.
+    let committed = match c.committed_offsets(tpl, timeout) {
+        Ok(t) => t.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).collect(),
+        Err(_) => vec![0; n as usize],
+    };
+    Ok((committed, highs))
 }

@@ -1,28 +1,44 @@
-//! The whole pipeline through a real broker process: the producer replays the real dumps under
-//! several cluster ids into the raw topic, then, in the same run on the same broker and topic,
-//! a consume-only rdkafka reader (the ceiling) and the enricher each read the whole raw topic.
+//! The whole pipeline through a real broker process, every phase in one run on one broker:
+//!
+//! 1. the producer replays the real dumps under several cluster ids into the raw topic;
+//! 2. the ceiling: a consume-only rdkafka reader of the whole raw topic;
+//! 3. the pass-through ceiling: the same read, every record re-produced unchanged to another
+//!    topic with the enricher's producer settings and acknowledged (what any consume-transform-
+//!    produce job pays the broker, with no processing at all);
+//! 4. the enricher over the whole raw topic, from the start, until it has committed all of it;
+//! 5. latency: a fresh raw topic fed at a steady rate well under capacity while an enricher
+//!    runs on it; for each raw record, the time from handing it to the producer to seeing its
+//!    enriched record in the output topic (matched by the `kev.source` header).
 //!
 //! cargo run --release -p kev-tests --example pipeline_bench
 //!
 //! `KEV_BENCH_CLUSTERS` (default 4) copies of the 13,800 real events, one cluster id each, spread
-//! over `KEV_BENCH_PARTITIONS` (default 3) partitions. tansu runs with its sqlite storage: its
-//! memory storage (0.6.0) was seen here to give records of one produce batch overlapping offsets
-//! (the consumer read 28,566 records from partitions whose high watermarks summed to 28,155), so
-//! neither a watermark-bounded ceiling nor "caught up" can be measured on it;
-//! `KEV_BENCH_STORAGE=memory` runs it anyway.
+//! over `KEV_BENCH_PARTITIONS` (default 3) partitions; `KEV_BENCH_LIVE_RATE` (records/s, default
+//! 200) and `KEV_BENCH_LIVE_SECONDS` (default 20) shape phase 5. tansu runs with its sqlite
+//! storage, in `/dev/shm` when there is one (so the figures are not those of this machine's
+//! disk): its memory storage (0.6.0) was seen here to give records of one produce batch
+//! overlapping offsets (the consumer read 28,566 records from partitions whose high watermarks
+//! summed to 28,155), so neither a watermark-bounded ceiling nor "caught up" can be measured on
+//! it; `KEV_BENCH_STORAGE=memory` runs it anyway.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kev_common::kafka::{partition_count, RangeReader};
+use kev_common::kafka::{ensure_topic, partition_count, RangeReader};
 use kev_common::telemetry::Health;
+use kev_enricher::config::EnricherConfig;
 use kev_enricher::partition::EngineSpec;
-use kev_enricher::{live, topics};
+use kev_enricher::{emit, live, topics};
 use kev_producer::run as producer;
 use kev_tests::broker::{Broker, Storage};
-use kev_tests::outputs::{enricher_config, progress};
+use kev_tests::outputs::enricher_config;
 use kev_tests::{data, expect};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
@@ -32,12 +48,65 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// Every record of the raw topic, read once with `consumer`: (key, payload) per record.
+fn read_all(cfg: &EnricherConfig, c: &BaseConsumer, mut each: impl FnMut(&[u8], &[u8])) -> u64 {
+    let mut n = 0;
+    for p in 0..partition_count(&cfg.kafka, &cfg.topics.raw, Duration::from_secs(10)).unwrap() {
+        let (low, high) = c.fetch_watermarks(&cfg.topics.raw, p, Duration::from_secs(10)).unwrap();
+        let mut r = RangeReader::new(c, &cfg.topics.raw, p, low, high).unwrap();
+        while let Some(m) = r.next_message().unwrap() {
+            n += 1;
+            each(m.key().unwrap_or_default(), m.payload().unwrap_or_default());
+        }
+    }
+    n
+}
+
+/// Runs an enricher on `cfg` until its group has committed every raw record there is now.
+async fn enrich_all(cfg: &EnricherConfig, cancel: &CancellationToken) -> (live::RunStats, f64) {
+    let (_, highs) = progress(cfg).await;
+    let spec = EngineSpec::load(cfg).unwrap();
+    let codec = Arc::new(cfg.registry.codec().unwrap());
+    let stop = cancel.child_token();
+    let started = Instant::now();
+    let run = {
+        let (cfg, stop) = (cfg.clone(), stop.clone());
+        tokio::spawn(async move { live::run_until_stopped(&cfg, &spec, codec, Health::new(), stop).await })
+    };
+    let caught_up =
+        |committed: Vec<i64>| committed.len() == highs.len() && committed.iter().zip(&highs).all(|(c, h)| c >= h);
+    while !caught_up(progress(cfg).await.0) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    stop.cancel();
+    (run.await.unwrap(), secs)
+}
+
+/// The group's progress, asked again while the busy broker times the question out.
+async fn progress(cfg: &EnricherConfig) -> (Vec<i64>, Vec<i64>) {
+    loop {
+        match topics::group_progress(cfg) {
+            Ok(p) => return p,
+            Err(e) => eprintln!("progress: {e}; asking again"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
 #[tokio::main]
 async fn main() {
     let clusters: usize = env_or("KEV_BENCH_CLUSTERS", 4);
     let partitions: i32 = env_or("KEV_BENCH_PARTITIONS", 3);
+    let live_rate: u64 = env_or("KEV_BENCH_LIVE_RATE", 200);
+    let live_seconds: u64 = env_or("KEV_BENCH_LIVE_SECONDS", 20);
     let sqlite = std::env::var("KEV_BENCH_STORAGE").map_or(true, |s| s != "memory");
-    let tmp = tempfile::tempdir().unwrap();
+    let shm = std::path::Path::new("/dev/shm");
+    let tmp = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
     let broker =
         Broker::start(if sqlite { Storage::Sqlite(tmp.path().join("tansu.db")) } else { Storage::Memory }, tmp.path());
     let cancel = CancellationToken::new();
@@ -58,48 +127,156 @@ async fn main() {
         published += stats.published + stats.heartbeats;
     }
     let produce_s = started.elapsed().as_secs_f64();
-    let (_, highs) = progress(&cfg);
+    let (_, highs) = progress(&cfg).await;
     let raw_records: i64 = highs.iter().sum();
     eprintln!("producer: {published} records in {produce_s:.1}s; raw topic holds {raw_records}");
 
     // 2. The ceiling: read every raw record, decode nothing.
     let c: BaseConsumer = cfg.kafka.client_config(&[("group.id", "bench-ceiling")]).create().unwrap();
     let started = Instant::now();
-    let mut ceiling_records = 0u64;
     let mut ceiling_bytes = 0usize;
-    for p in 0..partition_count(&cfg.kafka, &cfg.topics.raw, Duration::from_secs(10)).unwrap() {
-        let (low, high) = c.fetch_watermarks(&cfg.topics.raw, p, Duration::from_secs(10)).unwrap();
-        let mut r = RangeReader::new(&c, &cfg.topics.raw, p, low, high).unwrap();
-        while let Some(m) = r.next_message().unwrap() {
-            ceiling_records += 1;
-            ceiling_bytes += m.payload_len();
-        }
-    }
+    let ceiling_records = read_all(&cfg, &c, |_, v| ceiling_bytes += v.len());
     let ceiling_s = started.elapsed().as_secs_f64();
     let ceiling_rate = ceiling_records as f64 / ceiling_s;
     eprintln!("ceiling: {ceiling_records} records in {ceiling_s:.2}s");
 
-    // 3. The enricher over the same raw topic, from the start, until it has committed it all.
-    let spec = EngineSpec::load(&cfg).unwrap();
-    let codec = Arc::new(cfg.registry.codec().unwrap());
-    let stop = cancel.child_token();
+    // 3. The pass-through ceiling: the same read, each record re-produced as it is, until the
+    // broker has acknowledged every one.
+    ensure_topic(&cfg.kafka, "kev.bench.passthrough", partitions, 1, &[]).await.unwrap();
+    let out = emit::producer(&cfg.kafka).unwrap();
+    // The latency feed of phase 5 is kept from this read: the first cluster's first records.
+    let mut feed = Vec::new();
+    let want = (live_rate * live_seconds) as usize;
     let started = Instant::now();
-    let run = {
-        let (cfg, spec, codec, stop) = (cfg.clone(), spec.clone(), codec.clone(), stop.clone());
-        tokio::spawn(async move { live::run_until_stopped(&cfg, &spec, codec, Health::new(), stop).await })
-    };
-    let caught_up =
-        |committed: Vec<i64>| committed.len() == highs.len() && committed.iter().zip(&highs).all(|(c, h)| c >= h);
-    while !caught_up(progress(&cfg).0) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let passed = read_all(&cfg, &c, |k, v| {
+        if k == b"bench-0" && feed.len() < want {
+            feed.push((k.to_vec(), v.to_vec()));
+        }
+        let mut rec = rdkafka::producer::BaseRecord::to("kev.bench.passthrough").key(k).payload(v);
+        loop {
+            match out.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    });
+    out.flush(Timeout::Never).unwrap();
+    let through_s = started.elapsed().as_secs_f64();
+    if let Some(e) = out.context().failure() {
+        panic!("pass-through deliveries failed: {e}");
     }
-    let enrich_s = started.elapsed().as_secs_f64();
-    stop.cancel();
-    let stats = run.await.unwrap();
+    let through_rate = passed as f64 / through_s;
+    eprintln!("pass-through: {passed} records in {through_s:.2}s");
+
+    // 4. The enricher over the same raw topic, from the start, until it has committed it all.
+    let (stats, enrich_s) = enrich_all(&cfg, &cancel).await;
     let enrich_rate = stats.records_in as f64 / enrich_s;
     eprintln!("enricher: {stats:?} in {enrich_s:.2}s");
 
-    let storage = if sqlite { "sqlite" } else { "memory" };
+    // 5. Latency: a fresh raw topic, fed at a steady rate with the first cluster's records while
+    // an enricher (its own group and output topics) runs on it.
+    let mut lcfg = cfg.clone();
+    lcfg.group_id = "kev-bench-latency".into();
+    for t in [
+        &mut lcfg.topics.raw,
+        &mut lcfg.topics.enriched,
+        &mut lcfg.topics.aggregates,
+        &mut lcfg.topics.incidents,
+        &mut lcfg.topics.dead_letters,
+        &mut lcfg.topics.checkpoints,
+    ] {
+        t.push_str(".latency");
+    }
+    lcfg.topics.partitions = 1;
+    topics::create(&lcfg.kafka, &lcfg.topics).await.unwrap();
+    ensure_topic(&lcfg.kafka, &lcfg.topics.raw, 1, 1, &[]).await.unwrap();
+    let spec = EngineSpec::load(&lcfg).unwrap();
+    let codec = Arc::new(lcfg.registry.codec().unwrap());
+    let stop = cancel.child_token();
+    let run = {
+        let (lcfg, stop) = (lcfg.clone(), stop.clone());
+        tokio::spawn(async move { live::run_until_stopped(&lcfg, &spec, codec, Health::new(), stop).await })
+    };
+    // Sent instants by raw offset, filled as the broker acknowledges each record.
+    let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<(i64, Instant)>>> = Arc::default();
+    let reading = CancellationToken::new();
+    let reader = {
+        let (settings, topic, seen, reading) =
+            (lcfg.kafka.clone(), lcfg.topics.enriched.clone(), seen.clone(), reading.clone());
+        std::thread::spawn(move || {
+            let c: BaseConsumer = settings
+                .client_config(&[("group.id", "bench-latency-reader"), ("fetch.wait.max.ms", "5")])
+                .create()
+                .unwrap();
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, 0, Offset::Beginning).unwrap();
+            c.assign(&tpl).unwrap();
+            while !reading.is_cancelled() {
+                let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else { continue };
+                let at = Instant::now();
+                let source = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "kev.source").and_then(|h| h.value).map(|v| v.to_vec()));
+                let offset = source
+                    .and_then(|s| String::from_utf8(s).ok())
+                    .and_then(|s| s.rsplit('/').next().and_then(|o| o.parse().ok()));
+                if let Some(o) = offset {
+                    seen.lock().unwrap().push((o, at));
+                }
+            }
+        })
+    };
+    let feeder: FutureProducer = cfg
+        .kafka
+        .client_config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "10"),
+            ("compression.type", "lz4"),
+        ])
+        .create()
+        .unwrap();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / live_rate as f64));
+    let mut deliveries = Vec::new();
+    let started = Instant::now();
+    for (k, v) in &feed {
+        tick.tick().await;
+        let at = Instant::now();
+        let f = feeder.send_result(FutureRecord::to(&lcfg.topics.raw).key(k).payload(v)).map_err(|(e, _)| e).unwrap();
+        let sent = sent.clone();
+        deliveries.push(tokio::spawn(async move {
+            let offset = f.await.unwrap().map_err(|(e, _)| e).unwrap().offset;
+            sent.lock().unwrap().insert(offset, at);
+        }));
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    let feed_s = started.elapsed().as_secs_f64();
+    let (_, lhighs) = progress(&lcfg).await;
+    while progress(&lcfg).await.0 < lhighs {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    reading.cancel();
+    reader.join().unwrap();
+    stop.cancel();
+    run.await.unwrap();
+    let sent = sent.lock().unwrap();
+    let mut latencies: Vec<f64> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(o, at)| sent.get(o).map(|s| at.duration_since(*s).as_secs_f64() * 1e3))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    eprintln!("latency: {} of {} fed records matched, fed in {feed_s:.1}s", latencies.len(), feed.len());
+
+    let storage = if sqlite { "sqlite (in /dev/shm when present)" } else { "memory" };
     println!();
     println!("| measure | value |");
     println!("|---|---|");
@@ -107,10 +284,24 @@ async fn main() {
     println!("| raw records | {raw_records} ({clusters} clusters x 13,800 real events + heartbeats), {:.0} bytes each on average |", ceiling_bytes as f64 / ceiling_records.max(1) as f64);
     println!("| producer (dump replay, publish, acks) | {:.0} records/s |", published as f64 / produce_s);
     println!("| ceiling: consume-only reader of the raw topic | {ceiling_rate:.0} records/s |");
+    println!("| pass-through: consume, re-produce unchanged, acked | {through_rate:.0} records/s |");
     println!(
-        "| enricher end to end (consume, decode, engine, encode, produce 4 topics, commit) | {enrich_rate:.0} records/s, {} records out |",
-        stats.records_out
+        "| enricher end to end (consume, decode, engine, encode, produce 4 topics, commit) | {enrich_rate:.0} records/s, {} records out ({:.2} per raw record) |",
+        stats.records_out,
+        stats.records_out as f64 / stats.records_in.max(1) as f64
     );
     println!("| enricher / ceiling | {:.0}% (target >= 50%) |", 100.0 * enrich_rate / ceiling_rate);
+    println!("| enricher / pass-through | {:.0}% |", 100.0 * enrich_rate / through_rate);
+    if latencies.is_empty() {
+        println!("| latency | not measured: no enriched record of the feed was matched to its raw record |");
+    } else {
+        println!(
+            "| latency, raw record handed to the producer -> its enriched record read back, {} records at {live_rate}/s | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms |",
+            latencies.len(),
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies[latencies.len() - 1]
+        );
+    }
     cancel.cancel();
 }

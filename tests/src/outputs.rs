@@ -145,25 +145,9 @@ pub fn enricher_config(kafka: KafkaSettings, registry_url: &str) -> EnricherConf
     cfg
 }
 
-/// The group's committed offset and the high watermark of each raw partition (none while the
-/// raw topic does not exist yet).
+/// The group's committed offset and the high watermark of each raw partition.
 pub fn progress(cfg: &EnricherConfig) -> (Vec<i64>, Vec<i64>) {
-    let c: BaseConsumer =
-        cfg.kafka.client_config(&[("group.id", &cfg.group_id), ("enable.auto.commit", "false")]).create().unwrap();
-    let Ok(n) = partition_count(&cfg.kafka, &cfg.topics.raw, Duration::from_secs(10)) else {
-        return (Vec::new(), Vec::new());
-    };
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    let mut highs = Vec::new();
-    for p in 0..n {
-        tpl.add_partition(&cfg.topics.raw, p);
-        highs.push(c.fetch_watermarks(&cfg.topics.raw, p, Duration::from_secs(10)).unwrap().1);
-    }
-    let committed: Vec<i64> = match c.committed_offsets(tpl, Duration::from_secs(10)) {
-        Ok(t) => t.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).collect(),
-        Err(_) => vec![0; n as usize],
-    };
-    (committed, highs)
+    kev_enricher::topics::group_progress(cfg).unwrap()
 }
 
 /// Waits until the group has committed some raw records, not necessarily all.

@@ -1,0 +1,334 @@
+//! The postmortem report: one self-contained HTML file (inline CSS and SVG, no script, no
+//! network) made from the enricher's records for a time range.
+//!
+//! Rendering is a pure function of the records, like the engine: the same replayed range gives
+//! the same bytes, so a report attached to a postmortem can be re-made and compared. There is no
+//! "generated at" line for that reason; the range and the record counts say what it covers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use kev_engine::Output;
+use kev_schemas::raw::ResourceRef;
+use kev_schemas::{Aggregate, EnrichedEvent, Incident, IncidentStatus, Severity};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+use crate::records::Record;
+use crate::replay::TimeRange;
+
+/// Lanes drawn in the timeline at most; the rest are named in a line under it.
+const MAX_LANES: usize = 60;
+/// Aggregated fingerprints listed at most.
+const TOP_AGGREGATES: usize = 25;
+
+/// What a report is made from: every record of a range, in log order.
+#[derive(Debug, Default, Clone)]
+pub struct ReportInput {
+    pub title: String,
+    pub range: Option<TimeRange>,
+    pub events: Vec<EnrichedEvent>,
+    pub aggregates: Vec<Aggregate>,
+    /// Every update of every incident; the report shows the last one of each.
+    pub incidents: Vec<Incident>,
+    pub dead_letters: u64,
+}
+
+impl ReportInput {
+    pub fn new(title: impl Into<String>, range: Option<TimeRange>) -> Self {
+        ReportInput { title: title.into(), range, ..Default::default() }
+    }
+
+    pub fn add(&mut self, record: Record) {
+        match record {
+            Record::Engine(Output::Enriched(e)) => self.events.push(e),
+            Record::Engine(Output::Aggregate(a)) => self.aggregates.push(a),
+            Record::Engine(Output::Incident(i)) => self.incidents.push(i),
+            Record::Dead(_) => self.dead_letters += 1,
+        }
+    }
+
+    /// The newest state of each incident, ordered by when it opened (then id).
+    pub fn latest_incidents(&self) -> Vec<&Incident> {
+        let mut last: BTreeMap<&str, &Incident> = BTreeMap::new();
+        for i in &self.incidents {
+            last.insert(&i.incident_id, i);
+        }
+        let mut v: Vec<&Incident> = last.into_values().collect();
+        v.sort_by(|a, b| (a.opened_at, &a.incident_id).cmp(&(b.opened_at, &b.incident_id)));
+        v
+    }
+
+    /// Occurrences per fingerprint over the range, most severe first, then most frequent.
+    pub fn top_aggregates(&self) -> Vec<FingerprintTotal<'_>> {
+        let mut by: HashMap<&str, FingerprintTotal> = HashMap::new();
+        // A late event re-emits a window's aggregate under the same key: keep the last per window.
+        let mut windows: BTreeMap<(&str, i64), &Aggregate> = BTreeMap::new();
+        for a in &self.aggregates {
+            windows.insert((&a.fingerprint, a.window_start), a);
+        }
+        for a in windows.into_values() {
+            let t = by.entry(&a.fingerprint).or_insert_with(|| FingerprintTotal {
+                sample: a,
+                severity: a.severity,
+                count: 0,
+                windows: 0,
+                recurring: false,
+            });
+            t.severity = t.severity.max(a.severity);
+            t.count += a.count;
+            t.windows += 1;
+            t.recurring |= a.recurring;
+        }
+        let mut v: Vec<_> = by.into_values().collect();
+        v.sort_by(|a, b| {
+            (rank(b.severity), b.count, &a.sample.fingerprint).cmp(&(rank(a.severity), a.count, &b.sample.fingerprint))
+        });
+        v.truncate(TOP_AGGREGATES);
+        v
+    }
+}
+
+/// One fingerprint's windows in the range, added up.
+#[derive(Debug)]
+pub struct FingerprintTotal<'a> {
+    pub sample: &'a Aggregate,
+    pub severity: Severity,
+    pub count: i64,
+    pub windows: usize,
+    pub recurring: bool,
+}
+
+/// `Unknown` (a newer writer's symbol) sorts as info.
+fn rank(s: Severity) -> u8 {
+    match s {
+        Severity::Critical => 3,
+        Severity::Error => 2,
+        Severity::Warning => 1,
+        Severity::Info | Severity::Unknown => 0,
+    }
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "critical",
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Info => "info",
+        Severity::Unknown => "unknown",
+    }
+}
+
+fn status_name(s: IncidentStatus) -> &'static str {
+    match s {
+        IncidentStatus::Open => "open",
+        IncidentStatus::Updated => "open (updated)",
+        IncidentStatus::Resolved => "resolved",
+        IncidentStatus::Unknown => "unknown",
+    }
+}
+
+fn time(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| micros.to_string())
+}
+
+fn resource(r: &ResourceRef) -> String {
+    let mut s = r.kind.clone().unwrap_or_else(|| "?".into());
+    s.push(' ');
+    if let Some(ns) = &r.namespace {
+        let _ = write!(s, "{ns}/");
+    }
+    s.push_str(r.name.as_deref().unwrap_or("?"));
+    s
+}
+
+/// The timeline's lanes: one per resource in some incident's scope, with the incidents and
+/// member events drawn on it.
+struct Lane<'a> {
+    label: String,
+    incidents: Vec<&'a Incident>,
+    events: Vec<&'a EnrichedEvent>,
+}
+
+fn lanes<'a>(incidents: &[&'a Incident], events: &HashMap<&str, Vec<&'a EnrichedEvent>>) -> Vec<Lane<'a>> {
+    let mut order: Vec<String> = Vec::new();
+    let mut by: HashMap<String, Lane<'a>> = HashMap::new();
+    for i in incidents {
+        let mut labels: Vec<String> = i.scope.iter().map(resource).collect();
+        if labels.is_empty() {
+            labels.push(i.root_cause.as_ref().map(resource).unwrap_or_else(|| i.rule.clone()));
+        }
+        for l in &labels {
+            let lane = by.entry(l.clone()).or_insert_with(|| {
+                order.push(l.clone());
+                Lane { label: l.clone(), incidents: Vec::new(), events: Vec::new() }
+            });
+            lane.incidents.push(i);
+        }
+        // Each member event on the lane of the object it is about, else the incident's first.
+        for uid in &i.member_uids {
+            for e in events.get(uid.as_str()).into_iter().flatten() {
+                let own = e.regarding.as_ref().map(resource);
+                let l = own.filter(|o| by.contains_key(o)).unwrap_or_else(|| labels[0].clone());
+                by.get_mut(&l).expect("lane exists").events.push(e);
+            }
+        }
+    }
+    order.into_iter().filter_map(|l| by.remove(&l)).collect()
+}
+
+fn timeline(lanes: &[Lane], from: i64, to: i64) -> Markup {
+    const LABEL: f64 = 300.0;
+    const WIDTH: f64 = 900.0;
+    const ROW: f64 = 20.0;
+    let span = (to - from).max(1) as f64;
+    let x = |t: i64| LABEL + ((t - from) as f64 / span * WIDTH).clamp(0.0, WIDTH);
+    let shown = &lanes[..lanes.len().min(MAX_LANES)];
+    let height = ROW * shown.len() as f64 + 30.0;
+    html! {
+        svg class="timeline" xmlns="http://www.w3.org/2000/svg" width=(LABEL + WIDTH + 10.0) height=(height)
+            viewBox=(format!("0 0 {} {height}", LABEL + WIDTH + 10.0)) {
+            @for (n, lane) in shown.iter().enumerate() {
+                @let y = ROW * n as f64;
+                rect class="lane" x="0" y=(y) width=(LABEL + WIDTH) height=(ROW) {}
+                text class="label" x="4" y=(y + 14.0) { (lane.label) }
+                @for i in &lane.incidents {
+                    @let end = i.resolved_at.unwrap_or(i.updated_at);
+                    a href=(format!("#incident-{}", i.incident_id)) {
+                        rect class=(format!("bar {}", severity_name(i.severity))) x=(x(i.opened_at)) y=(y + 3.0)
+                            width=((x(end) - x(i.opened_at)).max(3.0)) height=(ROW - 6.0) {
+                            title { (i.summary) }
+                        }
+                    }
+                }
+                @for e in &lane.events {
+                    circle class="event" cx=(x(e.event_time)) cy=(y + ROW / 2.0) r="2.5" {
+                        title { (time(e.event_time)) " " (e.reason.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+            text class="axis" x=(LABEL) y=(height - 8.0) { (time(from)) }
+            text class="axis" x=(LABEL + WIDTH) y=(height - 8.0) text-anchor="end" { (time(to)) }
+        }
+        @if lanes.len() > MAX_LANES {
+            p { (lanes.len() - MAX_LANES) " more resources not drawn: see the incident list." }
+        }
+    }
+}
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}\
+table{border-collapse:collapse;margin:1em 0}td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}\
+.lane{fill:#fafafa;stroke:#eee}.label{font:11px monospace;fill:#333}.axis{font:11px monospace;fill:#666}\
+.bar.critical{fill:#8b0000}.bar.error{fill:#d9534f}.bar.warning{fill:#f0ad4e}.bar.info,.bar.unknown{fill:#5bc0de}\
+.event{fill:#222}.sev{font-weight:bold}.sev.critical{color:#8b0000}.sev.error{color:#d9534f}.sev.warning{color:#b8860b}\
+details{border:1px solid #ddd;margin:.4em 0;padding:.3em .6em}summary{cursor:pointer}code{font-size:12px}";
+
+/// The report as one HTML document.
+pub fn render(input: &ReportInput) -> String {
+    let incidents = input.latest_incidents();
+    let mut events: HashMap<&str, Vec<&EnrichedEvent>> = HashMap::new();
+    for e in &input.events {
+        events.entry(&e.uid).or_default().push(e);
+    }
+    let (from, to) = match input.range {
+        Some(r) => (r.from_ms * 1000, r.to_ms * 1000),
+        None => {
+            let times = input.events.iter().map(|e| e.event_time).chain(incidents.iter().map(|i| i.opened_at));
+            let (lo, hi) = times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+            if lo > hi {
+                (0, 1)
+            } else {
+                (lo, hi)
+            }
+        }
+    };
+    let lanes = lanes(&incidents, &events);
+    let occurrences: i64 = input.events.iter().map(|e| e.new_occurrences).sum();
+    let open = incidents.iter().filter(|i| i.resolved_at.is_none()).count();
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (input.title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { (input.title) }
+                p class="range" { "Event time " (time(from)) " to " (time(to)) " (UTC)." }
+                table class="summary" {
+                    tr { th { "enriched events" } td { (input.events.len()) } }
+                    tr { th { "occurrences" } td { (occurrences) } }
+                    tr { th { "aggregate records" } td { (input.aggregates.len()) } }
+                    tr { th { "incidents" } td { (incidents.len()) " (" (open) " still open)" } }
+                    tr { th { "dead letters" } td { (input.dead_letters) } }
+                }
+                h2 { "Timeline" }
+                @if incidents.is_empty() {
+                    p { "No incident in this range." }
+                } @else {
+                    p { "One lane per resource in an incident's scope; bars are incidents (open to resolved, by severity), dots their member events." }
+                    (timeline(&lanes, from, to))
+                }
+                h2 { "Incidents" }
+                @for i in &incidents {
+                    details id=(format!("incident-{}", i.incident_id)) class="incident" {
+                        summary {
+                            span class=(format!("sev {}", severity_name(i.severity))) { (severity_name(i.severity)) }
+                            " " (i.summary) " "
+                            small { "(" (status_name(i.status)) ", " (time(i.opened_at)) ")" }
+                        }
+                        table {
+                            tr { th { "rule" } td { (i.rule) } }
+                            tr { th { "root cause" } td {
+                                (i.root_cause.as_ref().map(resource).unwrap_or_default()) " "
+                                (i.root_reason.as_deref().unwrap_or(""))
+                            } }
+                            tr { th { "scope" } td { @for s in &i.scope { (resource(s)) br; } } }
+                            tr { th { "confidence" } td { (format!("{:.2}", i.confidence)) } }
+                            tr { th { "opened / updated / resolved" } td {
+                                (time(i.opened_at)) " / " (time(i.updated_at)) " / "
+                                (i.resolved_at.map(time).unwrap_or_else(|| "open".into()))
+                            } }
+                            tr { th { "incident id" } td { code { (i.incident_id) } } }
+                        }
+                        table class="members" {
+                            tr { th { "event time" } th { "object" } th { "type" } th { "reason" } th { "count" } th { "message" } }
+                            @for uid in &i.member_uids {
+                                @for e in events.get(uid.as_str()).into_iter().flatten() {
+                                    tr {
+                                        td { (time(e.event_time)) }
+                                        td { (e.regarding.as_ref().map(resource).unwrap_or_default()) }
+                                        td { (e.type_.as_deref().unwrap_or("")) }
+                                        td { (e.reason.as_deref().unwrap_or("")) }
+                                        td { (e.count) }
+                                        td { (e.note.as_deref().unwrap_or("")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                h2 { "Top aggregates" }
+                p { "Occurrences per fingerprint over the range, most severe first, then most frequent." }
+                table class="aggregates" {
+                    tr { th { "severity" } th { "occurrences" } th { "windows" } th { "namespace" } th { "kind" } th { "reason" } th { "category" } th { "template" } }
+                    @for t in input.top_aggregates() {
+                        tr {
+                            td class=(format!("sev {}", severity_name(t.severity))) { (severity_name(t.severity)) }
+                            td { (t.count) @if t.recurring { " (recurring)" } }
+                            td { (t.windows) }
+                            td { (t.sample.namespace.as_deref().unwrap_or("")) }
+                            td { (t.sample.kind.as_deref().unwrap_or("")) }
+                            td { (t.sample.reason.as_deref().unwrap_or("")) }
+                            td { (t.sample.category) }
+                            td { code { (t.sample.template) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page.into_string()
+}
