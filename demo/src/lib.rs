@@ -18,7 +18,7 @@ use std::time::Duration;
 use kev_common::devregistry::DevRegistry;
 use kev_common::telemetry::Health;
 use kev_enricher::partition::EngineSpec;
-use kev_enricher::report::ReportInput;
+use kev_enricher::report::{severity_name, time, ReportInput};
 use kev_enricher::{live, topics, EnricherConfig};
 use kev_producer::ProducerConfig;
 use kev_schemas::schema::{AGGREGATE_SCHEMA, ENRICHED_EVENT_SCHEMA, INCIDENT_SCHEMA};
@@ -139,6 +139,8 @@ pub async fn run(opts: &DemoOptions, out: &mut dyn Write, stop: &CancellationTok
 
     let mut outcome = DemoOutcome::default();
     let reader = Reader::new(&cfg)?;
+    // Next offset to read per output (topic, partition): how far the reader has got.
+    let mut next: HashMap<(String, i32), i64> = HashMap::new();
     let mut producer = Some(producer);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -146,7 +148,7 @@ pub async fn run(opts: &DemoOptions, out: &mut dyn Write, stop: &CancellationTok
             _ = stop.cancelled() => return Err(DemoError::Stopped),
             m = reader.consumer.recv() => {
                 let m = m?;
-                reader.seen(&m);
+                next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
                 let Some(bytes) = m.payload() else { continue };
                 let topic = m.topic();
                 if topic == cfg.topics.incidents {
@@ -172,7 +174,7 @@ pub async fn run(opts: &DemoOptions, out: &mut dyn Write, stop: &CancellationTok
                 if let Some(p) = producer.take_if(|p| p.is_finished()) {
                     outcome.events_published = p.await.map_err(|e| DemoError::Producer(e.to_string()))??;
                 }
-                if producer.is_none() && caught_up(&cfg)? && reader.caught_up()? {
+                if producer.is_none() && topics::group_caught_up(&cfg)? && reader.caught_up(&next)? {
                     break;
                 }
             }
@@ -217,7 +219,7 @@ pub fn print_summary(out: &mut dyn Write, o: &DemoOutcome) -> std::io::Result<()
         writeln!(
             out,
             "  {:<8} {:>6} x {} {} {} {}: {}",
-            format!("{:?}", t.severity).to_lowercase(),
+            severity_name(t.severity),
             t.count,
             a.cluster,
             a.namespace.as_deref().unwrap_or("-"),
@@ -246,23 +248,11 @@ fn print_incident(out: &mut dyn Write, i: &Incident) -> std::io::Result<()> {
     )
 }
 
-fn time(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
-}
-
-fn caught_up(cfg: &EnricherConfig) -> Result<bool, DemoError> {
-    let (committed, highs) = topics::group_progress(cfg)?;
-    Ok(!highs.is_empty() && committed.len() == highs.len() && committed.iter().zip(&highs).all(|(c, h)| c >= h))
-}
-
-/// A downstream reader of every output topic from its start, remembering how far it has read.
+/// A downstream reader of every output topic from its start.
 struct Reader {
     consumer: StreamConsumer,
     topics: Vec<String>,
     partitions: i32,
-    next: std::sync::Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl Reader {
@@ -280,19 +270,12 @@ impl Reader {
             }
         }
         consumer.assign(&tpl)?;
-        Ok(Reader { consumer, topics, partitions: t.partitions, next: Default::default() })
+        Ok(Reader { consumer, topics, partitions: t.partitions })
     }
 
-    fn seen(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
-        self.next
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
-    }
-
-    /// Whether every output record written so far has been read.
-    fn caught_up(&self) -> Result<bool, DemoError> {
-        let next = self.next.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    /// Whether every output record written so far has been read, given the next offset to
+    /// read per (topic, partition).
+    fn caught_up(&self, next: &HashMap<(String, i32), i64>) -> Result<bool, DemoError> {
         for topic in &self.topics {
             for p in 0..self.partitions {
                 let (_, high) = self.consumer.fetch_watermarks(topic, p, Duration::from_secs(5))?;
@@ -303,15 +286,4 @@ impl Reader {
         }
         Ok(true)
     }
-}
-
-/// The bundled samples, when run from a clone of the repository.
-pub fn bundled_files() -> std::io::Result<Vec<PathBuf>> {
-    let dir = PathBuf::from("tests/data/k8s-events");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".jsonl.gz"))
-        .collect();
-    files.sort();
-    Ok(files)
 }

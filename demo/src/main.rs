@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use kev_demo::{bundled_files, print_summary, run, DemoOptions};
+use kev_demo::{print_summary, run, DemoOptions};
 use kev_enricher::report;
+use kev_producer::dump::bundled_files;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

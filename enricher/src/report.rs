@@ -108,7 +108,8 @@ fn rank(s: Severity) -> u8 {
     }
 }
 
-fn severity_name(s: Severity) -> &'static str {
+/// How the report and the first run name a severity.
+pub fn severity_name(s: Severity) -> &'static str {
     match s {
         Severity::Critical => "critical",
         Severity::Error => "error",
@@ -127,7 +128,8 @@ fn status_name(s: IncidentStatus) -> &'static str {
     }
 }
 
-fn time(micros: i64) -> String {
+/// An event time (microseconds) as the report and the first run print it, UTC.
+pub fn time(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|| micros.to_string())

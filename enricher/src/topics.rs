@@ -56,3 +56,10 @@ pub fn group_progress(cfg: &EnricherConfig) -> Result<(Vec<i64>, Vec<i64>), Kafk
     };
     Ok((committed, highs))
 }
+
+/// Whether the group has committed every raw partition up to its current end (false while the
+/// raw topic does not exist).
+pub fn group_caught_up(cfg: &EnricherConfig) -> Result<bool, KafkaError> {
+    let (committed, highs) = group_progress(cfg)?;
+    Ok(!highs.is_empty() && committed.len() == highs.len() && committed.iter().zip(&highs).all(|(c, h)| c >= h))
+}

@@ -103,6 +103,20 @@ pub fn event_time(v: &Value) -> Option<i64> {
     EventObject::from_json(v.clone()).ok().map(|o| kev_schemas::normalize::normalize(&o).event_time)
 }
 
+/// Where the bundled real events live in a clone of the repository.
+pub const BUNDLED_DIR: &str = "tests/data/k8s-events";
+
+/// The bundled dumps (`*.jsonl.gz` in [`BUNDLED_DIR`], relative to the working directory),
+/// sorted by name: what the embedded first runs replay when given no files.
+pub fn bundled_files() -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(BUNDLED_DIR)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".jsonl.gz"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

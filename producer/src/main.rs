@@ -110,14 +110,10 @@ async fn main() -> anyhow::Result<()> {
 /// The bundled samples, when run from a clone of the repository.
 fn default_files(embedded: bool) -> anyhow::Result<Vec<PathBuf>> {
     anyhow::ensure!(embedded, "give the dump files to replay");
-    let dir = PathBuf::from("tests/data/k8s-events");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| {
-            format!("no files given and no bundled samples at {} (run from the repository root)", dir.display())
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".jsonl.gz"))
-        .collect();
-    files.sort();
-    Ok(files)
+    kev_producer::dump::bundled_files().with_context(|| {
+        format!(
+            "no files given and no bundled samples at {} (run from the repository root)",
+            kev_producer::dump::BUNDLED_DIR
+        )
+    })
 }

@@ -29,7 +29,7 @@ use kev_common::kafka::{ensure_topic, partition_count, RangeReader};
 use kev_common::telemetry::Health;
 use kev_enricher::config::EnricherConfig;
 use kev_enricher::partition::EngineSpec;
-use kev_enricher::{emit, live, topics};
+use kev_enricher::{emit, live, replay, topics};
 use kev_producer::run as producer;
 use kev_tests::broker::{Broker, Storage};
 use kev_tests::outputs::enricher_config;
@@ -64,7 +64,6 @@ fn read_all(cfg: &EnricherConfig, c: &BaseConsumer, mut each: impl FnMut(&[u8], 
 
 /// Runs an enricher on `cfg` until its group has committed every raw record there is now.
 async fn enrich_all(cfg: &EnricherConfig, cancel: &CancellationToken) -> (live::RunStats, f64) {
-    let (_, highs) = progress(cfg).await;
     let spec = EngineSpec::load(cfg).unwrap();
     let codec = Arc::new(cfg.registry.codec().unwrap());
     let stop = cancel.child_token();
@@ -73,9 +72,7 @@ async fn enrich_all(cfg: &EnricherConfig, cancel: &CancellationToken) -> (live::
         let (cfg, stop) = (cfg.clone(), stop.clone());
         tokio::spawn(async move { live::run_until_stopped(&cfg, &spec, codec, Health::new(), stop).await })
     };
-    let caught_up =
-        |committed: Vec<i64>| committed.len() == highs.len() && committed.iter().zip(&highs).all(|(c, h)| c >= h);
-    while !caught_up(progress(cfg).await.0) {
+    while !caught_up(cfg).await {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secs = started.elapsed().as_secs_f64();
@@ -88,6 +85,17 @@ async fn progress(cfg: &EnricherConfig) -> (Vec<i64>, Vec<i64>) {
     loop {
         match topics::group_progress(cfg) {
             Ok(p) => return p,
+            Err(e) => eprintln!("progress: {e}; asking again"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether the group has committed the whole raw topic, asked again likewise.
+async fn caught_up(cfg: &EnricherConfig) -> bool {
+    loop {
+        match topics::group_caught_up(cfg) {
+            Ok(c) => return c,
             Err(e) => eprintln!("progress: {e}; asking again"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -180,16 +188,9 @@ async fn main() {
     // an enricher (its own group and output topics) runs on it.
     let mut lcfg = cfg.clone();
     lcfg.group_id = "kev-bench-latency".into();
-    for t in [
-        &mut lcfg.topics.raw,
-        &mut lcfg.topics.enriched,
-        &mut lcfg.topics.aggregates,
-        &mut lcfg.topics.incidents,
-        &mut lcfg.topics.dead_letters,
-        &mut lcfg.topics.checkpoints,
-    ] {
-        t.push_str(".latency");
-    }
+    lcfg.topics = replay::suffixed(&cfg.topics, ".latency");
+    lcfg.topics.raw.push_str(".latency");
+    lcfg.topics.checkpoints.push_str(".latency");
     lcfg.topics.partitions = 1;
     topics::create(&lcfg.kafka, &lcfg.topics).await.unwrap();
     ensure_topic(&lcfg.kafka, &lcfg.topics.raw, 1, 1, &[]).await.unwrap();
@@ -257,8 +258,7 @@ async fn main() {
         d.await.unwrap();
     }
     let feed_s = started.elapsed().as_secs_f64();
-    let (_, lhighs) = progress(&lcfg).await;
-    while progress(&lcfg).await.0 < lhighs {
+    while !caught_up(&lcfg).await {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
