@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing kev needs beyond the Rust toolchain, once:
-# cmake and a C++ compiler (rdkafka builds librdkafka from source), and a pinned tansu broker
-# for the end-to-end tests (a Kafka-protocol broker in Rust, built with cargo and cached).
+# cmake, a C++ compiler and OpenSSL headers (rdkafka builds librdkafka from source); with
+# --with-tansu also what the tests call: kubectl, promtool, chromium and a pinned tansu broker
+# (a Kafka-protocol broker in Rust, built with cargo and cached).
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -16,6 +17,16 @@ command -v make >/dev/null 2>&1 || need_apt+=(make)
 # defines (to 0 without curl), so it includes <curl/curl.h> even with WITH_CURL=0: the headers
 # must exist, though nothing links libcurl.
 [ -f /usr/include/curl/curl.h ] || [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || need_apt+=(libcurl4-openssl-dev)
+# TLS and SASL/SCRAM to Kafka: librdkafka links the system OpenSSL.
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+# What only the tests need (--with-tansu): kubectl renders the kustomize overlays, promtool
+# checks the alert rules, headless Chromium renders the postmortem report.
+if [ "${1:-}" = "--with-tansu" ]; then
+  command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
+  command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)" >&2
   SUDO=""

@@ -21,8 +21,18 @@ pub const RESERVED_ENV: [&str; 1] = ["KEV_CONFIG"];
 /// Every `KEV_` variable but those in [`RESERVED_ENV`] is a setting, and an unknown one is
 /// refused by name like an unknown key in the file.
 pub fn load<T: DeserializeOwned>(file: Option<&Path>, overrides: &[String]) -> Result<T, ConfigError> {
+    load_from_vars(file, overrides, std::env::vars())
+}
+
+/// [`load`] with the environment given: what a process started with `vars` would read (the
+/// deployment tests check the variables of docker-compose.yml and the manifests this way).
+pub fn load_from_vars<T: DeserializeOwned>(
+    file: Option<&Path>,
+    overrides: &[String],
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
     let vars: std::collections::HashMap<String, String> =
-        std::env::vars().filter(|(k, _)| k.starts_with("KEV_") && !RESERVED_ENV.contains(&k.as_str())).collect();
+        vars.into_iter().filter(|(k, _)| k.starts_with("KEV_") && !RESERVED_ENV.contains(&k.as_str())).collect();
     load_with_env(file, overrides, config::Environment::with_prefix("KEV").source(Some(vars)))
 }
 

@@ -1,6 +1,7 @@
 //! Kafka client settings and the helpers both binaries use around librdkafka.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -14,7 +15,7 @@ use serde::Deserialize;
 
 /// How to reach Kafka. `properties` passes any librdkafka property through unchanged (TLS,
 /// SASL, tuning); kev's own settings are applied first, so a property given here wins.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     /// `bootstrap.servers`. Default: `localhost:9092`.
@@ -23,6 +24,12 @@ pub struct KafkaSettings {
     /// Extra librdkafka properties, such as `security.protocol` or `sasl.mechanism`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// A directory of files, each named after a librdkafka property and holding its value (a
+    /// Kubernetes Secret mounted as a volume, with keys such as `sasl.password`), read once at
+    /// start by [`KafkaSettings::load_secret_properties`]. Secrets so stay out of the
+    /// environment, the ConfigMap and the logs. Default none.
+    #[serde(default)]
+    pub secret_properties_dir: Option<PathBuf>,
 }
 
 fn default_bootstrap() -> String {
@@ -31,11 +38,69 @@ fn default_bootstrap() -> String {
 
 impl Default for KafkaSettings {
     fn default() -> Self {
-        Self { bootstrap_servers: default_bootstrap(), properties: BTreeMap::new() }
+        Self { bootstrap_servers: default_bootstrap(), properties: BTreeMap::new(), secret_properties_dir: None }
     }
 }
 
+/// A property whose value must never reach a log line: passwords, keys, tokens, JAAS configs.
+pub fn is_secret_property(key: &str) -> bool {
+    const MARKERS: [&str; 7] = ["password", "secret", "pem", "jaas", "token", "credential", "key"];
+    let key = key.to_ascii_lowercase();
+    MARKERS.iter().any(|m| key.contains(m))
+}
+
+/// Settings are logged at start and in errors; secret property values print as `<redacted>`.
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "<redacted>" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("properties", &properties)
+            .field("secret_properties_dir", &self.secret_properties_dir)
+            .finish()
+    }
+}
+
+/// The secret properties directory cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka.secret_properties_dir {path}: {source}")]
+pub struct SecretPropertiesError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl KafkaSettings {
+    /// Reads `secret_properties_dir` into `properties` (a file's value wins over the same key
+    /// in `properties`). Names starting with `.` are skipped: a mounted Secret keeps its data
+    /// behind `..data` links. Trailing newlines are trimmed, as `kubectl create secret
+    /// --from-file` keeps them. Returns the property names read, for the start-up log.
+    pub fn load_secret_properties(&mut self) -> Result<Vec<String>, SecretPropertiesError> {
+        let Some(dir) = self.secret_properties_dir.clone() else { return Ok(Vec::new()) };
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SecretPropertiesError { path, source }
+        };
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(err(&dir))? {
+            let entry = entry.map_err(err(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.starts_with('.') || !path.is_file() {
+                continue;
+            }
+            let value = std::fs::read_to_string(&path).map_err(err(&path))?;
+            self.properties.insert(name.clone(), value.trim_end_matches(['\n', '\r']).to_string());
+            names.push(name);
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// A client config with the bootstrap servers and the pass-through properties.
     pub fn client_config(&self, base: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -229,5 +294,31 @@ mod tests {
                 assert!((0..n).contains(&partition_for_key(key.as_bytes(), n)));
             }
         }
+    }
+
+    /// A Secret mounted as a volume: its keys become properties, its `..data` links do not,
+    /// and neither the values nor anything derived from them shows in `Debug`.
+    #[test]
+    fn secret_properties_come_from_files_and_never_print() {
+        let dir = std::env::temp_dir().join(format!("kev-secret-props-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("..2026_11_25")).unwrap();
+        std::fs::write(dir.join("sasl.password"), "s3cr3t-value\n").unwrap();
+        std::fs::write(dir.join("sasl.username"), "kev").unwrap();
+        std::fs::write(dir.join("..data"), "not a property").unwrap();
+        let mut s = KafkaSettings { secret_properties_dir: Some(dir.clone()), ..Default::default() };
+        s.properties.insert("sasl.password".into(), "overridden".into());
+        s.properties.insert("ssl.key.password".into(), "another-s3cr3t".into());
+        assert_eq!(s.load_secret_properties().unwrap(), vec!["sasl.password", "sasl.username"]);
+        assert_eq!(s.properties["sasl.password"], "s3cr3t-value");
+        assert_eq!(s.properties["sasl.username"], "kev");
+        assert!(!s.properties.contains_key("..data"));
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("s3cr3t"), "{printed}");
+        assert!(printed.contains("sasl.username\": \"kev"), "{printed}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let mut missing = KafkaSettings { secret_properties_dir: Some(dir.clone()), ..Default::default() };
+        let e = missing.load_secret_properties().unwrap_err().to_string();
+        assert!(e.contains("kafka.secret_properties_dir") && e.contains("kev-secret-props"), "{e}");
     }
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Where `/metrics`, `/healthz` and `/readyz` are served: the `http` section of both binaries'
 /// config.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     /// Listen address. Default `0.0.0.0:8080`.

@@ -11,7 +11,7 @@ use kev_engine::EngineConfig;
 use kev_schemas::codec::RegistrySettings;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnricherConfig {
     /// Consumer group of the enricher instances; also names their checkpoints. Default
@@ -53,7 +53,7 @@ pub struct EnricherConfig {
     pub log_json: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicsSettings {
     /// The raw topic the producer writes. Default `kev.events.raw`.

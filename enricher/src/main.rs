@@ -70,8 +70,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let cfg: EnricherConfig = kev_common::config::load(cli.config.as_deref(), &cli.set)?;
+    let mut cfg: EnricherConfig = kev_common::config::load(cli.config.as_deref(), &cli.set)?;
     telemetry::init_logging(cfg.log_json);
+    let secrets = cfg.kafka.load_secret_properties()?;
+    if !secrets.is_empty() {
+        tracing::info!(properties = ?secrets, "kafka properties read from the secret directory");
+    }
+    // Secret values print as <redacted> (KafkaSettings' and RegistrySettings' Debug).
+    tracing::debug!(config = ?cfg, "effective configuration");
     // A broken rules file is refused here, before anything connects.
     let spec = EngineSpec::load(&cfg).context("loading the rules")?;
     let codec = Arc::new(cfg.registry.codec().context("schema registry client")?);

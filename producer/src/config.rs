@@ -8,7 +8,7 @@ use kev_common::telemetry::HttpSettings;
 use kev_schemas::codec::RegistrySettings;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProducerConfig {
     /// Id of the cluster whose events this producer publishes; the record key. Default `default`.
@@ -40,7 +40,7 @@ pub struct ProducerConfig {
     pub log_json: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSettings {
     /// The raw topic. Default `kev.events.raw`.
@@ -57,7 +57,7 @@ pub struct TopicSettings {
     pub create: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSettings {
     /// Namespaces to watch; empty means all. Default empty.
@@ -93,7 +93,7 @@ pub struct SourceSettings {
     pub max_gap_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeaderSettings {
     /// Elect a leader through a coordination.k8s.io Lease so that of several replicas only one
@@ -118,7 +118,7 @@ pub struct LeaderSettings {
     pub retry_period_s: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferSettings {
     /// Records sent but not yet acknowledged by Kafka; when reached, the watch waits (it is not

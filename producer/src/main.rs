@@ -33,7 +33,8 @@ enum Command {
     /// Replays dump files (kubectl List JSON/YAML, JSON Lines, must-gather events.yaml, gzipped
     /// or not) in event-time order.
     Replay {
-        /// Dump files; with --embedded and none given, the bundled samples in tests/data/k8s-events.
+        /// Dump files; none given: `source.files`, else with --embedded the bundled samples in
+        /// tests/data/k8s-events.
         files: Vec<PathBuf>,
         /// 0 as fast as possible, otherwise real time times this factor.
         #[arg(long)]
@@ -49,6 +50,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut cfg: ProducerConfig = kev_common::config::load(cli.config.as_deref(), &cli.set)?;
     telemetry::init_logging(cfg.log_json);
+    let secrets = cfg.kafka.load_secret_properties()?;
+    if !secrets.is_empty() {
+        tracing::info!(properties = ?secrets, "kafka properties read from the secret directory");
+    }
+    // Secret values print as <redacted> (KafkaSettings' and RegistrySettings' Debug).
+    tracing::debug!(config = ?cfg, "effective configuration");
     let stop = kev_common::shutdown::on_signal();
     let health = Health::new();
 
@@ -90,7 +97,11 @@ async fn main() -> anyhow::Result<()> {
                 cfg.cluster_id = c;
             }
             cfg.validate().map_err(anyhow::Error::msg)?;
-            let files = if files.is_empty() { default_files(cli.embedded)? } else { files };
+            let files = match (files.is_empty(), cfg.source.files.is_empty()) {
+                (false, _) => files,
+                (true, false) => cfg.source.files.clone(),
+                (true, true) => default_files(cli.embedded)?,
+            };
             let stats = run::replay(&cfg, files, health, stop.clone()).await?;
             eprintln!(
                 "replay done: {} objects observed, {} published, {} duplicates and {} stale suppressed, {} invalid, {} heartbeats",

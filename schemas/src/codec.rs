@@ -62,7 +62,8 @@ impl CodecError {
 }
 
 /// Where the registry is and how to log in: the `registry` section of both binaries' config.
-#[derive(Debug, Clone, serde::Deserialize)]
+/// `Debug` prints the password as `<redacted>`.
+#[derive(Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrySettings {
     /// Schema Registry base URL. Default `http://localhost:8081`.
@@ -101,6 +102,18 @@ impl Default for RegistrySettings {
     }
 }
 
+impl std::fmt::Debug for RegistrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySettings")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
 impl RegistrySettings {
     /// Basic-auth credentials from `password_file` or `password`.
     pub fn auth(&self) -> std::io::Result<RegistryAuth> {
@@ -120,11 +133,20 @@ impl RegistrySettings {
     }
 }
 
-/// How to log in to the registry.
-#[derive(Debug, Clone, Default)]
+/// How to log in to the registry. `Debug` shows which method, never the secret.
+#[derive(Clone, Default)]
 pub struct RegistryAuth {
     pub basic: Option<(String, Option<String>)>,
     pub bearer: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("basic_user", &self.basic.as_ref().map(|(u, _)| u))
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Encoder and decoder for one registry. Cheap to share behind an `Arc`; schemas are cached.

@@ -93,7 +93,7 @@ impl Broker {
     }
 
     pub fn settings(&self) -> KafkaSettings {
-        KafkaSettings { bootstrap_servers: self.bootstrap(), properties: Default::default() }
+        KafkaSettings { bootstrap_servers: self.bootstrap(), ..Default::default() }
     }
 
     /// SIGKILL, as a crashed node.
