@@ -130,6 +130,14 @@ impl Emitter {
             }
         }
         metrics::counter!("kev_enricher_records_out_total", "stream" => stream.label()).increment(1);
+        // The incident-rate alert counts openings, not every update of an incident. Outputs a
+        // restart re-emits are counted again: the rate is for alerting, not accounting.
+        if let Record::Engine(kev_engine::Output::Incident(i)) = record {
+            if i.status == kev_schemas::IncidentStatus::Open {
+                let severity = crate::report::severity_name(i.severity);
+                metrics::counter!("kev_enricher_incidents_opened_total", "severity" => severity).increment(1);
+            }
+        }
         if stream == Stream::Enriched {
             let age = chrono::Utc::now().timestamp_millis() - ts;
             metrics::histogram!("kev_enricher_end_to_end_seconds").record(age.max(0) as f64 / 1e3);
