@@ -180,6 +180,58 @@ fn lanes<'a>(incidents: &[&'a Incident], events: &HashMap<&str, Vec<&'a Enriched
     order.into_iter().filter_map(|l| by.remove(&l)).collect()
 }
 
+/// The incidents of one cluster, drawn over their own time span: clusters' events can lie
+/// years apart (the bundled dumps do), and one shared axis would squeeze each into a sliver.
+struct ClusterTimeline<'a> {
+    cluster: &'a str,
+    lanes: Vec<Lane<'a>>,
+    from: i64,
+    to: i64,
+}
+
+fn cluster_timelines<'a>(
+    incidents: &[&'a Incident],
+    events: &HashMap<&str, Vec<&'a EnrichedEvent>>,
+    range: Option<(i64, i64)>,
+) -> Vec<ClusterTimeline<'a>> {
+    let mut by_cluster: std::collections::BTreeMap<&str, Vec<&Incident>> = Default::default();
+    for i in incidents {
+        by_cluster.entry(i.cluster.as_str()).or_default().push(i);
+    }
+    by_cluster
+        .into_iter()
+        .map(|(cluster, incidents)| {
+            let lanes = lanes(&incidents, events);
+            let times = lanes.iter().flat_map(|l| {
+                let bars = l.incidents.iter().flat_map(|i| [i.opened_at, i.resolved_at.unwrap_or(i.updated_at)]);
+                bars.chain(l.events.iter().map(|e| e.event_time))
+            });
+            let (lo, hi) = times.fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(t), hi.max(t)));
+            // A margin of 2% (at least a second) keeps the first and last marks off the edges.
+            let pad = ((hi - lo) / 50).max(1_000_000);
+            let (mut from, mut to) = (lo - pad, hi + pad);
+            if let Some((rf, rt)) = range {
+                (from, to) = (from.max(rf), to.min(rt));
+            }
+            ClusterTimeline { cluster, lanes, from, to: to.max(from + 1) }
+        })
+        .collect()
+}
+
+/// A lane label that fits its column: the kind, then as much of the end of the name (the
+/// part that tells pods apart) as there is room for. The whole label is the lane's tooltip.
+fn fit_label(label: &str) -> String {
+    const MAX: usize = 46;
+    let n = label.chars().count();
+    if n <= MAX {
+        return label.to_string();
+    }
+    let kind = label.split(' ').next().unwrap_or("");
+    let room = MAX.saturating_sub(kind.chars().count() + 2);
+    let tail: String = label.chars().skip(n - room).collect();
+    format!("{kind} …{tail}")
+}
+
 fn timeline(lanes: &[Lane], from: i64, to: i64) -> Markup {
     const LABEL: f64 = 300.0;
     const WIDTH: f64 = 900.0;
@@ -194,7 +246,7 @@ fn timeline(lanes: &[Lane], from: i64, to: i64) -> Markup {
             @for (n, lane) in shown.iter().enumerate() {
                 @let y = ROW * n as f64;
                 rect class="lane" x="0" y=(y) width=(LABEL + WIDTH) height=(ROW) {}
-                text class="label" x="4" y=(y + 14.0) { (lane.label) }
+                text class="label" x="4" y=(y + 14.0) { (fit_label(&lane.label)) title { (lane.label) } }
                 @for i in &lane.incidents {
                     @let end = i.resolved_at.unwrap_or(i.updated_at);
                     a href=(format!("#incident-{}", i.incident_id)) {
@@ -245,7 +297,8 @@ pub fn render(input: &ReportInput) -> String {
             }
         }
     };
-    let lanes = lanes(&incidents, &events);
+    let range = input.range.map(|r| (r.from_ms * 1000, r.to_ms * 1000));
+    let timelines = cluster_timelines(&incidents, &events, range);
     let occurrences: i64 = input.events.iter().map(|e| e.new_occurrences).sum();
     let open = incidents.iter().filter(|i| i.resolved_at.is_none()).count();
     let page = html! {
@@ -270,8 +323,11 @@ pub fn render(input: &ReportInput) -> String {
                 @if incidents.is_empty() {
                     p { "No incident in this range." }
                 } @else {
-                    p { "One lane per resource in an incident's scope; bars are incidents (open to resolved, by severity), dots their member events." }
-                    (timeline(&lanes, from, to))
+                    p { "Per cluster, over the span of its incidents: one lane per resource in an incident's scope; bars are incidents (open to resolved, by severity), dots their member events." }
+                    @for t in &timelines {
+                        h3 class="cluster" { "Cluster " (t.cluster) ": " (time(t.from)) " to " (time(t.to)) }
+                        (timeline(&t.lanes, t.from, t.to))
+                    }
                 }
                 h2 { "Incidents" }
                 @for i in &incidents {
@@ -333,4 +389,55 @@ pub fn render(input: &ReportInput) -> String {
         }
     };
     page.into_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_labels_keep_the_kind_and_the_end_of_the_name() {
+        assert_eq!(fit_label("Pod ns/db-0"), "Pod ns/db-0");
+        let long = "Pod openshift-controller-manager/controller-manager-7f9c8d5b6-x2k4j";
+        let fit = fit_label(long);
+        assert_eq!(fit.chars().count(), 46, "{fit}");
+        assert!(fit.starts_with("Pod …") && fit.ends_with("controller-manager-7f9c8d5b6-x2k4j"), "{fit}");
+    }
+
+    fn incident(cluster: &str, id: &str, opened_at: i64) -> Incident {
+        Incident {
+            incident_id: id.into(),
+            cluster: cluster.into(),
+            rule: "r".into(),
+            status: IncidentStatus::Resolved,
+            severity: Severity::Error,
+            confidence: 0.5,
+            summary: format!("{cluster} {id}"),
+            root_cause: None,
+            root_reason: None,
+            scope: Vec::new(),
+            member_uids: Vec::new(),
+            opened_at,
+            updated_at: opened_at + 60_000_000,
+            resolved_at: Some(opened_at + 120_000_000),
+        }
+    }
+
+    /// Two clusters four years apart: each timeline spans its own incidents (plus 2%), not the
+    /// four years between them.
+    #[test]
+    fn each_cluster_gets_its_own_time_axis() {
+        let year = 365 * 24 * 3600 * 1_000_000_i64;
+        let a = incident("a", "1", 1_600_000_000_000_000);
+        let b = incident("b", "2", 1_600_000_000_000_000 + 4 * year);
+        let incidents = vec![&b, &a];
+        let t = cluster_timelines(&incidents, &HashMap::new(), None);
+        assert_eq!(t.iter().map(|t| t.cluster).collect::<Vec<_>>(), ["a", "b"]);
+        for (t, i) in t.iter().zip([&a, &b]) {
+            assert!(t.from < i.opened_at && t.to > i.resolved_at.unwrap());
+            assert!(t.to - t.from < 10 * 60 * 1_000_000, "span {} s", (t.to - t.from) / 1_000_000);
+        }
+        let clipped = cluster_timelines(&incidents, &HashMap::new(), Some((a.opened_at, i64::MAX)));
+        assert_eq!(clipped[0].from, a.opened_at, "a requested range bounds the axis");
+    }
 }
