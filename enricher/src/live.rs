@@ -97,6 +97,12 @@ impl ConsumerContext for Ctx {
             let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(?revoked, "partitions revoked: handing over");
             self.shared.hand_over(consumer, &revoked);
+            // The new owner reports these partitions' lag from now on; a last value left here
+            // would keep a lag alert firing on this member.
+            for e in tpl.elements() {
+                let (topic, partition) = (e.topic().to_string(), e.partition().to_string());
+                metrics::gauge!("kev_enricher_consumer_lag", "topic" => topic, "partition" => partition).set(0.0);
+            }
         }
     }
 
