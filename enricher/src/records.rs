@@ -137,8 +137,8 @@ impl Record {
 async fn enc<T: Serialize>(
     codec: &Codec,
     topic: &str,
-    name: &str,
-    text: &str,
+    name: &'static str,
+    text: &'static str,
     item: &T,
 ) -> Result<Vec<u8>, CodecError> {
     codec.encode(topic, name, text, item).await

@@ -158,6 +158,17 @@ pub struct Codec {
     /// the enricher's bottleneck. Prepared readers are leaked on purpose so they can borrow
     /// their schemas for `'static`: one per writer schema version ever seen, a handful.
     readers: std::sync::Mutex<std::collections::HashMap<(u32, usize), &'static Prepared>>,
+    /// Per record name and topic: the header with the registered schema id, and a writer
+    /// prepared for the schema. The converter's own path clones the schema text and its
+    /// resolved names for every record; after the first record of a (schema, topic) nothing
+    /// about the registration can change, so later records skip it. Leaked like `readers`:
+    /// one per output schema and topic.
+    writers: std::sync::Mutex<std::collections::HashMap<&'static str, Vec<(String, &'static PreparedWriter)>>>,
+}
+
+struct PreparedWriter {
+    header: [u8; 5],
+    writer: GenericDatumWriter<'static>,
 }
 
 /// A writer schema resolved against a reader schema, ready to decode many records.
@@ -184,6 +195,7 @@ impl Codec {
             encoder: AvroEncoder::new(build()?),
             decoder: AvroDecoder::new(build()?),
             readers: Default::default(),
+            writers: Default::default(),
         })
     }
 
@@ -201,14 +213,19 @@ impl Codec {
     pub async fn encode<T: Serialize>(
         &self,
         topic: &str,
-        full_name: &str,
-        schema_text: &str,
+        full_name: &'static str,
+        schema_text: &'static str,
         item: &T,
     ) -> Result<Vec<u8>, CodecError> {
+        if let Some(w) = self.writer(full_name, topic) {
+            let mut out = Vec::with_capacity(512);
+            out.extend_from_slice(&w.header);
+            w.writer.write_ser(&mut out, item).map_err(|e| CodecError::Schema(e.to_string()))?;
+            return Ok(out);
+        }
         let supplied = SuppliedSchema::new(Some(full_name.to_string()), SchemaType::Avro, schema_text.to_string());
         let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, supplied);
-        let result = self.encoder.encode_struct(item, &strategy).await;
-        result.map_err(|e| {
+        let bytes = self.encoder.encode_struct(item, &strategy).await.map_err(|e| {
             // The converter caches refusals; a registry that comes back must get a fresh call.
             self.encoder.remove_errors_from_cache();
             if e.error.starts_with("Could not get Avro bytes") {
@@ -216,7 +233,27 @@ impl Codec {
             } else {
                 CodecError::from_registry(e)
             }
-        })
+        })?;
+        // Registered: what follows for this schema and topic is written directly, with the
+        // same writer the converter uses, so the bytes are the same.
+        let (id, _) = split_wire_format(&bytes)?;
+        let schema = Schema::parse_str(schema_text).map_err(|e| CodecError::Schema(e.to_string()))?;
+        let schema: &'static Schema = Box::leak(Box::new(schema));
+        let writer = GenericDatumWriter::builder(schema).build().map_err(|e| CodecError::Schema(e.to_string()))?;
+        let mut header = [0u8; 5];
+        header[1..].copy_from_slice(&id.to_be_bytes());
+        let prepared: &'static PreparedWriter = Box::leak(Box::new(PreparedWriter { header, writer }));
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let per_topic = writers.entry(full_name).or_default();
+        if !per_topic.iter().any(|(t, _)| t == topic) {
+            per_topic.push((topic.to_string(), prepared));
+        }
+        Ok(bytes)
+    }
+
+    fn writer(&self, full_name: &str, topic: &str) -> Option<&'static PreparedWriter> {
+        let writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        writers.get(full_name)?.iter().find(|(t, _)| t == topic).map(|(_, w)| *w)
     }
 
     /// Decodes bytes in wire format into `T`, resolving the writer's schema into `reader`.
