@@ -539,3 +539,13 @@ fn readme_documents_every_setting_with_its_variable() {
         assert!(readme.contains(&format!("| {key} | `{var}")), "README's configuration reference lacks {key} ({var})");
     }
 }
+
+#[test]
+fn readme_lists_every_metric_the_code_emits() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let metrics = emitted_metrics();
+    assert!(metrics.len() > 30, "{metrics:?}");
+    for name in metrics.keys() {
+        assert!(readme.contains(&format!("`{name}`")) || readme.contains(&format!("`{name}{{")), "README lacks {name}");
+    }
+}
