@@ -8,6 +8,9 @@ use kev_common::telemetry::HttpSettings;
 use kev_schemas::codec::RegistrySettings;
 use serde::Deserialize;
 
+use crate::filter::{Filter, FilterSettings};
+use crate::redact::{RedactionSettings, Redactor};
+
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProducerConfig {
@@ -33,6 +36,12 @@ pub struct ProducerConfig {
     pub leader_election: LeaderSettings,
     #[serde(default)]
     pub buffer: BufferSettings,
+    /// Client-side keep/drop rules (see `filter`).
+    #[serde(default)]
+    pub filter: FilterSettings,
+    /// Secrets masked before publishing (see `redact`).
+    #[serde(default)]
+    pub redaction: RedactionSettings,
     #[serde(default)]
     pub http: HttpSettings,
     /// Logs as JSON lines instead of text. Default false.
@@ -60,9 +69,15 @@ pub struct TopicSettings {
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSettings {
-    /// Namespaces to watch; empty means all. Default empty.
+    /// Namespaces to watch; empty means all. Default empty. Events about objects of other
+    /// namespaces are not published, in replay mode too.
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// With `namespaces` set, also publish the events of cluster-scoped objects (Nodes,
+    /// PersistentVolumes), which the API server files under `default`. Default true: a node
+    /// going NotReady explains the evictions in the namespaces watched.
+    #[serde(default = "yes")]
+    pub cluster_scoped_events: bool,
     /// Server-side field selector, such as `type=Warning`. Default none.
     #[serde(default)]
     pub field_selector: Option<String>,
@@ -196,6 +211,15 @@ impl ProducerConfig {
         self.leader_election.lease_name.clone().unwrap_or_else(|| format!("kev-producer-{}", self.cluster_id))
     }
 
+    /// The compiled keep/drop rules, with the watched namespaces.
+    pub fn filter(&self) -> Result<Filter, crate::filter::FilterError> {
+        Filter::new(&self.filter, &self.source.namespaces, self.source.cluster_scoped_events)
+    }
+
+    pub fn redactor(&self) -> Result<Redactor, crate::redact::RedactionError> {
+        Redactor::new(&self.redaction)
+    }
+
     /// Checks what serde cannot: relations between fields.
     pub fn validate(&self) -> Result<(), String> {
         let le = &self.leader_election;
@@ -214,6 +238,8 @@ impl ProducerConfig {
         if self.source.speed < 0.0 {
             return Err("source.speed must be 0 (as fast as possible) or positive".into());
         }
+        self.filter().map_err(|e| e.to_string())?;
+        self.redactor().map_err(|e| e.to_string())?;
         Ok(())
     }
 }

@@ -80,6 +80,10 @@ async fn main() -> anyhow::Result<()> {
     let addr =
         telemetry::serve(cfg.http.listen, health.clone(), stop.clone()).await.context("starting the HTTP server")?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    // A wrong password or an untrusted CA ends the process here, saying so.
+    if !kev_common::kafka::check_connection(&cfg.kafka, std::time::Duration::from_secs(10)).await? {
+        tracing::warn!(servers = %cfg.kafka.bootstrap_servers, "Kafka has not answered yet; retrying in the background");
+    }
 
     match cli.command {
         Command::Watch => {
@@ -104,8 +108,8 @@ async fn main() -> anyhow::Result<()> {
             };
             let stats = run::replay(&cfg, files, health, stop.clone()).await?;
             eprintln!(
-                "replay done: {} objects observed, {} published, {} duplicates and {} stale suppressed, {} invalid, {} heartbeats",
-                stats.observed, stats.published, stats.duplicates, stats.stale, stats.invalid, stats.heartbeats
+                "replay done: {} objects observed, {} published, {} duplicates and {} stale suppressed, {} filtered, {} invalid, {} heartbeats",
+                stats.observed, stats.published, stats.duplicates, stats.stale, stats.filtered, stats.invalid, stats.heartbeats
             );
             if cli.embedded {
                 let codec = run::codec(&cfg)?;

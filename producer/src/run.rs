@@ -86,6 +86,8 @@ where
         max_in_flight: cfg.buffer.max_in_flight.max(1),
         codec: codec.clone(),
         health: health.clone(),
+        redactor: Arc::new(cfg.redactor().map_err(|e| RunError::Config(e.to_string()))?),
+        filter: Arc::new(cfg.filter().map_err(|e| RunError::Config(e.to_string()))?),
     };
     let mut total = SessionStats::default();
     let mut backoff = Duration::from_millis(200);
@@ -225,5 +227,6 @@ fn add(total: &mut SessionStats, s: SessionStats) {
     total.duplicates += s.duplicates;
     total.stale += s.stale;
     total.invalid += s.invalid;
+    total.filtered += s.filtered;
     total.heartbeats += s.heartbeats;
 }

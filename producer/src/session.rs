@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::dedup::{Decision, DedupState};
+use crate::filter::{Filter, Verdict};
+use crate::redact::Redactor;
 use crate::source::{ClockKind, SourceEvent};
 
 /// How a session ended when it did not fail.
@@ -50,6 +52,10 @@ pub struct SessionContext {
     pub max_in_flight: usize,
     pub codec: Arc<Codec>,
     pub health: Arc<Health>,
+    /// Masks secrets in each object before it is parsed.
+    pub redactor: Arc<Redactor>,
+    /// The user's keep/drop rules.
+    pub filter: Arc<Filter>,
 }
 
 /// Counts of one session, for logs, the first-run summary and tests.
@@ -60,6 +66,8 @@ pub struct SessionStats {
     pub duplicates: u64,
     pub stale: u64,
     pub invalid: u64,
+    /// Not published because a filter rule dropped them.
+    pub filtered: u64,
     pub heartbeats: u64,
 }
 
@@ -183,10 +191,13 @@ impl Session<'_> {
 
     async fn object(
         &mut self,
-        object: serde_json::Value,
+        mut object: serde_json::Value,
         deleted: bool,
         stop: &CancellationToken,
     ) -> Result<(), SessionError> {
+        self.ctx.redactor.redact(&mut object, &mut |rule| {
+            metrics::counter!("kev_producer_redactions_total", "rule" => rule.to_string()).increment(1);
+        });
         let name = object.pointer("/metadata/name").and_then(|v| v.as_str()).map(str::to_string);
         let obj = match EventObject::from_json(object) {
             Ok(o) => o,
@@ -206,6 +217,12 @@ impl Session<'_> {
             }
         }
         let normalized = kev_schemas::normalize::normalize(&obj);
+        if let Verdict::Drop(rule) = self.ctx.filter.verdict(&normalized) {
+            self.stats.filtered += 1;
+            metrics::counter!("kev_producer_events_filtered_total", "rule" => rule.to_string()).increment(1);
+            tracing::trace!(rule, uid = obj.uid(), "dropped by a filter rule");
+            return Ok(());
+        }
         let (uid, rv) = (obj.uid().to_string(), obj.resource_version().to_string());
         let namespace = obj.namespace().map(str::to_string);
         let (verb, new_occurrences) = match self.state.decide(&uid, &rv, normalized.count, deleted) {

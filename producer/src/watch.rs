@@ -82,11 +82,7 @@ pub fn start(
     stop: CancellationToken,
 ) -> mpsc::Receiver<SourceEvent> {
     let (tx, rx) = mpsc::channel(crate::source::CHANNEL_CAPACITY);
-    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
-        vec![None]
-    } else {
-        settings.namespaces.iter().cloned().map(Some).collect()
-    };
+    let scopes: Vec<Option<String>> = watched_scopes(settings);
     for scope in scopes {
         let w = Watcher {
             client: client.clone(),
@@ -99,6 +95,20 @@ pub fn start(
         tokio::spawn(async move { w.run().await });
     }
     rx
+}
+
+/// One scope per watched namespace, or one for all. A namespace list also watches `default`
+/// when `cluster_scoped_events` is on: the API server files the events of cluster-scoped objects
+/// (Nodes, PersistentVolumes) there, and the filter drops that namespace's other events.
+pub fn watched_scopes(settings: &SourceSettings) -> Vec<Option<String>> {
+    if settings.namespaces.is_empty() {
+        return vec![None];
+    }
+    let mut scopes: Vec<Option<String>> = settings.namespaces.iter().cloned().map(Some).collect();
+    if settings.cluster_scoped_events && !settings.namespaces.iter().any(|n| n == "default") {
+        scopes.push(Some("default".into()));
+    }
+    scopes
 }
 
 struct Watcher {
@@ -309,5 +319,23 @@ impl Watcher {
                 return WatchEnd::Stopped;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_list_also_watches_default_for_cluster_scoped_objects() {
+        let mut s = SourceSettings::default();
+        assert_eq!(watched_scopes(&s), vec![None]);
+        s.namespaces = vec!["team-a".into()];
+        assert_eq!(watched_scopes(&s), vec![Some("team-a".into()), Some("default".into())]);
+        s.cluster_scoped_events = false;
+        assert_eq!(watched_scopes(&s), vec![Some("team-a".into())]);
+        s.cluster_scoped_events = true;
+        s.namespaces = vec!["default".into(), "b".into()];
+        assert_eq!(watched_scopes(&s), vec![Some("default".into()), Some("b".into())]);
     }
 }

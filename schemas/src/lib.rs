@@ -15,4 +15,4 @@ pub mod time;
 pub use codec::{Codec, CodecError};
 pub use enriched::{Aggregate, DeadLetter, EnrichedEvent, Incident, IncidentStatus, Severity};
 pub use k8s::{EventObject, ParseError};
-pub use raw::{EventObservation, Heartbeat, RawKind, RawRecord, WatchVerb};
+pub use raw::{EventObservation, Heartbeat, NormalizedEvent, RawKind, RawRecord, ResourceRef, WatchVerb};

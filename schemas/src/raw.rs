@@ -74,7 +74,7 @@ pub struct Heartbeat {
 }
 
 /// One model for both Event shapes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NormalizedEvent {
     pub event_time: i64,
     pub first_time: Option<i64>,
