@@ -21,10 +21,12 @@ command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 # What only the tests need (--with-tansu): kustomize renders the overlays, promtool
-# checks the alert rules, headless Chromium (through chromedriver) renders the postmortem report.
+# checks the alert rules, headless Chromium (through chromedriver) renders the postmortem report,
+# a real Alertmanager receives the enricher's incident alerts.
 if [ "${1:-}" = "--with-tansu" ]; then
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium chromium-driver)
+  command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)" >&2

@@ -43,6 +43,19 @@ struct Register {
 impl DevRegistry {
     /// Starts the registry on `addr` (port 0 picks a free port).
     pub async fn start(addr: SocketAddr, cancel: CancellationToken) -> std::io::Result<Self> {
+        Self::start_with_basic_auth(addr, None, cancel).await
+    }
+
+    /// Starts the registry answering 401 to calls without these basic-auth credentials (user,
+    /// password), as a registry behind authentication does.
+    pub async fn start_with_basic_auth(
+        addr: SocketAddr,
+        credentials: Option<(&str, &str)>,
+        cancel: CancellationToken,
+    ) -> std::io::Result<Self> {
+        use base64::Engine as _;
+        let expected = credentials
+            .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))));
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let reg = DevRegistry { store: Arc::default(), unavailable: Arc::default(), url };
@@ -52,7 +65,20 @@ impl DevRegistry {
             .route("/subjects/{subject}/versions", post(register).get(list_versions))
             .route("/subjects/{subject}/versions/{version}", get(get_version))
             .route("/schemas/ids/{id}", get(get_by_id))
-            .with_state(reg.clone());
+            .with_state(reg.clone())
+            .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let expected = expected.clone();
+                async move {
+                    let given = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                    match &expected {
+                        Some(e) if given != Some(e.as_str()) => {
+                            (StatusCode::UNAUTHORIZED, Json(json!({"error_code": 401, "message": "Unauthorized"})))
+                                .into_response()
+                        }
+                        _ => next.run(req).await,
+                    }
+                }
+            }));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
         });

@@ -322,3 +322,91 @@ mod tests {
         assert!(e.contains("kafka.secret_properties_dir") && e.contains("kev-secret-props"), "{e}");
     }
 }
+
+/// Why kev cannot talk to Kafka at all, as opposed to Kafka being briefly away.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The broker refused the credentials: retrying cannot help.
+    #[error(
+        "Kafka at {servers} refused the credentials ({reason}); check sasl.mechanism, sasl.username and sasl.password"
+    )]
+    Authentication { servers: String, reason: String },
+    /// The TLS handshake failed (untrusted CA, wrong host name, plaintext broker).
+    #[error("TLS with Kafka at {servers} failed ({reason}); check ssl.ca.location and security.protocol")]
+    Tls { servers: String, reason: String },
+    /// The settings themselves are refused by librdkafka.
+    #[error("Kafka client settings: {0}")]
+    Config(KafkaError),
+}
+
+/// Collects the first authentication or TLS error librdkafka reports while connecting. These
+/// arrive only through the error callback: a metadata request just times out meanwhile.
+#[derive(Default)]
+struct ConnectContext {
+    fatal: std::sync::Mutex<Option<(bool, String)>>,
+}
+
+impl rdkafka::consumer::ConsumerContext for ConnectContext {}
+
+impl ConnectContext {
+    fn note(&self, code: Option<RDKafkaErrorCode>, reason: &str) {
+        let tls = code == Some(RDKafkaErrorCode::SSL)
+            || reason.contains("SSL handshake failed")
+            || reason.contains("certificate verify failed");
+        let auth = code == Some(RDKafkaErrorCode::Authentication)
+            || code == Some(RDKafkaErrorCode::SaslAuthenticationFailed)
+            || reason.contains("SASL authentication error")
+            || reason.contains("Authentication failed");
+        if tls || auth {
+            let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+            fatal.get_or_insert((tls, reason.to_string()));
+        }
+    }
+}
+
+impl rdkafka::ClientContext for ConnectContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.note(error.rdkafka_error_code(), reason);
+    }
+
+    /// librdkafka reports a failed handshake to a broker as a `FAIL` log line; the error
+    /// callback hears of it only once every broker is down, if at all.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "FAIL" || fac == "SASL" || fac == "SSL" {
+            self.note(None, message);
+        }
+        tracing::debug!(target: "librdkafka", ?level, fac, message);
+    }
+}
+
+/// Checks at start that Kafka accepts kev's connection settings, so that a wrong password or
+/// an untrusted CA ends the process with a message saying so (instead of a process that waits
+/// forever, unready, with the reason buried in librdkafka's logs). Returns `Ok(true)` once the
+/// cluster answered, `Ok(false)` when it did not within `wait` for a reason that may pass (the
+/// broker is down or starting): the caller goes on and its own retries take over.
+pub async fn check_connection(settings: &KafkaSettings, wait: Duration) -> Result<bool, ConnectError> {
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer<ConnectContext> = settings
+            .client_config(&[("group.id", "kev-connection-check")])
+            .create_with_context(ConnectContext::default())
+            .map_err(ConnectError::Config)?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let answered = consumer.fetch_metadata(None, Duration::from_millis(500)).is_ok();
+            // Errors reach the context only while the client is polled.
+            let _ = consumer.poll(Duration::from_millis(100));
+            let fatal = consumer.context().fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let servers = settings.bootstrap_servers.clone();
+            match fatal {
+                Some((true, reason)) => return Err(ConnectError::Tls { servers, reason }),
+                Some((false, reason)) => return Err(ConnectError::Authentication { servers, reason }),
+                None if answered => return Ok(true),
+                None if std::time::Instant::now() >= deadline => return Ok(false),
+                None => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or(Ok(false))
+}

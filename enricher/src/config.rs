@@ -48,6 +48,9 @@ pub struct EnricherConfig {
     pub max_record_bytes: usize,
     #[serde(default)]
     pub http: HttpSettings,
+    /// Incidents posted to Alertmanager (see `alerts`). Default off.
+    #[serde(default)]
+    pub alerting: crate::alerts::AlertingSettings,
     /// Logs as JSON lines instead of text. Default false.
     #[serde(default)]
     pub log_json: bool,
@@ -90,6 +93,10 @@ pub struct TopicsSettings {
     /// Create missing topics at start. Default true.
     #[serde(default = "yes")]
     pub create: bool,
+    /// Extra topics that receive copies of the records matching a rule, for teams that
+    /// consume only their slice (see `routes`). Default none.
+    #[serde(default)]
+    pub routes: Vec<crate::routes::RouteSettings>,
 }
 
 fn default_group() -> String {

@@ -15,8 +15,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::AlertSender;
 use crate::config::TopicsSettings;
 use crate::records::{Record, Stream};
+use crate::routes::Router;
 
 /// Counts failed deliveries. With `message.timeout.ms=0` and idempotence librdkafka retries
 /// until it succeeds, so a failure here is fatal (record too large, no authorisation): the
@@ -82,6 +84,10 @@ pub struct Emitter {
     pub codec: Arc<Codec>,
     pub topics: TopicsSettings,
     pub health: Arc<Health>,
+    /// `topics.routes`, compiled.
+    pub router: Router,
+    /// Incidents also go to Alertmanager when `alerting.alertmanager_url` is set.
+    pub alerts: Option<AlertSender>,
 }
 
 /// Why an emit did not happen.
@@ -116,23 +122,23 @@ impl Emitter {
             tracing::warn!(partition, offset, kind = %d.error_kind, error = %d.error, "raw record dead-lettered");
         }
         let ts = record.timestamp_ms();
-        let mut base = BaseRecord::to(topic).key(&key).payload(&value).headers(headers).timestamp(ts);
-        loop {
-            match self.producer.send(base) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    base = back;
-                    if sleep_or_stop(Duration::from_millis(10), stop).await {
-                        return Err(EmitError::Stopped);
-                    }
-                }
-                Err((e, _)) => return Err(EmitError::Kafka(e)),
-            }
+        for (route, route_topic) in self.router.matching(record) {
+            let value = self.encode(record, route_topic, stop).await?;
+            self.send(
+                BaseRecord::to(route_topic).key(&key).payload(&value).headers(headers.clone()).timestamp(ts),
+                stop,
+            )
+            .await?;
+            metrics::counter!("kev_enricher_records_routed_total", "route" => route.to_string()).increment(1);
         }
+        self.send(BaseRecord::to(topic).key(&key).payload(&value).headers(headers).timestamp(ts), stop).await?;
         metrics::counter!("kev_enricher_records_out_total", "stream" => stream.label()).increment(1);
         // The incident-rate alert counts openings, not every update of an incident. Outputs a
         // restart re-emits are counted again: the rate is for alerting, not accounting.
         if let Record::Engine(kev_engine::Output::Incident(i)) = record {
+            if let Some(a) = &self.alerts {
+                a.send(i);
+            }
             if i.status == kev_schemas::IncidentStatus::Open {
                 let severity = crate::report::severity_name(i.severity);
                 metrics::counter!("kev_enricher_incidents_opened_total", "severity" => severity).increment(1);
@@ -143,6 +149,26 @@ impl Emitter {
             metrics::histogram!("kev_enricher_end_to_end_seconds").record(age.max(0) as f64 / 1e3);
         }
         Ok(())
+    }
+
+    /// Hands a record to librdkafka, waiting while its queue is full.
+    async fn send(
+        &self,
+        mut base: BaseRecord<'_, Vec<u8>, Vec<u8>>,
+        stop: &CancellationToken,
+    ) -> Result<(), EmitError> {
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    base = back;
+                    if sleep_or_stop(Duration::from_millis(10), stop).await {
+                        return Err(EmitError::Stopped);
+                    }
+                }
+                Err((e, _)) => return Err(EmitError::Kafka(e)),
+            }
+        }
     }
 
     async fn encode(&self, record: &Record, topic: &str, stop: &CancellationToken) -> Result<Vec<u8>, EmitError> {

@@ -10,6 +10,7 @@
 //! - `replay`: the records of an event-time range, re-derived for a postmortem;
 //! - `topics`: creating the topics with their cleanup policies.
 
+pub mod alerts;
 pub mod checkpoint;
 pub mod config;
 pub mod decode;
@@ -19,6 +20,7 @@ pub mod partition;
 pub mod records;
 pub mod replay;
 pub mod report;
+pub mod routes;
 pub mod topics;
 
 pub use config::EnricherConfig;

@@ -32,12 +32,14 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::{self, AlertSender};
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::EnricherConfig;
 use crate::decode::{decode, Decoded, Source};
 use crate::emit::{self, EmitError, Emitter, OutputProducer};
 use crate::partition::{EngineSpec, PartitionEngine};
 use crate::records::Record;
+use crate::routes::Router;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -49,6 +51,8 @@ pub enum RunError {
     Emit(#[from] EmitError),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error(transparent)]
+    Routes(#[from] crate::routes::RouteError),
 }
 
 /// What a run did, for logs and tests.
@@ -204,6 +208,7 @@ pub async fn run(
     spec: &EngineSpec,
     codec: Arc<Codec>,
     health: Arc<Health>,
+    alerts: Option<AlertSender>,
     stop: CancellationToken,
 ) -> Result<RunStats, RunError> {
     let producer = Arc::new(emit::producer(&cfg.kafka)?);
@@ -245,7 +250,14 @@ pub async fn run(
         .kafka
         .client_config(&[("group.id", &format!("{}-recovery", cfg.group_id)), ("enable.auto.commit", "false")])
         .create()?;
-    let emitter = Emitter { producer, codec: codec.clone(), topics: cfg.topics.clone(), health: health.clone() };
+    let emitter = Emitter {
+        producer,
+        codec: codec.clone(),
+        topics: cfg.topics.clone(),
+        health: health.clone(),
+        router: Router::for_topics(&cfg.topics)?,
+        alerts,
+    };
     let mut stats = RunStats::default();
     let mut out = Vec::new();
     let mut tick = tokio::time::interval(cfg.commit_interval());
@@ -356,8 +368,17 @@ pub async fn run_until_stopped(
 ) -> RunStats {
     let mut total = RunStats::default();
     let mut backoff = Duration::from_secs(1);
+    // One alerter for all runs: it keeps re-sending the alerts of open incidents while a
+    // failed run starts over.
+    let alerts = match alerts::start(&cfg.alerting, stop.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the Alertmanager client; no alerts will be sent");
+            None
+        }
+    };
     loop {
-        let result = run(cfg, spec, codec.clone(), health.clone(), stop.clone()).await;
+        let result = run(cfg, spec, codec.clone(), health.clone(), alerts.clone(), stop.clone()).await;
         match result {
             Ok(s) => {
                 total.add(s);

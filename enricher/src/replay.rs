@@ -48,7 +48,7 @@ pub enum Sink {
     Jsonl(Box<dyn Write + Send>),
     /// The output topics, each name with a suffix so that a replay never mixes into the live
     /// topics by accident.
-    Topics(Emitter),
+    Topics(Box<Emitter>),
     /// Kept in memory for the postmortem report.
     Report(Box<crate::report::ReportInput>),
 }
@@ -193,6 +193,9 @@ pub fn suffixed(topics: &crate::config::TopicsSettings, suffix: &str) -> crate::
     let mut t = topics.clone();
     for name in [&mut t.enriched, &mut t.aggregates, &mut t.incidents, &mut t.dead_letters] {
         name.push_str(suffix);
+    }
+    for route in &mut t.routes {
+        route.topic.push_str(suffix);
     }
     t
 }

@@ -12,7 +12,7 @@ use crate::records::Stream;
 /// Creates the missing output and checkpoint topics. Aggregates and incidents are compacted
 /// (each key's newest record is its current value: a ksqlDB TABLE); enriched events, dead
 /// letters and checkpoints are deleted after `retention_ms`. Existing topics are left as they
-/// are. The raw topic is the producer's.
+/// are. The raw topic is the producer's. Route topics get their stream's policy.
 pub async fn create(kafka: &KafkaSettings, t: &TopicsSettings) -> Result<(), KafkaError> {
     let retention = t.retention_ms.to_string();
     for stream in Stream::ALL {
@@ -22,6 +22,9 @@ pub async fn create(kafka: &KafkaSettings, t: &TopicsSettings) -> Result<(), Kaf
             vec![("cleanup.policy", "delete"), ("retention.ms", &retention)]
         };
         ensure_topic(kafka, stream.topic(t), t.partitions, t.replication, &configs).await?;
+        for route in t.routes.iter().filter(|r| r.stream.stream() == stream) {
+            ensure_topic(kafka, &route.topic, t.partitions, t.replication, &configs).await?;
+        }
     }
     ensure_topic(
         kafka,

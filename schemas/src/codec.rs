@@ -81,6 +81,10 @@ pub struct RegistrySettings {
     /// Timeout of one registry call in milliseconds. Default 10000.
     #[serde(default = "default_registry_timeout_ms")]
     pub timeout_ms: u64,
+    /// PEM file of the CA(s) that signed an HTTPS registry's certificate, trusted besides the
+    /// system's. Default none.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_registry_url() -> String {
@@ -98,6 +102,7 @@ impl Default for RegistrySettings {
             password: None,
             password_file: None,
             timeout_ms: default_registry_timeout_ms(),
+            ca_file: None,
         }
     }
 }
@@ -110,6 +115,7 @@ impl std::fmt::Debug for RegistrySettings {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("password_file", &self.password_file)
             .field("timeout_ms", &self.timeout_ms)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -121,14 +127,15 @@ impl RegistrySettings {
             Some(f) => Some(std::fs::read_to_string(f)?.trim_end().to_string()),
             None => self.password.clone(),
         };
-        Ok(RegistryAuth { basic: self.username.clone().map(|u| (u, password)), bearer: None })
+        let ca_pem = self.ca_file.as_ref().map(std::fs::read).transpose()?;
+        Ok(RegistryAuth { basic: self.username.clone().map(|u| (u, password)), bearer: None, ca_pem })
     }
 
     /// A codec for this registry.
     pub fn codec(&self) -> Result<Codec, CodecError> {
-        let auth = self
-            .auth()
-            .map_err(|e| CodecError::RegistryRefused(format!("registry.password_file cannot be read: {e}")))?;
+        let auth = self.auth().map_err(|e| {
+            CodecError::RegistryRefused(format!("registry.password_file or ca_file cannot be read: {e}"))
+        })?;
         Codec::new(&self.url, &auth, Duration::from_millis(self.timeout_ms))
     }
 }
@@ -138,6 +145,8 @@ impl RegistrySettings {
 pub struct RegistryAuth {
     pub basic: Option<(String, Option<String>)>,
     pub bearer: Option<String>,
+    /// Extra trusted CA certificates (PEM) for an HTTPS registry.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RegistryAuth {
@@ -145,6 +154,7 @@ impl std::fmt::Debug for RegistryAuth {
         f.debug_struct("RegistryAuth")
             .field("basic_user", &self.basic.as_ref().map(|(u, _)| u))
             .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
             .finish()
     }
 }
@@ -189,7 +199,13 @@ impl Codec {
             if let Some(token) = &auth.bearer {
                 b.set_token_authorization(token);
             }
-            b.build().map_err(CodecError::from_registry)
+            let mut client = reqwest::Client::builder();
+            if let Some(pem) = &auth.ca_pem {
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| CodecError::RegistryRefused(format!("registry.ca_file is not PEM: {e}")))?;
+                client = client.tls_certs_merge(certs);
+            }
+            b.build_with(client).map_err(CodecError::from_registry)
         };
         Ok(Self {
             encoder: AvroEncoder::new(build()?),

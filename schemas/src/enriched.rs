@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::raw::ResourceRef;
 
 /// How bad an event is. Ordered: `Info < Warning < Error < Critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Severity {
+    #[default]
     Info,
     Warning,
     Error,
@@ -18,7 +19,7 @@ pub enum Severity {
 }
 
 /// An event observation, graded and fingerprinted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EnrichedEvent {
     pub cluster: String,
     pub uid: String,
@@ -43,7 +44,7 @@ pub struct EnrichedEvent {
 }
 
 /// Occurrences of one fingerprint in one event-time window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Aggregate {
     pub cluster: String,
     pub fingerprint: String,
@@ -66,9 +67,10 @@ pub struct Aggregate {
 }
 
 /// Lifecycle state of an incident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum IncidentStatus {
+    #[default]
     Open,
     Updated,
     Resolved,
@@ -77,7 +79,7 @@ pub enum IncidentStatus {
 
 /// Events of several resources of one cluster linked to a root-cause candidate. Every update
 /// carries the whole incident.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     pub incident_id: String,
     pub cluster: String,

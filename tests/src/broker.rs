@@ -36,6 +36,17 @@ pub struct Broker {
     pub port: u16,
     storage: Storage,
     log: PathBuf,
+    options: BrokerOptions,
+}
+
+/// How a broker is started besides its storage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BrokerOptions {
+    /// `--authentication`: clients must log in with SASL (users made by [`Broker::create_user`]).
+    pub authentication: bool,
+    /// The port tansu tells clients to connect to, when something (a TLS proxy) listens there
+    /// in front of it. Default: its own.
+    pub advertised_port: Option<u16>,
 }
 
 pub fn free_port() -> u16 {
@@ -44,13 +55,41 @@ pub fn free_port() -> u16 {
 
 impl Broker {
     pub fn start(storage: Storage, log_dir: &Path) -> Broker {
-        let mut b = Broker { child: None, port: free_port(), storage, log: log_dir.join("tansu.log") };
+        Self::start_with(storage, log_dir, BrokerOptions::default())
+    }
+
+    pub fn start_with(storage: Storage, log_dir: &Path, options: BrokerOptions) -> Broker {
+        let mut b = Broker { child: None, port: free_port(), storage, log: log_dir.join("tansu.log"), options };
         b.spawn();
         b
     }
 
+    /// Makes a SCRAM-SHA-512 user (`tansu user create`). Only a broker without
+    /// `authentication` takes it, since the request needs a session; the sqlite storage keeps
+    /// the user for a restart with authentication on ([`Broker::restart_with`]).
+    pub fn create_user(&self, name: &str, password: &str) {
+        let status = Command::new(tansu_binary())
+            .args(["user", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port), name, password])
+            .stdout(Stdio::null())
+            .status()
+            .expect("running tansu user create");
+        assert!(status.success(), "tansu user create {name} failed");
+    }
+
+    /// Starts again on the same port and storage with other options.
+    pub fn restart_with(&mut self, options: BrokerOptions) {
+        self.kill();
+        self.options = options;
+        self.spawn();
+    }
+
     fn spawn(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.options.advertised_port.unwrap_or(self.port));
+        let mut args = vec!["broker", "--listener-url", &url, "--advertised-listener-url", &advertised];
+        if self.options.authentication {
+            args.push("--authentication");
+        }
         let engine = match &self.storage {
             Storage::Memory => "memory://tansu/".to_string(),
             // tansu resolves the path against its working directory, so give it a name there.
@@ -62,7 +101,8 @@ impl Broker {
         };
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(tansu_binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &engine])
+            .args(args)
+            .args(["--storage-engine", &engine])
             .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -77,6 +117,14 @@ impl Broker {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
+        if self.options.authentication {
+            // Without credentials only the port can be checked.
+            while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                assert!(Instant::now() < deadline, "tansu did not listen within 60s; see {}", self.log.display());
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            return;
+        }
         let settings = self.settings();
         loop {
             let consumer: BaseConsumer = settings.client_config(&[]).create().unwrap();

@@ -1,0 +1,79 @@
+//! Throwaway certificates and a TLS-terminating proxy, for the secure-connection tests.
+//!
+//! tansu 0.6.0 takes `--cert` and `--key` but never uses them (its broker builds a TLS acceptor
+//! and drops it: `let _acceptor = ...` in tansu-broker's `broker.rs`), so it only speaks
+//! plaintext. The tests therefore put this proxy in front of it: clients speak TLS to the proxy,
+//! which forwards the plaintext Kafka protocol to tansu, and tansu advertises the proxy's address
+//! so that every connection librdkafka makes goes through TLS. The same proxy serves the Schema
+//! Registry test double over HTTPS. What is tested is the client side (kev's settings,
+//! certificate checks, error messages), which is what kev owns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls;
+use tokio_util::sync::CancellationToken;
+
+/// A CA made for one test, and a server certificate it signed for `127.0.0.1` and `localhost`.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, format!("kev test CA {name}"));
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let mut server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        server.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+        let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+        TestCa { ca_pem: ca_cert.pem(), server_cert_pem: server_cert.pem(), server_key_pem: server_key.serialize_pem() }
+    }
+
+    fn server_config(&self) -> rustls::ServerConfig {
+        let certs = rustls_pemfile_certs(&self.server_cert_pem);
+        use rustls::pki_types::pem::PemObject;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).unwrap();
+        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap()
+    }
+}
+
+fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).map(|c| c.unwrap()).collect()
+}
+
+/// Listens with TLS on `listener` and forwards each connection's plaintext to `upstream`.
+pub fn proxy(listener: std::net::TcpListener, upstream: SocketAddr, ca: &TestCa, cancel: CancellationToken) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config()));
+    listener.set_nonblocking(true).unwrap();
+    let listener = TcpListener::from_std(listener).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (client, _) = tokio::select! {
+                _ = cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A failed handshake (an untrusted CA on the client side) just closes.
+                let Ok(mut tls) = acceptor.accept(client).await else { return };
+                let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+}
