@@ -196,7 +196,7 @@ impl Group {
         let minutes = cfg.size_us as f64 / 60_000_000.0;
         Aggregate {
             cluster: cluster.to_string(),
-            fingerprint: format!("{fingerprint:016x}"),
+            fingerprint: crate::hex16(fingerprint),
             window_start: start,
             window_end: start + cfg.size_us,
             namespace: self.namespace.as_deref().map(str::to_string),
