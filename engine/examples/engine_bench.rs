@@ -172,6 +172,10 @@ fn main() {
         met(per_group <= 300.0)
     );
     println!(
+        "memos (templates by message, rule candidates, correlation reasons; not state): ~{} bytes",
+        size.memo_bytes
+    );
+    println!(
         "peak open groups: {peak_open}; peak RSS {} MiB (before the run {} MiB, most of it the input batches)",
         peak_rss_kib() / 1024,
         rss_before / 1024

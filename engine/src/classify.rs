@@ -44,10 +44,19 @@ impl Repetitions {
             }
             !q.is_empty()
         });
+        // A hash table keeps the buckets of its busiest time: give them back once mostly empty.
+        if self.recent.capacity() > 4 * self.recent.len().max(8) {
+            self.recent.shrink_to(2 * self.recent.len());
+        }
     }
 
     pub fn len(&self) -> usize {
         self.recent.len()
+    }
+
+    /// Bytes held, for the state-size report.
+    pub fn approx_bytes(&self) -> usize {
+        crate::size::hash_map(&self.recent) + self.recent.values().map(crate::size::deque).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {

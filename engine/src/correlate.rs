@@ -188,9 +188,10 @@ struct Open {
 /// What the correlator remembers, per cluster.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Correlator {
-    /// pod ("ns/name") -> (node, last seen).
+    /// pod (xxh3 of "ns/name", see [`pod_key`]) -> (node, last seen). A hash, as the
+    /// repetition keys are, so the state stays small.
     #[serde(with = "crate::pairs")]
-    pod_node: crate::FastMap<String, (String, i64)>,
+    pod_node: crate::HashedMap<(String, i64)>,
     /// Open incidents and candidates by (rule, relation key).
     #[serde(with = "crate::pairs")]
     open: BTreeMap<(usize, String), Open>,
@@ -218,6 +219,11 @@ pub struct ReasonMemo {
 }
 
 impl ReasonMemo {
+    /// Bytes held, for the report beside the state size.
+    pub fn approx_bytes(&self) -> usize {
+        self.memo.approx_bytes(|v| v.len())
+    }
+
     fn flags(&mut self, rules: &[CorrelationRule], reason: Option<&str>) -> &[u8] {
         self.memo.get_or_insert_with(reason.unwrap_or(""), || {
             rules
@@ -250,6 +256,11 @@ fn pod_of<'b>(e: &NormalizedEvent, buf: &'b mut String) -> Option<&'b str> {
     buf.push('/');
     buf.push_str(name);
     Some(buf)
+}
+
+/// The key of a pod ("ns/name") in the pod-to-node relations.
+fn pod_key(pod: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(pod.as_bytes())
 }
 
 /// The watermark at which `advance` next changes `o`: resolved after the quiet period, or a
@@ -297,6 +308,36 @@ impl Correlator {
         self.len() == 0
     }
 
+    /// Bytes held, for the state-size report.
+    pub fn approx_bytes(&self) -> usize {
+        use crate::size;
+        let relations =
+            size::hash_map(&self.pod_node) + self.pod_node.values().map(|(n, _)| size::string(n)).sum::<usize>();
+        let open = size::btree_map(&self.open)
+            + self
+                .open
+                .iter()
+                .map(|((_, k), o)| {
+                    size::string(k)
+                        + size::string(&o.id)
+                        + size::string(&o.key)
+                        + size::resource(&o.root)
+                        + size::string(&o.root_reason)
+                        + size::string(&o.detail)
+                        + size::opt_string(&o.node)
+                        + size::opt_string(&o.namespace)
+                        + size::vec(&o.members)
+                        + o.members
+                            .iter()
+                            .map(|m| size::string(&m.uid) + size::string(&m.reason) + size::opt_string(&m.pod))
+                            .sum::<usize>()
+                        + size::btree_set(&o.scope)
+                        + o.scope.iter().map(size::resource).sum::<usize>()
+                })
+                .sum::<usize>();
+        relations + open + self.pod_buf.capacity()
+    }
+
     /// Feeds one event; emits incidents that open or update.
     pub fn on_event(
         &mut self,
@@ -310,17 +351,21 @@ impl Correlator {
         let n = &e.normalized;
         let t = n.event_time;
         // Relations first: this event may be what tells us where a pod runs.
-        if let Some(c) = n.note.as_deref().and_then(|m| SCHEDULED.captures(m)) {
-            self.pod_node.insert(format!("{}/{}", &c[1], &c[2]), (c[3].to_string(), t));
+        // The literal test first: captures cost more than a search, and nearly no message has it.
+        let scheduled =
+            n.note.as_deref().filter(|m| m.contains("Successfully assigned ")).and_then(|m| SCHEDULED.captures(m));
+        if let Some(c) = scheduled {
+            self.pod_node.insert(pod_key(&format!("{}/{}", &c[1], &c[2])), (c[3].to_string(), t));
             self.oldest_relation = self.oldest_relation.map(|o| o.min(t));
         }
         let mut pod_buf = std::mem::take(&mut self.pod_buf);
         let pod = pod_of(n, &mut pod_buf);
-        if let (Some(p), Some(h)) = (pod, &n.host) {
-            match self.pod_node.get_mut(p) {
+        let pod_h = pod.map(pod_key);
+        if let (Some(p), Some(h)) = (pod_h, &n.host) {
+            match self.pod_node.get_mut(&p) {
                 Some(entry) if entry.0 == *h => entry.1 = entry.1.max(t),
                 _ => {
-                    self.pod_node.insert(p.to_string(), (h.clone(), t));
+                    self.pod_node.insert(p, (h.clone(), t));
                     self.oldest_relation = self.oldest_relation.map(|o| o.min(t));
                 }
             }
@@ -375,7 +420,7 @@ impl Correlator {
                     let detail = Self::detail(n);
                     let node = match rule.relation {
                         Relation::PodOnNode => node_of(n).or_else(|| k.1.strip_prefix("node:").map(str::to_string)),
-                        _ => pod.and_then(|p| self.pod_node.get(p)).map(|(node, _)| node.clone()),
+                        _ => pod_h.and_then(|p| self.pod_node.get(&p)).map(|(node, _)| node.clone()),
                     };
                     let id_src = format!("{cluster}\0{}\0{}", rule.name, e.uid);
                     let id = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(id_src.as_bytes()));
@@ -414,7 +459,7 @@ impl Correlator {
                 if is_cause {
                     node_of(n).or_else(|| n.host.clone()).map(|node| format!("node:{node}"))
                 } else {
-                    pod.and_then(|p| self.pod_node.get(p)).map(|(node, _)| format!("node:{node}"))
+                    pod.and_then(|p| self.pod_node.get(&pod_key(p))).map(|(node, _)| format!("node:{node}"))
                 }
             }
             Relation::SameOwner => pod.map(|p| format!("owner:{}", owner_of_pod(p))),
@@ -490,6 +535,10 @@ impl Correlator {
         let horizon = watermark - 3_600_000_000;
         if self.oldest_relation.is_none_or(|o| horizon > o) {
             self.pod_node.retain(|_, (_, seen)| *seen >= horizon);
+            // A hash table keeps the buckets of its busiest time: give them back once mostly empty.
+            if self.pod_node.capacity() > 4 * self.pod_node.len().max(8) {
+                self.pod_node.shrink_to(2 * self.pod_node.len());
+            }
             self.oldest_relation = Some(self.pod_node.values().map(|(_, seen)| *seen).min().unwrap_or(i64::MAX));
         }
     }

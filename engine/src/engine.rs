@@ -80,7 +80,11 @@ pub struct StateSize {
     pub retained_groups: usize,
     pub repetition_keys: usize,
     pub correlation_entries: usize,
+    /// Bytes of all the above, counted as `crate::size` says: what is really held.
     pub approx_bytes: usize,
+    /// Bytes of the memos (templates by message, rule candidates, correlation reasons): not
+    /// state, as they never change a result and are bounded, but memory the engine holds.
+    pub memo_bytes: usize,
 }
 
 /// Everything the engine remembers, serialisable so a restart can continue where it stopped.
@@ -279,14 +283,18 @@ impl Engine {
 
     pub fn state_size(&self) -> StateSize {
         let mut s = StateSize::default();
-        for c in self.state.clusters.values() {
+        s.approx_bytes += crate::size::btree_map(&self.state.clusters);
+        for (name, c) in &self.state.clusters {
             s.open_groups += c.windows.open_groups();
             s.retained_groups += c.windows.retained_groups();
-            s.approx_bytes += c.windows.approx_bytes();
             s.repetition_keys += c.repetitions.len();
             s.correlation_entries += c.correlator.len();
+            s.approx_bytes += crate::size::string(name)
+                + c.windows.approx_bytes()
+                + c.repetitions.approx_bytes()
+                + c.correlator.approx_bytes();
         }
-        s.approx_bytes += s.repetition_keys * 64 + s.correlation_entries * 128;
+        s.memo_bytes = self.templates.approx_bytes() + self.matches.approx_bytes() + self.reasons.approx_bytes();
         s
     }
 
