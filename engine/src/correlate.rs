@@ -188,14 +188,50 @@ struct Open {
 /// What the correlator remembers, per cluster.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Correlator {
-    /// pod ("ns/name") -> (node, last seen).
+    /// pod (xxh3 of "ns/name", see [`pod_key`]) -> (node, last seen). A hash, as the
+    /// repetition keys are, so the state stays small.
     #[serde(with = "crate::pairs")]
-    pod_node: crate::FastMap<String, (String, i64)>,
+    pod_node: crate::HashedMap<(String, i64)>,
     /// Open incidents and candidates by (rule, relation key).
     #[serde(with = "crate::pairs")]
     open: BTreeMap<(usize, String), Open>,
-    /// Watermark of the last sweep: sweeps run once per second of event time, not per event.
-    swept_at: Option<i64>,
+    /// No incident changes before the watermark reaches this (a lower bound: every change to an
+    /// incident lowers it to that incident's next deadline); `None` when not known, as after a
+    /// restore. Lets `advance` skip the sweep of every incident on nearly every event.
+    #[serde(default)]
+    due: Option<i64>,
+    /// No relation is older than this (a lower bound, `None` when not known), so no sweep of the
+    /// relations is needed until the horizon passes it.
+    #[serde(default)]
+    oldest_relation: Option<i64>,
+    /// Reused to spell a pod's "ns/name" without allocating.
+    #[serde(skip)]
+    pod_buf: String,
+}
+
+/// Which rules' cause and effect reason expressions match a reason, per reason seen: most
+/// events match no rule's reason, and this answers that without running the expressions.
+/// A memo for one rule list: it never changes a result.
+#[derive(Debug, Default)]
+pub struct ReasonMemo {
+    /// Per rule: bit 0 the effect's reason matches, bit 1 the cause's.
+    memo: crate::StrMemo<Box<[u8]>>,
+}
+
+impl ReasonMemo {
+    /// Bytes held, for the report beside the state size.
+    pub fn approx_bytes(&self) -> usize {
+        self.memo.approx_bytes(|v| v.len())
+    }
+
+    fn flags(&mut self, rules: &[CorrelationRule], reason: Option<&str>) -> &[u8] {
+        self.memo.get_or_insert_with(reason.unwrap_or(""), || {
+            rules
+                .iter()
+                .map(|r| r.effect.reason_matches(reason) as u8 | (r.cause.reason_matches(reason) as u8) << 1)
+                .collect()
+        })
+    }
 }
 
 static SCHEDULED: LazyLock<Regex> =
@@ -208,12 +244,33 @@ static POD_HASH: LazyLock<Regex> = LazyLock::new(|| {
 });
 static ORDINAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(.+)-\d+$").unwrap());
 
-fn pod_of(e: &NormalizedEvent) -> Option<String> {
+/// The pod an event is about, as "ns/name", spelt into `buf`.
+fn pod_of<'b>(e: &NormalizedEvent, buf: &'b mut String) -> Option<&'b str> {
     let r = e.regarding.as_ref()?;
     if r.kind.as_deref() != Some("Pod") {
         return None;
     }
-    Some(format!("{}/{}", r.namespace.as_deref().unwrap_or(""), r.name.as_deref()?))
+    let name = r.name.as_deref()?;
+    buf.clear();
+    buf.push_str(r.namespace.as_deref().unwrap_or(""));
+    buf.push('/');
+    buf.push_str(name);
+    Some(buf)
+}
+
+/// The key of a pod ("ns/name") in the pod-to-node relations.
+fn pod_key(pod: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(pod.as_bytes())
+}
+
+/// The watermark at which `advance` next changes `o`: resolved after the quiet period, or a
+/// debounced update of a dirty incident already emitted.
+fn due_of(rule: &CorrelationRule, life: &LifecycleConfig, o: &Open) -> i64 {
+    let resolve = o.updated_at.saturating_add(life.quiet_us.max(rule.max_gap_us));
+    match o.emitted {
+        Some(e) if o.dirty => resolve.min(e.saturating_add(life.debounce_us)),
+        _ => resolve,
+    }
 }
 
 fn node_of(e: &NormalizedEvent) -> Option<String> {
@@ -251,42 +308,85 @@ impl Correlator {
         self.len() == 0
     }
 
+    /// Bytes held, for the state-size report.
+    pub fn approx_bytes(&self) -> usize {
+        use crate::size;
+        let relations =
+            size::hash_map(&self.pod_node) + self.pod_node.values().map(|(n, _)| size::string(n)).sum::<usize>();
+        let open = size::btree_map(&self.open)
+            + self
+                .open
+                .iter()
+                .map(|((_, k), o)| {
+                    size::string(k)
+                        + size::string(&o.id)
+                        + size::string(&o.key)
+                        + size::resource(&o.root)
+                        + size::string(&o.root_reason)
+                        + size::string(&o.detail)
+                        + size::opt_string(&o.node)
+                        + size::opt_string(&o.namespace)
+                        + size::vec(&o.members)
+                        + o.members
+                            .iter()
+                            .map(|m| size::string(&m.uid) + size::string(&m.reason) + size::opt_string(&m.pod))
+                            .sum::<usize>()
+                        + size::btree_set(&o.scope)
+                        + o.scope.iter().map(size::resource).sum::<usize>()
+                })
+                .sum::<usize>();
+        relations + open + self.pod_buf.capacity()
+    }
+
     /// Feeds one event; emits incidents that open or update.
     pub fn on_event(
         &mut self,
         rules: &[CorrelationRule],
         life: &LifecycleConfig,
         cluster: &str,
+        memo: &mut ReasonMemo,
         e: &EventObservation,
         out: &mut Vec<Incident>,
     ) {
         let n = &e.normalized;
         let t = n.event_time;
         // Relations first: this event may be what tells us where a pod runs.
-        if let Some(c) = n.note.as_deref().and_then(|m| SCHEDULED.captures(m)) {
-            self.pod_node.insert(format!("{}/{}", &c[1], &c[2]), (c[3].to_string(), t));
+        // The literal test first: captures cost more than a search, and nearly no message has it.
+        let scheduled =
+            n.note.as_deref().filter(|m| m.contains("Successfully assigned ")).and_then(|m| SCHEDULED.captures(m));
+        if let Some(c) = scheduled {
+            self.pod_node.insert(pod_key(&format!("{}/{}", &c[1], &c[2])), (c[3].to_string(), t));
+            self.oldest_relation = self.oldest_relation.map(|o| o.min(t));
         }
-        let pod = pod_of(n);
-        if let (Some(p), Some(h)) = (&pod, &n.host) {
-            match self.pod_node.get_mut(p) {
+        let mut pod_buf = std::mem::take(&mut self.pod_buf);
+        let pod = pod_of(n, &mut pod_buf);
+        let pod_h = pod.map(pod_key);
+        if let (Some(p), Some(h)) = (pod_h, &n.host) {
+            match self.pod_node.get_mut(&p) {
                 Some(entry) if entry.0 == *h => entry.1 = entry.1.max(t),
                 _ => {
-                    self.pod_node.insert(p.clone(), (h.clone(), t));
+                    self.pod_node.insert(p, (h.clone(), t));
+                    self.oldest_relation = self.oldest_relation.map(|o| o.min(t));
                 }
             }
         }
+        // Most events match no rule's reason: that is known per reason, then the rest is tested.
+        let flags = memo.flags(rules, n.reason.as_deref());
         for (i, rule) in rules.iter().enumerate() {
-            // Most events match no rule's reason: test that first, then the rest.
-            let reason = n.reason.as_deref();
-            let is_effect = rule.effect.reason_matches(reason) && rule.effect.matches(n);
-            let is_cause = rule.cause.reason_matches(reason) && rule.cause.matches(n);
+            let (effect_reason, cause_reason) = (flags[i] & 1 != 0, flags[i] & 2 != 0);
+            let is_effect = effect_reason && rule.effect.matches(n);
+            let is_cause = cause_reason && rule.cause.matches(n);
             if !is_effect && !is_cause {
                 continue;
             }
-            let Some(key) = self.relation_key(rule.relation, n, pod.as_deref(), is_cause) else { continue };
+            let Some(key) = self.relation_key(rule.relation, n, pod, is_cause) else { continue };
             let k = (i, key);
-            let member =
-                Member { uid: e.uid.clone(), time: t, reason: n.reason.clone().unwrap_or_default(), pod: pod.clone() };
+            let member = Member {
+                uid: e.uid.clone(),
+                time: t,
+                reason: n.reason.clone().unwrap_or_default(),
+                pod: pod.map(Into::into),
+            };
             match self.open.get_mut(&k) {
                 Some(o) if t - o.updated_at <= rule.max_gap_us && is_effect => {
                     if o.members.iter().any(|m| m.uid == member.uid && m.time == member.time) {
@@ -299,6 +399,8 @@ impl Correlator {
                     o.updated_at = o.updated_at.max(t);
                     o.dirty = true;
                     Self::maybe_emit(rule, life, cluster, o, t, out);
+                    let due = due_of(rule, life, o);
+                    self.due = self.due.map(|d| d.min(due));
                 }
                 Some(_) if !is_cause => {}
                 _ if is_cause => {
@@ -318,7 +420,7 @@ impl Correlator {
                     let detail = Self::detail(n);
                     let node = match rule.relation {
                         Relation::PodOnNode => node_of(n).or_else(|| k.1.strip_prefix("node:").map(str::to_string)),
-                        _ => pod.as_ref().and_then(|p| self.pod_node.get(p)).map(|(node, _)| node.clone()),
+                        _ => pod_h.and_then(|p| self.pod_node.get(&p)).map(|(node, _)| node.clone()),
                     };
                     let id_src = format!("{cluster}\0{}\0{}", rule.name, e.uid);
                     let id = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(id_src.as_bytes()));
@@ -339,11 +441,14 @@ impl Correlator {
                         dirty: true,
                     };
                     Self::maybe_emit(rule, life, cluster, &mut o, t, out);
+                    let due = due_of(rule, life, &o);
+                    self.due = self.due.map(|d| d.min(due));
                     self.open.insert(k, o);
                 }
                 _ => {}
             }
         }
+        self.pod_buf = pod_buf;
     }
 
     /// The relation key under which cause and effect meet.
@@ -354,7 +459,7 @@ impl Correlator {
                 if is_cause {
                     node_of(n).or_else(|| n.host.clone()).map(|node| format!("node:{node}"))
                 } else {
-                    pod.and_then(|p| self.pod_node.get(p)).map(|(node, _)| format!("node:{node}"))
+                    pod.and_then(|p| self.pod_node.get(&pod_key(p))).map(|(node, _)| format!("node:{node}"))
                 }
             }
             Relation::SameOwner => pod.map(|p| format!("owner:{}", owner_of_pod(p))),
@@ -424,6 +529,30 @@ impl Correlator {
         watermark: i64,
         out: &mut Vec<Incident>,
     ) {
+        if self.due.is_none_or(|d| watermark >= d) {
+            self.sweep(rules, life, cluster, watermark, out);
+        }
+        let horizon = watermark - 3_600_000_000;
+        if self.oldest_relation.is_none_or(|o| horizon > o) {
+            self.pod_node.retain(|_, (_, seen)| *seen >= horizon);
+            // A hash table keeps the buckets of its busiest time: give them back once mostly empty.
+            if self.pod_node.capacity() > 4 * self.pod_node.len().max(8) {
+                self.pod_node.shrink_to(2 * self.pod_node.len());
+            }
+            self.oldest_relation = Some(self.pod_node.values().map(|(_, seen)| *seen).min().unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Emits debounced updates and resolves quiet incidents at `watermark`, then works out when
+    /// the next is due.
+    fn sweep(
+        &mut self,
+        rules: &[CorrelationRule],
+        life: &LifecycleConfig,
+        cluster: &str,
+        watermark: i64,
+        out: &mut Vec<Incident>,
+    ) {
         let mut done = Vec::new();
         for (k, o) in self.open.iter_mut() {
             let rule = &rules[o.rule];
@@ -444,8 +573,7 @@ impl Correlator {
         for k in done {
             self.open.remove(&k);
         }
-        let horizon = watermark - 3_600_000_000;
-        self.pod_node.retain(|_, (_, seen)| *seen >= horizon);
+        self.due = Some(self.open.values().map(|o| due_of(&rules[o.rule], life, o)).min().unwrap_or(i64::MAX));
     }
 
     fn incident(

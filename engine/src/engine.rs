@@ -6,7 +6,7 @@ use kev_schemas::{Aggregate, EnrichedEvent, EventObservation, Heartbeat, Inciden
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{grade, Repetitions};
-use crate::correlate::{default_rules, CorrelationRule, Correlator, LifecycleConfig};
+use crate::correlate::{default_rules, CorrelationRule, Correlator, LifecycleConfig, ReasonMemo};
 use crate::rules::MatchCache;
 use crate::rules::RuleSet;
 use crate::template::TemplateCache;
@@ -80,7 +80,11 @@ pub struct StateSize {
     pub retained_groups: usize,
     pub repetition_keys: usize,
     pub correlation_entries: usize,
+    /// Bytes of all the above, counted as `crate::size` says: what is really held.
     pub approx_bytes: usize,
+    /// Bytes of the memos (templates by message, rule candidates, correlation reasons): not
+    /// state, as they never change a result and are bounded, but memory the engine holds.
+    pub memo_bytes: usize,
 }
 
 /// Everything the engine remembers, serialisable so a restart can continue where it stopped.
@@ -104,28 +108,46 @@ pub struct Engine {
     windows: WindowConfig,
     life: LifecycleConfig,
     rules: RuleSet,
+    /// The longest escalation window of the rules, for the repetition sweep.
+    longest_escalation_us: i64,
     correlations: Vec<CorrelationRule>,
     state: EngineState,
     templates: TemplateCache,
     matches: MatchCache,
+    reasons: ReasonMemo,
+    /// Reused buffers: the bytes a fingerprint hashes, an object's key.
+    scratch: Vec<u8>,
+    object: String,
 }
 
 /// The fingerprint of similar events: cluster, namespace, kind of the regarding object, reason
 /// and message template, hashed to 16 hex digits.
 pub fn fingerprint(cluster: &str, namespace: &str, kind: &str, reason: &str, template: &str) -> String {
-    format!("{:016x}", fingerprint_hash(cluster, namespace, kind, reason, template))
+    crate::hex16(fingerprint_hash(cluster, namespace, kind, reason, template))
 }
 
 /// The fingerprint as a number, as the engine keys its state.
 pub fn fingerprint_hash(cluster: &str, namespace: &str, kind: &str, reason: &str, template: &str) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    fingerprint_hash_in(&mut Vec::new(), cluster, namespace, kind, reason, template)
+}
+
+/// [`fingerprint_hash`] with a buffer to reuse: the parts joined by NUL, hashed in one pass.
+fn fingerprint_hash_in(
+    buf: &mut Vec<u8>,
+    cluster: &str,
+    namespace: &str,
+    kind: &str,
+    reason: &str,
+    template: &str,
+) -> u64 {
+    buf.clear();
     for (i, part) in [cluster, namespace, kind, reason, template].into_iter().enumerate() {
         if i > 0 {
-            h.update(b"\0");
+            buf.push(0);
         }
-        h.update(part.as_bytes());
+        buf.extend_from_slice(part.as_bytes());
     }
-    h.digest()
+    xxhash_rust::xxh3::xxh3_64(buf)
 }
 
 impl Engine {
@@ -136,6 +158,7 @@ impl Engine {
     /// Replaces the shipped correlation rules.
     pub fn with_correlations(mut self, correlations: Vec<CorrelationRule>) -> Self {
         self.correlations = correlations;
+        self.reasons = ReasonMemo::default();
         self
     }
 
@@ -145,15 +168,20 @@ impl Engine {
 
     /// Continues from a saved state.
     pub fn restore(cfg: EngineConfig, rules: RuleSet, state: EngineState) -> Self {
+        let longest = rules.rules.iter().filter_map(|r| r.escalate.as_ref()).map(|e| e.within_us).max();
         Self {
             windows: cfg.windows(),
             life: cfg.lifecycle(),
             cfg,
+            longest_escalation_us: longest.unwrap_or(0),
             rules,
             correlations: default_rules(),
             state,
             templates: TemplateCache::default(),
             matches: MatchCache::default(),
+            reasons: ReasonMemo::default(),
+            scratch: Vec::new(),
+            object: String::new(),
         }
     }
 
@@ -161,96 +189,87 @@ impl Engine {
         &self.state
     }
 
-    /// Processes one raw record read at (partition, offset).
-    pub fn on_record(&mut self, record: &RawRecord, partition: i32, offset: i64, out: &mut Vec<Output>) {
-        match (record.kind, &record.event, &record.heartbeat) {
+    /// Processes one raw record read at (partition, offset). Takes the record: the enriched
+    /// event is made of its strings, moved rather than copied.
+    pub fn on_record(&mut self, record: RawRecord, partition: i32, offset: i64, out: &mut Vec<Output>) {
+        match (record.kind, record.event, &record.heartbeat) {
             (RawKind::Event, Some(e), _) => self.on_event(&record.cluster, e, partition, offset, out),
             (RawKind::Heartbeat, _, Some(h)) => self.on_heartbeat(&record.cluster, h, out),
             _ => {}
         }
     }
 
-    pub fn on_event(
-        &mut self,
-        cluster: &str,
-        e: &EventObservation,
-        partition: i32,
-        offset: i64,
-        out: &mut Vec<Output>,
-    ) {
+    /// Processes one event observation. Takes it: the enriched event is made of its strings,
+    /// moved rather than copied.
+    pub fn on_event(&mut self, cluster: &str, e: EventObservation, partition: i32, offset: i64, out: &mut Vec<Output>) {
         let n = &e.normalized;
         let message = n.note.as_deref().unwrap_or("");
         let tmpl = self.templates.template(message);
         let regarding = n.regarding.as_ref();
         let kind = regarding.and_then(|r| r.kind.as_deref());
         let reason = n.reason.as_deref();
-        let fp_hash = fingerprint_hash(
+        let fp_hash = fingerprint_hash_in(
+            &mut self.scratch,
             cluster,
             e.namespace.as_deref().unwrap_or(""),
             kind.unwrap_or(""),
             reason.unwrap_or(""),
             &tmpl,
         );
-        let fp = format!("{fp_hash:016x}");
         let occurrences = if e.verb == WatchVerb::Deleted { 0 } else { e.new_occurrences.max(0) };
         let state = cluster_state(&mut self.state.clusters, cluster);
         let g = grade(&self.rules, &mut self.matches, &mut state.repetitions, cluster, n, occurrences);
-        let object = format!(
-            "{}/{}/{}",
-            kind.unwrap_or(""),
-            regarding.and_then(|r| r.namespace.as_deref()).unwrap_or(""),
-            regarding.and_then(|r| r.name.as_deref()).unwrap_or("")
-        );
         let mut incidents = Vec::new();
-        state.correlator.on_event(&self.correlations, &self.life, cluster, e, &mut incidents);
+        state.correlator.on_event(&self.correlations, &self.life, cluster, &mut self.reasons, &e, &mut incidents);
         let mut late = None;
         if occurrences > 0 {
+            let object = &mut self.object;
+            object.clear();
+            for (i, part) in
+                [kind, regarding.and_then(|r| r.namespace.as_deref()), regarding.and_then(|r| r.name.as_deref())]
+                    .into_iter()
+                    .enumerate()
+            {
+                if i > 0 {
+                    object.push('/');
+                }
+                object.push_str(part.unwrap_or(""));
+            }
             let c = Contribution {
                 fingerprint: fp_hash,
                 event_time: n.event_time,
                 occurrences,
-                object: &object,
+                object,
                 namespace: e.namespace.as_deref(),
                 kind,
                 reason,
                 template: &tmpl,
-                category: &g.category,
+                category: g.category,
                 severity: g.severity,
                 message: n.note.as_deref(),
             };
             late = state.windows.add(cluster, &self.windows, &c);
         }
-        out.push(Output::Enriched(enriched(cluster, e, &g, &fp, &tmpl, partition, offset)));
+        let event_time = n.event_time;
+        out.push(Output::Enriched(enriched(cluster, e, &g, fp_hash, &tmpl, partition, offset)));
         // A late event re-emits its window's aggregate and moves no time forward.
         let was_late = late.is_some();
         out.extend(late.map(Output::Aggregate));
         out.extend(incidents.into_iter().map(Output::Incident));
         if !was_late {
-            self.advance(cluster, n.event_time, out);
+            let (w, l) = (&self.windows, &self.life);
+            advance(state, cluster, w, &self.correlations, l, self.longest_escalation_us, event_time, out);
         }
     }
 
     pub fn on_heartbeat(&mut self, cluster: &str, h: &Heartbeat, out: &mut Vec<Output>) {
         let t = h.producer_time.saturating_mul(1000).max(h.event_time_high.unwrap_or(i64::MIN));
-        self.advance(cluster, t, out);
+        self.advance_cluster(cluster, t, out);
     }
 
-    fn advance(&mut self, cluster: &str, t: i64, out: &mut Vec<Output>) {
-        let wcfg = self.windows;
+    fn advance_cluster(&mut self, cluster: &str, t: i64, out: &mut Vec<Output>) {
         let c = cluster_state(&mut self.state.clusters, cluster);
-        let mut closed = Vec::new();
-        c.windows.advance(cluster, &wcfg, t, &mut closed);
-        out.extend(closed.into_iter().map(Output::Aggregate));
-        let Some(w) = c.windows.watermark(&wcfg) else { return };
-        let mut incidents = Vec::new();
-        let c = self.state.clusters.get_mut(cluster).expect("made above");
-        c.correlator.advance(&self.correlations, &self.life, cluster, w, &mut incidents);
-        out.extend(incidents.into_iter().map(Output::Incident));
-        if c.repetitions_swept_at.is_none_or(|s| w >= s + 10_000_000) {
-            c.repetitions_swept_at = Some(w);
-            let longest = self.rules.rules.iter().filter_map(|r| r.escalate.as_ref()).map(|e| e.within_us).max();
-            c.repetitions.expire(w - longest.unwrap_or(0));
-        }
+        advance(c, cluster, &self.windows, &self.correlations, &self.life, self.longest_escalation_us, t, out);
     }
 
     /// Closes every open window: the end of a bounded replay.
@@ -264,14 +283,18 @@ impl Engine {
 
     pub fn state_size(&self) -> StateSize {
         let mut s = StateSize::default();
-        for c in self.state.clusters.values() {
+        s.approx_bytes += crate::size::btree_map(&self.state.clusters);
+        for (name, c) in &self.state.clusters {
             s.open_groups += c.windows.open_groups();
             s.retained_groups += c.windows.retained_groups();
-            s.approx_bytes += c.windows.approx_bytes();
             s.repetition_keys += c.repetitions.len();
             s.correlation_entries += c.correlator.len();
+            s.approx_bytes += crate::size::string(name)
+                + c.windows.approx_bytes()
+                + c.repetitions.approx_bytes()
+                + c.correlator.approx_bytes();
         }
-        s.approx_bytes += s.repetition_keys * 64 + s.correlation_entries * 128;
+        s.memo_bytes = self.templates.approx_bytes() + self.matches.approx_bytes() + self.reasons.approx_bytes();
         s
     }
 
@@ -295,6 +318,32 @@ impl Engine {
     }
 }
 
+/// Moves a cluster's event time to `t`: closes windows, updates and resolves incidents, forgets
+/// old repetitions.
+#[allow(clippy::too_many_arguments)]
+fn advance(
+    c: &mut ClusterState,
+    cluster: &str,
+    wcfg: &WindowConfig,
+    correlations: &[CorrelationRule],
+    life: &LifecycleConfig,
+    longest_escalation_us: i64,
+    t: i64,
+    out: &mut Vec<Output>,
+) {
+    let mut closed = Vec::new();
+    c.windows.advance(cluster, wcfg, t, &mut closed);
+    out.extend(closed.into_iter().map(Output::Aggregate));
+    let Some(w) = c.windows.watermark(wcfg) else { return };
+    let mut incidents = Vec::new();
+    c.correlator.advance(correlations, life, cluster, w, &mut incidents);
+    out.extend(incidents.into_iter().map(Output::Incident));
+    if c.repetitions_swept_at.is_none_or(|s| w >= s + 10_000_000) {
+        c.repetitions_swept_at = Some(w);
+        c.repetitions.expire(w - longest_escalation_us);
+    }
+}
+
 /// The state of one cluster, made on first use (without allocating the name on every call).
 fn cluster_state<'a>(clusters: &'a mut BTreeMap<String, ClusterState>, cluster: &str) -> &'a mut ClusterState {
     if !clusters.contains_key(cluster) {
@@ -305,31 +354,31 @@ fn cluster_state<'a>(clusters: &'a mut BTreeMap<String, ClusterState>, cluster: 
 
 fn enriched(
     cluster: &str,
-    e: &EventObservation,
+    e: EventObservation,
     g: &crate::classify::Grade,
-    fp: &str,
+    fp: u64,
     tmpl: &str,
     partition: i32,
     offset: i64,
 ) -> EnrichedEvent {
-    let n = &e.normalized;
+    let n = e.normalized;
     EnrichedEvent {
         cluster: cluster.to_string(),
-        uid: e.uid.clone(),
-        resource_version: e.resource_version.clone(),
+        uid: e.uid,
+        resource_version: e.resource_version,
         event_time: n.event_time,
-        namespace: e.namespace.clone(),
-        regarding: n.regarding.clone(),
-        type_: n.type_.clone(),
-        reason: n.reason.clone(),
-        note: n.note.clone(),
-        reporting_controller: n.reporting_controller.clone(),
-        host: n.host.clone(),
+        namespace: e.namespace,
+        regarding: n.regarding,
+        type_: n.type_,
+        reason: n.reason,
+        note: n.note,
+        reporting_controller: n.reporting_controller,
+        host: n.host,
         count: n.count,
         new_occurrences: e.new_occurrences,
         severity: g.severity,
-        category: g.category.clone(),
-        fingerprint: fp.to_string(),
+        category: g.category.to_string(),
+        fingerprint: crate::hex16(fp),
         template: tmpl.to_string(),
         raw_offset: offset,
         raw_partition: partition,

@@ -23,6 +23,143 @@ pub use engine::{Engine, EngineConfig, Output};
 /// on the hot path. Never iterated where order could reach the output.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, xxhash_rust::xxh3::Xxh3Builder>;
 
+/// A HashMap keyed by a u64 that is already a hash (xxh3 of the real key): hashing it again
+/// would only cost time.
+pub(crate) type HashedMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The identity hasher of [`HashedMap`]: the key is a well-mixed 64-bit hash.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys reach here (`write_u64`); anything else still hashes, slowly.
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A memo keyed by text: the xxh3 of the key, hashed once in one pass, picks a short list in
+/// which the key itself is compared, so a collision costs a miss, never a wrong answer. Cleared
+/// when it holds more than `LIMIT` keys, so it stays bounded whatever comes in.
+#[derive(Debug)]
+pub(crate) struct StrMemo<V> {
+    map: HashedMap<Vec<(Box<str>, V)>>,
+    len: usize,
+}
+
+impl<V> Default for StrMemo<V> {
+    fn default() -> Self {
+        Self { map: HashedMap::default(), len: 0 }
+    }
+}
+
+impl<V> StrMemo<V> {
+    const LIMIT: usize = 100_000;
+
+    pub(crate) fn get_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> V) -> &V {
+        let h = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        let hit = self.map.get(&h).and_then(|v| v.iter().position(|(k, _)| **k == *key));
+        let i = match hit {
+            Some(i) => i,
+            None => {
+                if self.len >= Self::LIMIT {
+                    self.map.clear();
+                    self.len = 0;
+                }
+                let v = make();
+                let list = self.map.entry(h).or_default();
+                list.push((key.into(), v));
+                self.len += 1;
+                list.len() - 1
+            }
+        };
+        &self.map[&h][i].1
+    }
+
+    /// Bytes held: the table, the lists and the keys, plus `value_bytes` of each value.
+    pub(crate) fn approx_bytes(&self, value_bytes: impl Fn(&V) -> usize) -> usize {
+        let entry = std::mem::size_of::<(u64, Vec<(Box<str>, V)>)>() + 1;
+        self.map.capacity() * entry
+            + self
+                .map
+                .values()
+                .map(|l| {
+                    l.capacity() * std::mem::size_of::<(Box<str>, V)>()
+                        + l.iter().map(|(k, v)| k.len() + value_bytes(v)).sum::<usize>()
+                })
+                .sum::<usize>()
+    }
+}
+
+/// Sizes of what the engine holds, for its state-size estimate. The estimate counts what is
+/// really held: the size of each value in its collection, the spare capacity of vectors and hash
+/// tables, one control byte per hash bucket, and the heap bytes of every string at its capacity.
+/// What it cannot read from the collections it bounds from what is known: B-tree nodes hold 5 to
+/// 11 entries, so an entry is counted as 3/2 of its size; the allocator's own rounding is left
+/// out.
+pub(crate) mod size {
+    use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+    use std::mem::size_of;
+
+    pub fn string(s: &String) -> usize {
+        s.capacity()
+    }
+
+    pub fn opt_string(s: &Option<String>) -> usize {
+        s.as_ref().map_or(0, string)
+    }
+
+    #[allow(dead_code)]
+    pub fn opt_str(s: &Option<Box<str>>) -> usize {
+        s.as_ref().map_or(0, |s| s.len())
+    }
+
+    pub fn vec<T>(v: &Vec<T>) -> usize {
+        v.capacity() * size_of::<T>()
+    }
+
+    pub fn deque<T>(v: &VecDeque<T>) -> usize {
+        v.capacity() * size_of::<T>()
+    }
+
+    pub fn hash_map<K, V, S>(m: &HashMap<K, V, S>) -> usize {
+        // Buckets are the capacity rounded up to a power of two over the 7/8 load factor.
+        let buckets = if m.capacity() == 0 { 0 } else { (m.capacity() * 8 / 7).next_power_of_two() };
+        buckets * (size_of::<(K, V)>() + 1)
+    }
+
+    pub fn btree_map<K, V>(m: &BTreeMap<K, V>) -> usize {
+        m.len() * size_of::<(K, V)>() * 3 / 2
+    }
+
+    pub fn btree_set<K>(m: &BTreeSet<K>) -> usize {
+        m.len() * size_of::<K>() * 3 / 2
+    }
+
+    pub fn resource(r: &kev_schemas::raw::ResourceRef) -> usize {
+        [&r.kind, &r.namespace, &r.name, &r.uid, &r.api_version, &r.field_path].into_iter().map(opt_string).sum()
+    }
+}
+
+/// A u64 as 16 lower-case hex digits, as `format!("{v:016x}")` writes it, without the
+/// formatting machinery.
+pub(crate) fn hex16(v: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut b = [0u8; 16];
+    for (i, d) in b.iter_mut().enumerate() {
+        *d = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    String::from_utf8(b.to_vec()).expect("hex digits are ASCII")
+}
+
 /// Serde for maps with non-string keys, as a sequence of pairs, so engine state saves as JSON.
 pub(crate) mod pairs {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -45,5 +182,15 @@ pub(crate) mod pairs {
         M: FromIterator<(K, V)>,
     {
         Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex16_writes_what_format_writes() {
+        for v in [0, 1, 0xabc, u64::MAX, 0x3b09580eb34bd979, 1 << 63] {
+            assert_eq!(super::hex16(v), format!("{v:016x}"));
+        }
     }
 }

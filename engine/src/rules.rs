@@ -128,9 +128,16 @@ impl Rule {
 #[derive(Debug, Default)]
 pub struct MatchCache {
     /// Keyed by "type\0reason\0kind\0controller\0".
-    candidates: crate::FastMap<String, Vec<usize>>,
+    candidates: crate::StrMemo<Vec<usize>>,
     /// Reused to build the key without allocating.
     key: String,
+}
+
+impl MatchCache {
+    /// Bytes held, for the report beside the state size.
+    pub fn approx_bytes(&self) -> usize {
+        self.candidates.approx_bytes(|v| v.capacity() * std::mem::size_of::<usize>())
+    }
 }
 
 /// Ordered rules; the first that matches decides.
@@ -231,12 +238,8 @@ impl RuleSet {
             key.push_str(part.unwrap_or(""));
             key.push('\0');
         }
-        if cache.candidates.len() > 100_000 {
-            cache.candidates.clear();
-        }
-        if !cache.candidates.contains_key(key.as_str()) {
-            let found: Vec<usize> = self
-                .rules
+        let candidates = cache.candidates.get_or_insert_with(key, || {
+            self.rules
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| {
@@ -246,10 +249,8 @@ impl RuleSet {
                         && matches(&r.controller, e.reporting_controller.as_deref())
                 })
                 .map(|(i, _)| i)
-                .collect();
-            cache.candidates.insert(key.clone(), found);
-        }
-        let candidates = &cache.candidates[cache.key.as_str()];
+                .collect()
+        });
         candidates.iter().copied().find(|i| matches(&self.rules[*i].message, e.note.as_deref()))
     }
 }

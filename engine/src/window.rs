@@ -90,9 +90,11 @@ impl ClusterWindows {
         self.closed.len()
     }
 
-    /// Rough bytes held, for the state-size report.
+    /// Bytes held, for the state-size report (see `crate::size`).
     pub fn approx_bytes(&self) -> usize {
-        self.open.iter().chain(self.closed.iter()).map(|(_, g)| 16 + g.approx_bytes()).sum()
+        crate::size::btree_map(&self.open)
+            + crate::size::btree_map(&self.closed)
+            + self.open.values().chain(self.closed.values()).map(Group::heap_bytes).sum::<usize>()
     }
 
     /// Adds a contribution; returns an aggregate to emit at once when it was late.
@@ -179,15 +181,16 @@ impl Group {
         }
     }
 
-    fn approx_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.template.len()
+    /// Bytes held outside the group itself.
+    fn heap_bytes(&self) -> usize {
+        self.template.len()
             + self.category.len()
             + self.namespace.as_ref().map_or(0, |s| s.len())
             + self.kind.as_ref().map_or(0, |s| s.len())
             + self.reason.as_ref().map_or(0, |s| s.len())
             + self.sample.as_ref().map_or(0, |s| s.len())
-            + self.objects.iter().map(|(o, _)| o.len() + 24).sum::<usize>()
+            + crate::size::vec(&self.objects)
+            + self.objects.iter().map(|(o, _)| o.len()).sum::<usize>()
     }
 
     fn aggregate(&self, cluster: &str, fingerprint: u64, start: i64, cfg: &WindowConfig) -> Aggregate {
@@ -196,7 +199,7 @@ impl Group {
         let minutes = cfg.size_us as f64 / 60_000_000.0;
         Aggregate {
             cluster: cluster.to_string(),
-            fingerprint: format!("{fingerprint:016x}"),
+            fingerprint: crate::hex16(fingerprint),
             window_start: start,
             window_end: start + cfg.size_us,
             namespace: self.namespace.as_deref().map(str::to_string),

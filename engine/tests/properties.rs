@@ -49,7 +49,7 @@ fn run(input: &[EventObservation]) -> Vec<Output> {
     let mut e = Engine::new(config(), RuleSet::defaults());
     let mut out = Vec::new();
     for (i, o) in input.iter().enumerate() {
-        e.on_event("c", o, 0, i as i64, &mut out);
+        e.on_event("c", o.clone(), 0, i as i64, &mut out);
     }
     e.flush(&mut out);
     out
@@ -89,14 +89,14 @@ proptest! {
         let mut first = Engine::new(config(), RuleSet::defaults());
         let mut out = Vec::new();
         for (i, o) in input[..at].iter().enumerate() {
-            first.on_event("c", o, 0, i as i64, &mut out);
+            first.on_event("c", o.clone(), 0, i as i64, &mut out);
         }
         let saved = serde_json::to_string(first.state()).unwrap();
         drop(first);
         let state: EngineState = serde_json::from_str(&saved).unwrap();
         let mut second = Engine::restore(config(), RuleSet::defaults(), state);
         for (i, o) in input[at..].iter().enumerate() {
-            second.on_event("c", o, 0, (at + i) as i64, &mut out);
+            second.on_event("c", o.clone(), 0, (at + i) as i64, &mut out);
         }
         second.flush(&mut out);
         prop_assert_eq!(out, whole);

@@ -42,7 +42,7 @@ fn run(config: EngineConfig, input: &[(String, EventObservation)]) -> Vec<Output
     let mut engine = Engine::new(config, RuleSet::defaults());
     let mut out = Vec::new();
     for (i, (cluster, o)) in input.iter().enumerate() {
-        engine.on_event(cluster, o, 0, i as i64, &mut out);
+        engine.on_event(cluster, o.clone(), 0, i as i64, &mut out);
     }
     engine.flush(&mut out);
     out
@@ -113,7 +113,7 @@ fn incidents(input: &[(String, EventObservation)]) -> BTreeMap<String, kev_schem
     let mut engine = Engine::new(EngineConfig::default(), RuleSet::defaults());
     let mut out = Vec::new();
     for (i, (cluster, o)) in input.iter().enumerate() {
-        engine.on_event(cluster, o, 0, i as i64, &mut out);
+        engine.on_event(cluster, o.clone(), 0, i as i64, &mut out);
     }
     let mut last = BTreeMap::new();
     for o in out {

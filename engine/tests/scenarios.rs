@@ -37,7 +37,7 @@ fn run(events: &[Ev]) -> (Vec<Incident>, Vec<Output>) {
     let mut engine = Engine::new(EngineConfig::default(), RuleSet::defaults());
     let mut out = Vec::new();
     for (i, e) in events.iter().enumerate() {
-        engine.on_event("lab", &obs(i, e), 0, i as i64, &mut out);
+        engine.on_event("lab", obs(i, e), 0, i as i64, &mut out);
     }
     // An hour later, a heartbeat: quiet incidents resolve.
     let hb = kev_schemas::Heartbeat {

@@ -53,7 +53,7 @@ impl PartitionEngine {
     pub fn apply(&mut self, decoded: Decoded, offset: i64, out: &mut Vec<Record>) {
         match decoded {
             Decoded::Raw(r) => {
-                self.engine.on_record(&r, self.partition, offset, &mut self.scratch);
+                self.engine.on_record(r, self.partition, offset, &mut self.scratch);
                 out.extend(self.scratch.drain(..).map(Record::Engine));
             }
             Decoded::Dead(d) => out.push(Record::Dead(d)),
