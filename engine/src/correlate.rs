@@ -576,6 +576,16 @@ impl Correlator {
         self.due = Some(self.open.values().map(|o| due_of(&rules[o.rule], life, o)).min().unwrap_or(i64::MAX));
     }
 
+    /// The incidents emitted as open and not yet resolved, as their newest record would say,
+    /// in key order: what an alerter taking over after a restart must keep firing.
+    pub fn open_incidents(&self, rules: &[CorrelationRule], cluster: &str) -> Vec<Incident> {
+        self.open
+            .values()
+            .filter(|o| o.emitted.is_some())
+            .filter_map(|o| Some(Self::incident(rules.get(o.rule)?, cluster, o, IncidentStatus::Updated, None)))
+            .collect()
+    }
+
     fn incident(
         rule: &CorrelationRule,
         cluster: &str,

@@ -312,6 +312,13 @@ impl Engine {
         self.state.clusters.values().filter_map(|s| s.windows.newest()).max()
     }
 
+    /// Every incident emitted as open and not resolved yet, by cluster then key. Not an
+    /// output: the live enricher hands them to the alerter after taking over a partition, so
+    /// that alerts of incidents opened before a restart keep firing.
+    pub fn open_incidents(&self) -> Vec<kev_schemas::Incident> {
+        self.state.clusters.iter().flat_map(|(name, c)| c.correlator.open_incidents(&self.correlations, name)).collect()
+    }
+
     /// Late events handled (re-emitted) and too late to handle, over all clusters.
     pub fn late_counts(&self) -> (i64, i64) {
         self.state.clusters.values().fold((0, 0), |(l, t), c| (l + c.windows.late, t + c.windows.too_late))

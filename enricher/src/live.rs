@@ -309,6 +309,11 @@ pub async fn run(
                 else {
                     break;
                 };
+                // Alerts of incidents opened before this member took the partition (a restart,
+                // a rebalance) keep firing; Alertmanager would time them out otherwise.
+                if let Some(a) = &emitter.alerts {
+                    pe.engine().open_incidents().iter().for_each(|i| a.send(i));
+                }
                 shared.lock().insert(p, pe);
             }
             let expected = shared.lock().get(&p).map(|pe| pe.next_offset).unwrap_or(offset);

@@ -214,9 +214,12 @@ impl Alertmanager {
     async fn start() -> Alertmanager {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("alertmanager.yml");
+        // A short resolve_timeout: an alert not re-sent within 5 s ends, so the test sees
+        // whether kev keeps its open incidents' alerts alive.
         std::fs::write(
             &config,
-            "route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\nreceivers:\n  - name: none\n",
+            "global:\n  resolve_timeout: 5s\nroute:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\n\
+             receivers:\n  - name: none\n",
         )
         .unwrap();
         let port = kev_tests::broker::free_port();
@@ -295,6 +298,7 @@ async fn open_incidents_fire_in_alertmanager_and_resolved_ones_stop() {
     let mut s = setup().await;
     s.cfg.alerting.alertmanager_url = Some(am.url.clone());
     s.cfg.alerting.labels = BTreeMap::from([("team".to_string(), "platform".to_string())]);
+    s.cfg.alerting.resend_interval_ms = 1_000;
     let wanted = |i: &Incident| i.severity >= Severity::Warning && i.status != IncidentStatus::Resolved;
 
     // The first 60% (in event time) of a must-gather of 2021-08-03: it ends in the middle of
@@ -325,6 +329,19 @@ async fn open_incidents_fire_in_alertmanager_and_resolved_ones_stop() {
         assert!(labels.get("scope").is_some() && labels.get("namespace").is_some(), "{labels}");
         assert_eq!(alert["annotations"]["summary"], i.summary.as_str());
     }
+
+    // The enricher restarts: the new process knows the open incidents only from the state it
+    // rebuilds when it takes the partition over (on the next raw record: here the producer's
+    // heartbeat, as every few seconds in production), and keeps their alerts firing past
+    // Alertmanager's resolve_timeout.
+    stop.cancel();
+    h.await.unwrap();
+    let (stop, h) = start_alerting(&s);
+    publish(&s, "ocp", &[part.to_str().unwrap()]).await;
+    wait_caught_up(&s.cfg, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after_restart: BTreeSet<String> = am.active().await.into_keys().collect();
+    assert_eq!(after_restart, open, "the open incidents' alerts outlive a restart");
 
     // A month later on the same cluster: event time moves past every quiet period, so the
     // incidents of August resolve, and their alerts stop firing.
