@@ -200,6 +200,12 @@ async fn routes_carry_exactly_the_matching_records() {
     }
     assert!(expected > 50, "{expected}");
     assert_eq!(routed_events.values().map(Vec::len).sum::<usize>(), expected);
+    println!(
+        "routes: {} of {} incident records, {expected} of {} enriched events",
+        severe.len(),
+        counts(&all)[&Stream::Incidents],
+        counts(&all)[&Stream::Enriched]
+    );
     s.cancel.cancel();
 }
 
