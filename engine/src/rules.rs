@@ -60,9 +60,11 @@ struct RuleSpec {
     escalate: Option<EscalateSpec>,
 }
 
-#[derive(Deserialize, Clone, Copy)]
+/// A severity as configuration files spell it (`info`, `warning`, `error`, `critical`): the
+/// rules here, the enricher's routes and alerting there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-enum SeverityName {
+pub enum SeverityName {
     Info,
     Warning,
     Error,

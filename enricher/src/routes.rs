@@ -7,6 +7,7 @@
 //! sent before the input offsets are committed, like every output, so routes get the same
 //! effectively-once guarantee and a postmortem replay routes the same records.
 
+pub use kev_engine::rules::SeverityName;
 use kev_engine::Output;
 use kev_schemas::Severity;
 use regex::Regex;
@@ -55,26 +56,6 @@ impl RoutedStream {
             RoutedStream::Enriched => Stream::Enriched,
             RoutedStream::Aggregates => Stream::Aggregates,
             RoutedStream::Incidents => Stream::Incidents,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SeverityName {
-    Info,
-    Warning,
-    Error,
-    Critical,
-}
-
-impl From<SeverityName> for Severity {
-    fn from(s: SeverityName) -> Self {
-        match s {
-            SeverityName::Info => Severity::Info,
-            SeverityName::Warning => Severity::Warning,
-            SeverityName::Error => Severity::Error,
-            SeverityName::Critical => Severity::Critical,
         }
     }
 }
