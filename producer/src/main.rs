@@ -84,6 +84,9 @@ async fn main() -> anyhow::Result<()> {
     if !kev_common::kafka::check_connection(&cfg.kafka, std::time::Duration::from_secs(10)).await? {
         tracing::warn!(servers = %cfg.kafka.bootstrap_servers, "Kafka has not answered yet; retrying in the background");
     }
+    if !cfg.registry.check_access().await? {
+        tracing::warn!(url = %cfg.registry.url, "the Schema Registry has not answered yet; retrying when needed");
+    }
 
     match cli.command {
         Command::Watch => {

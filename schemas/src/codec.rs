@@ -131,6 +131,41 @@ impl RegistrySettings {
         Ok(RegistryAuth { basic: self.username.clone().map(|u| (u, password)), bearer: None, ca_pem })
     }
 
+    /// Checks at start that the registry accepts these credentials and its certificate is
+    /// trusted, so that a wrong password ends the process with a message instead of retrying
+    /// forever. `Ok(false)` when it cannot be reached (it may be starting; callers retry later
+    /// as for any unavailable registry); an error when it answers 401/403 or TLS fails.
+    pub async fn check_access(&self) -> Result<bool, CodecError> {
+        let auth = self.auth().map_err(|e| {
+            CodecError::RegistryRefused(format!("registry.password_file or ca_file cannot be read: {e}"))
+        })?;
+        let mut client = reqwest::Client::builder().timeout(Duration::from_millis(self.timeout_ms)).no_proxy();
+        if let Some(pem) = &auth.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| CodecError::RegistryRefused(format!("registry.ca_file is not PEM: {e}")))?;
+            client = client.tls_certs_merge(certs);
+        }
+        let client = client.build().map_err(|e| CodecError::RegistryRefused(e.to_string()))?;
+        let mut request = client.get(format!("{}/subjects", self.url.trim_end_matches('/')));
+        if let Some((user, password)) = &auth.basic {
+            request = request.basic_auth(user, password.as_deref());
+        }
+        match request.send().await {
+            Ok(r) if matches!(r.status().as_u16(), 401 | 403) => Err(CodecError::RegistryRefused(format!(
+                "Schema Registry at {} refused the credentials ({}); check registry.username and the password",
+                self.url,
+                r.status()
+            ))),
+            Ok(_) => Ok(true),
+            // A certificate the client does not trust fails the connection: say so, it will not pass.
+            Err(e) if format!("{e:?}").contains("certificate") => Err(CodecError::RegistryRefused(format!(
+                "TLS with the Schema Registry at {} failed ({e:?}); check registry.ca_file",
+                self.url
+            ))),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// A codec for this registry.
     pub fn codec(&self) -> Result<Codec, CodecError> {
         let auth = self.auth().map_err(|e| {

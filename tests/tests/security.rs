@@ -2,7 +2,8 @@
 //! SASL/SCRAM-SHA-512 (a tansu broker with `--authentication`, behind the TLS proxy of
 //! `kev_tests::tls`, since tansu 0.6.0 speaks plaintext only), the Schema Registry test double
 //! over HTTPS with basic auth, a CA made by the test. Credentials come from files (a mounted
-//! Secret) and an environment variable, and must never show in logs or metrics.
+//! Secret) and an environment variable, and must never show in logs or metrics. A wrong
+//! password for either, or an untrusted CA, ends each binary at once with the reason.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,11 @@ impl Secure {
 
     /// A configuration file for either binary; `ca` names the CA file Kafka clients trust.
     fn config(&self, name: &str, ca: &str) -> PathBuf {
+        self.config_with(name, ca, "")
+    }
+
+    /// The same, with `registry_extra` lines added to the `[registry]` table.
+    fn config_with(&self, name: &str, ca: &str, registry_extra: &str) -> PathBuf {
         let text = format!(
             r#"
 [kafka]
@@ -93,6 +99,7 @@ secret_properties_dir = "{secret}"
 url = "{registry}"
 username = "{REGISTRY_USER}"
 ca_file = "{registry_ca}"
+{registry_extra}
 
 [http]
 listen = "127.0.0.1:0"
@@ -223,16 +230,27 @@ async fn both_binaries_work_over_tls_and_scram_and_never_print_a_secret() {
 async fn a_wrong_password_or_an_untrusted_ca_ends_the_process_with_the_reason() {
     let s = secure().await;
     let dump = data::dir().join("sbctl.jsonl.gz");
+    // The registry password from a file wins over the (right) one in the environment.
+    std::fs::write(s.path("wrong-registry-password"), "not-the-registry-password").unwrap();
+    let registry_extra = format!("password_file = \"{}\"", s.path("wrong-registry-password").display());
+    let wrong_registry = s.config_with("wrong-registry.toml", "ca.pem", &registry_extra);
     let untrusted = s.config("untrusted.toml", "other-ca.pem");
-    std::fs::write(s.path("kafka-secret").join("sasl.password"), "not-the-password").unwrap();
     let wrong_password = s.config("wrong-password.toml", "ca.pem");
-    for (config, expected) in [(&untrusted, "TLS with Kafka"), (&wrong_password, "refused the credentials")] {
+    let cases = [
+        (&wrong_registry, "Schema Registry at https://127.0.0.1", "refused the credentials"),
+        (&untrusted, "TLS with Kafka", "certificate verify failed"),
+        (&wrong_password, "Kafka at 127.0.0.1", "refused the credentials"),
+    ];
+    for (config, expected, reason) in cases {
+        if config == &wrong_password {
+            std::fs::write(s.path("kafka-secret").join("sasl.password"), "not-the-password").unwrap();
+        }
         for (binary, args) in [("kev-producer", vec!["replay", dump.to_str().unwrap()]), ("kev-enricher", vec!["run"])]
         {
             let (out, took) = run(binary, config, &args, Duration::from_secs(60));
             let log = text(&out);
             assert!(!out.status.success(), "{binary} with {}: {log}", config.display());
-            assert!(log.contains(expected), "{binary}: expected {expected:?} in:\n{log}");
+            assert!(log.contains(expected) && log.contains(reason), "{binary}: expected {expected:?} in:\n{log}");
             assert!(took < Duration::from_secs(30), "{binary} took {took:?} to give up");
             assert_no_secret(binary, &log);
             println!(
