@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{grade, Repetitions};
 use crate::correlate::{default_rules, CorrelationRule, Correlator, LifecycleConfig, ReasonMemo};
+use crate::intern::Interner;
 use crate::rules::MatchCache;
 use crate::rules::RuleSet;
 use crate::template::TemplateCache;
@@ -115,6 +116,8 @@ pub struct Engine {
     templates: TemplateCache,
     matches: MatchCache,
     reasons: ReasonMemo,
+    /// The strings the state holds, shared by every cluster.
+    strings: Interner,
     /// Reused buffers: the bytes a fingerprint hashes, an object's key.
     scratch: Vec<u8>,
     object: String,
@@ -167,7 +170,12 @@ impl Engine {
     }
 
     /// Continues from a saved state.
-    pub fn restore(cfg: EngineConfig, rules: RuleSet, state: EngineState) -> Self {
+    pub fn restore(cfg: EngineConfig, rules: RuleSet, mut state: EngineState) -> Self {
+        // A restored state's strings are its own: share them as a running engine does.
+        let mut strings = Interner::default();
+        for c in state.clusters.values_mut() {
+            c.windows.adopt_strings(&mut strings);
+        }
         let longest = rules.rules.iter().filter_map(|r| r.escalate.as_ref()).map(|e| e.within_us).max();
         Self {
             windows: cfg.windows(),
@@ -180,6 +188,7 @@ impl Engine {
             templates: TemplateCache::default(),
             matches: MatchCache::default(),
             reasons: ReasonMemo::default(),
+            strings,
             scratch: Vec::new(),
             object: String::new(),
         }
@@ -248,7 +257,7 @@ impl Engine {
                 severity: g.severity,
                 message: n.note.as_deref(),
             };
-            late = state.windows.add(cluster, &self.windows, &c);
+            late = state.windows.add(cluster, &self.windows, &mut self.strings, &c);
         }
         let event_time = n.event_time;
         out.push(Output::Enriched(enriched(cluster, e, &g, fp_hash, &tmpl, partition, offset)));
@@ -257,8 +266,8 @@ impl Engine {
         out.extend(late.map(Output::Aggregate));
         out.extend(incidents.into_iter().map(Output::Incident));
         if !was_late {
-            let (w, l) = (&self.windows, &self.life);
-            advance(state, cluster, w, &self.correlations, l, self.longest_escalation_us, event_time, out);
+            let (w, l, s) = (&self.windows, &self.life, &mut self.strings);
+            advance(state, cluster, w, s, &self.correlations, l, self.longest_escalation_us, event_time, out);
         }
     }
 
@@ -269,7 +278,8 @@ impl Engine {
 
     fn advance_cluster(&mut self, cluster: &str, t: i64, out: &mut Vec<Output>) {
         let c = cluster_state(&mut self.state.clusters, cluster);
-        advance(c, cluster, &self.windows, &self.correlations, &self.life, self.longest_escalation_us, t, out);
+        let (w, s) = (&self.windows, &mut self.strings);
+        advance(c, cluster, w, s, &self.correlations, &self.life, self.longest_escalation_us, t, out);
     }
 
     /// Closes every open window: the end of a bounded replay.
@@ -283,7 +293,8 @@ impl Engine {
 
     pub fn state_size(&self) -> StateSize {
         let mut s = StateSize::default();
-        s.approx_bytes += crate::size::btree_map(&self.state.clusters);
+        // The shared strings once, however many hold them.
+        s.approx_bytes += crate::size::btree_map(&self.state.clusters) + self.strings.approx_bytes();
         for (name, c) in &self.state.clusters {
             s.open_groups += c.windows.open_groups();
             s.retained_groups += c.windows.retained_groups();
@@ -325,6 +336,7 @@ fn advance(
     c: &mut ClusterState,
     cluster: &str,
     wcfg: &WindowConfig,
+    strings: &mut Interner,
     correlations: &[CorrelationRule],
     life: &LifecycleConfig,
     longest_escalation_us: i64,
@@ -332,7 +344,7 @@ fn advance(
     out: &mut Vec<Output>,
 ) {
     let mut closed = Vec::new();
-    c.windows.advance(cluster, wcfg, t, &mut closed);
+    c.windows.advance(cluster, wcfg, strings, t, &mut closed);
     out.extend(closed.into_iter().map(Output::Aggregate));
     let Some(w) = c.windows.watermark(wcfg) else { return };
     let mut incidents = Vec::new();

@@ -13,6 +13,7 @@
 pub mod classify;
 pub mod correlate;
 pub mod engine;
+mod intern;
 pub mod rules;
 pub mod template;
 pub mod window;
@@ -134,6 +135,11 @@ pub(crate) mod size {
         // Buckets are the capacity rounded up to a power of two over the 7/8 load factor.
         let buckets = if m.capacity() == 0 { 0 } else { (m.capacity() * 8 / 7).next_power_of_two() };
         buckets * (size_of::<(K, V)>() + 1)
+    }
+
+    pub fn hash_set<K, S>(m: &std::collections::HashSet<K, S>) -> usize {
+        let buckets = if m.capacity() == 0 { 0 } else { (m.capacity() * 8 / 7).next_power_of_two() };
+        buckets * (size_of::<K>() + 1)
     }
 
     pub fn btree_map<K, V>(m: &BTreeMap<K, V>) -> usize {
