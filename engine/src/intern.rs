@@ -10,10 +10,76 @@
 //!
 //! Nothing here changes a result: a string is the same text wherever it is held.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+/// A shared string behind one pointer, where an `Arc<str>` takes two: what holds many names
+/// (a window's objects) stays small. Compares, orders and hashes as its text.
+#[derive(Clone)]
+pub(crate) struct Text(Arc<Box<str>>);
+
+impl Text {
+    pub fn new(s: &str) -> Self {
+        Text(Arc::new(s.into()))
+    }
+
+    fn holders(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
+    fn is(&self, other: &Text) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Text {}
+
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+impl PartialOrd for Text {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Text {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
 
 /// What every window of one fingerprint (and category) says alike.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -98,7 +164,7 @@ const MIN_SWEEP: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
-    strs: HashSet<Arc<str>, xxhash_rust::xxh3::Xxh3Builder>,
+    strs: HashSet<Text, xxhash_rust::xxh3::Xxh3Builder>,
     /// Metas by the hash of their parts; the list is compared part by part, so a collision
     /// costs a longer list, never a wrong answer.
     metas: crate::HashedMap<Vec<Arc<Meta>>>,
@@ -109,19 +175,19 @@ pub(crate) struct Interner {
 
 impl Interner {
     /// The shared copy of `s`.
-    pub fn str(&mut self, s: &str) -> Arc<str> {
+    pub fn str(&mut self, s: &str) -> Text {
         if let Some(a) = self.strs.get(s) {
             return a.clone();
         }
         self.maybe_sweep();
-        let a: Arc<str> = Arc::from(s);
+        let a = Text::new(s);
         self.strs.insert(a.clone());
         a
     }
 
     /// The shared copy of an `Arc` made elsewhere (a restored state): the interner's own when it
     /// has the text, else this one, which it then keeps.
-    pub fn adopt(&mut self, a: &mut Arc<str>) {
+    pub fn adopt(&mut self, a: &mut Text) {
         match self.strs.get(&**a) {
             Some(mine) => *a = mine.clone(),
             None => {
@@ -131,8 +197,8 @@ impl Interner {
     }
 
     /// Gives back a string its holder is about to drop: forgets it when nobody else holds it.
-    pub fn release(&mut self, a: &Arc<str>) {
-        if Arc::strong_count(a) == 2 && self.strs.get(&**a).is_some_and(|mine| Arc::ptr_eq(mine, a)) {
+    pub fn release(&mut self, a: &Text) {
+        if a.holders() == 2 && self.strs.get(&**a).is_some_and(|mine| mine.is(a)) {
             self.strs.remove(&**a);
             shrink(&mut self.strs);
         }
@@ -182,7 +248,7 @@ impl Interner {
         if self.strs.len() + self.metas_len < self.sweep_at.max(MIN_SWEEP) {
             return;
         }
-        self.strs.retain(|a| Arc::strong_count(a) > 1);
+        self.strs.retain(|a| a.holders() > 1);
         shrink(&mut self.strs);
         self.metas.retain(|_, l| {
             l.retain(|a| Arc::strong_count(a) > 1);
@@ -199,7 +265,7 @@ impl Interner {
         use std::mem::size_of;
         let counts = 2 * size_of::<usize>();
         crate::size::hash_set(&self.strs)
-            + self.strs.iter().map(|s| counts + s.len()).sum::<usize>()
+            + self.strs.iter().map(|s| counts + size_of::<Box<str>>() + s.len()).sum::<usize>()
             + crate::size::hash_map(&self.metas)
             + self
                 .metas
@@ -262,7 +328,7 @@ mod tests {
         let mut i = Interner::default();
         let a = i.str("web-1");
         let b = i.str("web-1");
-        assert!(Arc::ptr_eq(&a, &b));
+        assert!(a.is(&b));
         i.release(&a);
         drop(a);
         assert_eq!(i.len(), 1, "b still holds it");
@@ -274,13 +340,13 @@ mod tests {
     #[test]
     fn a_sweep_drops_what_only_the_interner_holds() {
         let mut i = Interner::default();
-        let kept: Vec<Arc<str>> = (0..10).map(|n| i.str(&format!("kept-{n}"))).collect();
+        let kept: Vec<Text> = (0..10).map(|n| i.str(&format!("kept-{n}"))).collect();
         for n in 0..5000 {
             drop(i.str(&format!("gone-{n}")));
         }
         assert!(i.len() < 3 * MIN_SWEEP, "{}", i.len());
         for k in &kept {
-            assert!(Arc::ptr_eq(k, &i.str(k)));
+            assert!(k.is(&i.str(k)));
         }
     }
 

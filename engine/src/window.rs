@@ -8,13 +8,13 @@
 //! ends with the corrected value. Later than that it is counted in `too_late` (the enriched
 //! event itself is still emitted).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kev_schemas::{Aggregate, Severity};
 use serde::{Deserialize, Serialize};
 
-use crate::intern::{Interner, Meta, MetaRef};
+use crate::intern::{Interner, Meta, MetaRef, Text};
+use crate::sorted::SortedVec;
 
 /// Window settings, in microseconds.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -48,9 +48,9 @@ pub struct Contribution<'a> {
 struct Group {
     /// Namespace, kind, reason, template and category: alike in every window of a fingerprint.
     meta: Arc<Meta>,
-    sample: Option<Arc<str>>,
+    sample: Option<Text>,
     /// (object, occurrences), sorted by object.
-    objects: Vec<(Arc<str>, i64)>,
+    objects: Vec<(Text, i64)>,
     count: i64,
     first: i64,
     last: i64,
@@ -85,8 +85,8 @@ impl From<GroupRepr> for Group {
                 template: r.template,
                 category: r.category,
             }),
-            sample: r.sample.map(Arc::from),
-            objects: r.objects.into_iter().map(|(o, n)| (Arc::from(o), n)).collect(),
+            sample: r.sample.as_deref().map(Text::new),
+            objects: r.objects.iter().map(|(o, n)| (Text::new(o), *n)).collect(),
             count: r.count,
             first: r.first,
             last: r.last,
@@ -121,13 +121,11 @@ impl From<Group> for GroupRepr {
 pub struct ClusterWindows {
     /// Newest event or heartbeat time seen.
     high: Option<i64>,
-    /// Open windows by (start, fingerprint): BTreeMap so closing and output order are
+    /// Open windows by (start, fingerprint), in key order so closing and output order are
     /// deterministic.
-    #[serde(with = "crate::pairs")]
-    open: BTreeMap<(i64, u64), Group>,
+    open: SortedVec<(i64, u64), Group>,
     /// Closed windows kept for late events, by (start, fingerprint).
-    #[serde(with = "crate::pairs")]
-    closed: BTreeMap<(i64, u64), Group>,
+    closed: SortedVec<(i64, u64), Group>,
     pub too_late: i64,
     pub late: i64,
 }
@@ -153,8 +151,8 @@ impl ClusterWindows {
     /// Bytes held, for the state-size report (see `crate::size`); the shared strings are
     /// counted once, in the [`Interner`].
     pub fn approx_bytes(&self) -> usize {
-        crate::size::btree_map(&self.open)
-            + crate::size::btree_map(&self.closed)
+        self.open.approx_bytes()
+            + self.closed.approx_bytes()
             + self.open.values().chain(self.closed.values()).map(Group::heap_bytes).sum::<usize>()
     }
 
@@ -183,7 +181,7 @@ impl ClusterWindows {
         let key = (start, c.fingerprint);
         let closed_already = self.watermark(cfg).is_some_and(|w| start + cfg.size_us <= w);
         if !closed_already {
-            self.open.entry(key).or_insert_with(|| Group::new(strings, c)).add(strings, c);
+            self.open.get_or_insert_with(key, || Group::new(strings, c)).add(strings, c);
             return None;
         }
         let horizon = self.watermark(cfg).unwrap_or(i64::MIN) - cfg.late_retention_us;
@@ -192,7 +190,7 @@ impl ClusterWindows {
             return None;
         }
         self.late += 1;
-        let g = self.closed.entry(key).or_insert_with(|| Group::new(strings, c));
+        let g = self.closed.get_or_insert_with(key, || Group::new(strings, c));
         g.add(strings, c);
         g.late += 1;
         Some(g.aggregate(cluster, key.1, key.0, cfg))
@@ -213,21 +211,16 @@ impl ClusterWindows {
         }
         self.high = Some(t);
         let w = t - cfg.lateness_us;
-        while let Some(entry) = self.open.first_entry() {
-            if entry.key().0 + cfg.size_us > w {
-                break;
-            }
-            let ((start, fp), g) = entry.remove_entry();
-            out.push(g.aggregate(cluster, fp, start, cfg));
-            self.closed.insert((start, fp), g);
-        }
+        let closed = &mut self.closed;
+        self.open.remove_front_while(
+            |(start, _)| start + cfg.size_us <= w,
+            |((start, fp), g)| {
+                out.push(g.aggregate(cluster, fp, start, cfg));
+                closed.insert((start, fp), g);
+            },
+        );
         let horizon = w - cfg.late_retention_us;
-        while let Some(entry) = self.closed.first_entry() {
-            if entry.key().0 + cfg.size_us > horizon {
-                break;
-            }
-            entry.remove().release(strings);
-        }
+        self.closed.remove_front_while(|(start, _)| start + cfg.size_us <= horizon, |(_, g)| g.release(strings));
     }
 
     /// Closes every open window (end of a bounded replay).
@@ -294,7 +287,7 @@ impl Group {
     }
 
     fn aggregate(&self, cluster: &str, fingerprint: u64, start: i64, cfg: &WindowConfig) -> Aggregate {
-        let mut top: Vec<&(Arc<str>, i64)> = self.objects.iter().collect();
+        let mut top: Vec<&(Text, i64)> = self.objects.iter().collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let m = &*self.meta;
         let minutes = cfg.size_us as f64 / 60_000_000.0;
