@@ -175,6 +175,7 @@ impl Engine {
         let mut strings = Interner::default();
         for c in state.clusters.values_mut() {
             c.windows.adopt_strings(&mut strings);
+            c.correlator.adopt_strings(&mut strings);
         }
         let longest = rules.rules.iter().filter_map(|r| r.escalate.as_ref()).map(|e| e.within_us).max();
         Self {
@@ -229,7 +230,8 @@ impl Engine {
         let state = cluster_state(&mut self.state.clusters, cluster);
         let g = grade(&self.rules, &mut self.matches, &mut state.repetitions, cluster, n, occurrences);
         let mut incidents = Vec::new();
-        state.correlator.on_event(&self.correlations, &self.life, cluster, &mut self.reasons, &e, &mut incidents);
+        let (rules, life, strings) = (&self.correlations, &self.life, &mut self.strings);
+        state.correlator.on_event(rules, life, cluster, &mut self.reasons, strings, &e, &mut incidents);
         let mut late = None;
         if occurrences > 0 {
             let object = &mut self.object;
@@ -348,7 +350,7 @@ fn advance(
     out.extend(closed.into_iter().map(Output::Aggregate));
     let Some(w) = c.windows.watermark(wcfg) else { return };
     let mut incidents = Vec::new();
-    c.correlator.advance(correlations, life, cluster, w, &mut incidents);
+    c.correlator.advance(correlations, life, cluster, strings, w, &mut incidents);
     out.extend(incidents.into_iter().map(Output::Incident));
     if c.repetitions_swept_at.is_none_or(|s| w >= s + 10_000_000) {
         c.repetitions_swept_at = Some(w);

@@ -75,6 +75,20 @@ impl Ord for Text {
     }
 }
 
+/// Saved as its text.
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
+
+/// Read as its own copy: [`Interner::adopt`] shares it.
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Text(Arc::new(String::deserialize(d)?.into_boxed_str())))
+    }
+}
+
 impl std::fmt::Debug for Text {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         (**self).fmt(f)
@@ -196,12 +210,19 @@ impl Interner {
         }
     }
 
-    /// Gives back a string its holder is about to drop: forgets it when nobody else holds it.
-    pub fn release(&mut self, a: &Text) {
-        if a.holders() == 2 && self.strs.get(&**a).is_some_and(|mine| mine.is(a)) {
-            self.strs.remove(&**a);
+    /// Takes back a string its holder drops: forgets it when nobody else holds it. A holder
+    /// of several copies (an incident holds its root in its scope too) gives them back one by
+    /// one, each dropped before the next is looked at, so the last one counts right.
+    pub fn release(&mut self, a: Text) {
+        if a.holders() == 2 && self.strs.get(&*a).is_some_and(|mine| mine.is(&a)) {
+            self.strs.remove(&*a);
             shrink(&mut self.strs);
         }
+    }
+
+    /// [`Interner::release`] of each.
+    pub fn release_all(&mut self, texts: impl IntoIterator<Item = Text>) {
+        texts.into_iter().for_each(|t| self.release(t));
     }
 
     pub fn meta(&mut self, m: MetaRef) -> Arc<Meta> {
@@ -229,13 +250,13 @@ impl Interner {
         }
     }
 
-    pub fn release_meta(&mut self, a: &Arc<Meta>) {
-        if Arc::strong_count(a) != 2 {
+    pub fn release_meta(&mut self, a: Arc<Meta>) {
+        if Arc::strong_count(&a) != 2 {
             return;
         }
         let h = a.as_ref().as_ref().hash();
         let Some(list) = self.metas.get_mut(&h) else { return };
-        let Some(i) = list.iter().position(|x| Arc::ptr_eq(x, a)) else { return };
+        let Some(i) = list.iter().position(|x| Arc::ptr_eq(x, &a)) else { return };
         list.swap_remove(i);
         self.metas_len -= 1;
         if list.is_empty() {
@@ -329,11 +350,9 @@ mod tests {
         let a = i.str("web-1");
         let b = i.str("web-1");
         assert!(a.is(&b));
-        i.release(&a);
-        drop(a);
+        i.release(a);
         assert_eq!(i.len(), 1, "b still holds it");
-        i.release(&b);
-        drop(b);
+        i.release(b);
         assert_eq!(i.len(), 0);
     }
 
@@ -358,8 +377,7 @@ mod tests {
         let (a, b) = (i.meta(m), i.meta(n));
         assert!(!Arc::ptr_eq(&a, &b));
         assert!(Arc::ptr_eq(&a, &i.meta(m)));
-        i.release_meta(&b);
-        drop(b);
+        i.release_meta(b);
         assert_eq!(i.len(), 1);
     }
 }

@@ -19,14 +19,9 @@ impl<K, V> Default for SortedVec<K, V> {
     }
 }
 
-#[allow(dead_code)] // until the other tables use it
 impl<K: Ord, V> SortedVec<K, V> {
     pub fn len(&self) -> usize {
         self.v.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.v.is_empty()
     }
 
     fn find(&self, k: &K) -> Result<usize, usize> {

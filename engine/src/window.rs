@@ -272,13 +272,9 @@ impl Group {
 
     /// Gives the shared strings back before the group is dropped.
     fn release(self, strings: &mut Interner) {
-        strings.release_meta(&self.meta);
-        if let Some(s) = &self.sample {
-            strings.release(s);
-        }
-        for (o, _) in &self.objects {
-            strings.release(o);
-        }
+        strings.release_meta(self.meta);
+        strings.release_all(self.sample);
+        strings.release_all(self.objects.into_iter().map(|(o, _)| o));
     }
 
     /// Bytes held outside the group itself and the interner.
