@@ -108,7 +108,7 @@ impl<V> StrMemo<V> {
 /// 11 entries, so an entry is counted as 3/2 of its size; the allocator's own rounding is left
 /// out.
 pub(crate) mod size {
-    use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+    use std::collections::{BTreeMap, HashMap, HashSet};
     use std::mem::size_of;
 
     pub fn string(s: &String) -> usize {
@@ -116,10 +116,6 @@ pub(crate) mod size {
     }
 
     pub fn vec<T>(v: &Vec<T>) -> usize {
-        v.capacity() * size_of::<T>()
-    }
-
-    pub fn deque<T>(v: &VecDeque<T>) -> usize {
         v.capacity() * size_of::<T>()
     }
 
