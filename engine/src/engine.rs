@@ -81,7 +81,8 @@ pub struct StateSize {
     pub retained_groups: usize,
     pub repetition_keys: usize,
     pub correlation_entries: usize,
-    /// Bytes of all the above, counted as `crate::size` says: what is really held.
+    /// Bytes of all the above, counted as `crate::size` says: what is really held; the strings
+    /// they share (names, templates, messages) once, in the engine's interner.
     pub approx_bytes: usize,
     /// Bytes of the memos (templates by message, rule candidates, correlation reasons): not
     /// state, as they never change a result and are bounded, but memory the engine holds.
@@ -396,5 +397,47 @@ fn enriched(
         template: tmpl.to_string(),
         raw_offset: offset,
         raw_partition: partition,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared strings stay bounded: every string the state drops is given back, across a
+    /// save and restore too, and once time has moved past everything nothing is left.
+    #[test]
+    fn shared_strings_are_given_back_when_the_state_forgets_them() {
+        let obs = kev_tests::data::observations();
+        let mut e = Engine::new(EngineConfig::default(), RuleSet::defaults());
+        let mut out = Vec::new();
+        let half = obs.len() / 2;
+        for (i, (c, o)) in obs[..half].iter().enumerate() {
+            e.on_event(c, o.clone(), 0, i as i64, &mut out);
+        }
+        assert_eq!(e.strings.orphans(), 0);
+        let saved = serde_json::to_string(e.state()).unwrap();
+        let mut e =
+            Engine::restore(EngineConfig::default(), RuleSet::defaults(), serde_json::from_str(&saved).unwrap());
+        assert_eq!(e.strings.orphans(), 0);
+        for (i, (c, o)) in obs[half..].iter().enumerate() {
+            e.on_event(c, o.clone(), 0, (half + i) as i64, &mut out);
+        }
+        assert_eq!(e.strings.orphans(), 0);
+        assert!(e.strings.len() > 0);
+        let far = e.newest_time().unwrap() / 1000 + 86_400_000;
+        let clusters: Vec<String> = e.state.clusters.keys().cloned().collect();
+        for c in clusters {
+            let h = Heartbeat {
+                producer_time: far,
+                event_time_high: None,
+                resource_version: None,
+                source: String::new(),
+                producer_id: String::new(),
+                recovery_offset: None,
+            };
+            e.on_heartbeat(&c, &h, &mut out);
+        }
+        assert_eq!(e.strings.len(), 0);
     }
 }

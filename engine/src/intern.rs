@@ -297,6 +297,13 @@ impl Interner {
                 .sum::<usize>()
     }
 
+    /// Entries nobody but the interner holds: what a holder failed to give back.
+    #[cfg(test)]
+    pub fn orphans(&self) -> usize {
+        self.strs.iter().filter(|t| t.holders() == 1).count()
+            + self.metas.values().flatten().filter(|m| Arc::strong_count(m) == 1).count()
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.strs.len() + self.metas_len
