@@ -194,6 +194,23 @@ impl Ref {
         }
     }
 
+    /// Orders as `self.resource().cmp(r)` does, without making the resource.
+    fn cmp_resource(&self, r: &ResourceRef) -> std::cmp::Ordering {
+        let pairs = [
+            (&self.kind, &r.kind),
+            (&self.namespace, &r.namespace),
+            (&self.name, &r.name),
+            (&self.uid, &r.uid),
+            (&self.api_version, &r.api_version),
+            (&self.field_path, &r.field_path),
+        ];
+        pairs
+            .into_iter()
+            .map(|(a, b)| a.as_deref().cmp(&b.as_deref()))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    }
+
     fn resource(&self) -> ResourceRef {
         let s = |t: &Option<Text>| t.as_deref().map(str::to_string);
         ResourceRef {
@@ -495,19 +512,12 @@ impl Correlator {
                     }
                     o.members.push(member(strings, e, pod));
                     if let Some(r) = &n.regarding {
-                        let mut r = Ref::new(strings, r);
-                        match o.scope.binary_search(&r) {
-                            Ok(_) => {
-                                let texts: Vec<Text> = r.texts().map(|t| t.clone()).collect();
-                                drop(r);
-                                strings.release_all(texts);
+                        // Most members are about a resource already in scope: nothing to share.
+                        if let Err(at) = o.scope.binary_search_by(|x| x.cmp_resource(r)) {
+                            if o.scope.len() == o.scope.capacity() {
+                                o.scope.reserve_exact(1 + o.scope.len() / 4);
                             }
-                            Err(at) => {
-                                if o.scope.len() == o.scope.capacity() {
-                                    o.scope.reserve_exact(1 + o.scope.len() / 4);
-                                }
-                                o.scope.insert(at, r)
-                            }
+                            o.scope.insert(at, Ref::new(strings, r))
                         }
                     }
                     o.updated_at = o.updated_at.max(t);

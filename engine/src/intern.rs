@@ -134,20 +134,21 @@ impl MetaRef<'_> {
             && self.category == &*m.category
     }
 
-    fn hash(&self) -> u64 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
+    /// xxh3 of the parts in one pass over `buf`.
+    fn hash(&self, buf: &mut Vec<u8>) -> u64 {
+        buf.clear();
         for part in [self.namespace, self.kind, self.reason, Some(self.template), Some(self.category)] {
             // A tag byte per part tells an absent part from an empty one.
             match part {
-                None => h.update(&[0]),
+                None => buf.push(0),
                 Some(s) => {
-                    h.update(&[1]);
-                    h.update(s.as_bytes());
-                    h.update(&[0]);
+                    buf.push(1);
+                    buf.extend_from_slice(s.as_bytes());
+                    buf.push(0);
                 }
             }
         }
-        h.digest()
+        xxhash_rust::xxh3::xxh3_64(buf)
     }
 
     fn to_meta(self) -> Meta {
@@ -178,13 +179,17 @@ const MIN_SWEEP: usize = 1024;
 
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
-    strs: HashSet<Text, xxhash_rust::xxh3::Xxh3Builder>,
+    /// Hashed in one pass over the text (`IdHasher` runs xxh3 over what it is given), where
+    /// the streaming xxh3 hasher would take several calls for each short name.
+    strs: HashSet<Text, std::hash::BuildHasherDefault<crate::IdHasher>>,
     /// Metas by the hash of their parts; the list is compared part by part, so a collision
     /// costs a longer list, never a wrong answer.
     metas: crate::HashedMap<Vec<Arc<Meta>>>,
     metas_len: usize,
     /// Sweep when `strs.len() + metas_len` reaches this.
     sweep_at: usize,
+    /// Reused to hash a meta's parts.
+    buf: Vec<u8>,
 }
 
 impl Interner {
@@ -226,7 +231,7 @@ impl Interner {
     }
 
     pub fn meta(&mut self, m: MetaRef) -> Arc<Meta> {
-        let h = m.hash();
+        let h = m.hash(&mut self.buf);
         if let Some(found) = self.metas.get(&h).and_then(|l| l.iter().find(|x| m.is(x))) {
             return found.clone();
         }
@@ -239,7 +244,7 @@ impl Interner {
 
     pub fn adopt_meta(&mut self, a: &mut Arc<Meta>) {
         let m = a.as_ref().as_ref();
-        let h = m.hash();
+        let h = m.hash(&mut self.buf);
         let list = self.metas.entry(h).or_default();
         match list.iter().find(|x| m.is(x)) {
             Some(mine) => *a = mine.clone(),
@@ -254,7 +259,7 @@ impl Interner {
         if Arc::strong_count(&a) != 2 {
             return;
         }
-        let h = a.as_ref().as_ref().hash();
+        let h = a.as_ref().as_ref().hash(&mut self.buf);
         let Some(list) = self.metas.get_mut(&h) else { return };
         let Some(i) = list.iter().position(|x| Arc::ptr_eq(x, &a)) else { return };
         list.swap_remove(i);
