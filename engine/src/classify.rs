@@ -1,7 +1,5 @@
 //! Severity and category of each event, with escalation by repetition.
 
-use std::collections::VecDeque;
-
 use kev_schemas::raw::NormalizedEvent;
 use kev_schemas::Severity;
 use serde::{Deserialize, Serialize};
@@ -21,26 +19,33 @@ pub struct Grade<'r> {
 /// the state stays small; entries older than the longest escalation window are dropped.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Repetitions {
+    /// (time, occurrences) in arrival order, oldest first. A vector rather than a deque: it
+    /// holds a few entries, grown by about a quarter at a time (a deque starts at four), and
+    /// the table's buckets are smaller by a word.
     #[serde(with = "crate::pairs")]
-    recent: crate::FastMap<u64, VecDeque<(i64, i64)>>,
+    recent: crate::FastMap<u64, Vec<(i64, i64)>>,
 }
 
 impl Repetitions {
     /// Adds `n` occurrences at `time` and returns the occurrences within `within` up to `time`.
     fn add(&mut self, key: u64, time: i64, n: i64, within: i64) -> i64 {
         let q = self.recent.entry(key).or_default();
-        q.push_back((time, n));
-        while q.front().is_some_and(|(t, _)| *t <= time - within) {
-            q.pop_front();
+        if q.len() == q.capacity() {
+            q.reserve_exact(1 + q.len() / 4);
         }
+        q.push((time, n));
+        let expired = q.iter().take_while(|(t, _)| *t <= time - within).count();
+        q.drain(..expired);
         q.iter().filter(|(t, _)| *t <= time).map(|(_, n)| n).sum()
     }
 
     /// Forgets what cannot matter any more: entries older than `horizon`.
     pub fn expire(&mut self, horizon: i64) {
         self.recent.retain(|_, q| {
-            while q.front().is_some_and(|(t, _)| *t < horizon) {
-                q.pop_front();
+            let expired = q.iter().take_while(|(t, _)| *t < horizon).count();
+            q.drain(..expired);
+            if q.capacity() > q.len() + q.len() / 4 + 4 {
+                q.shrink_to(q.len() + q.len() / 8);
             }
             !q.is_empty()
         });
@@ -56,7 +61,7 @@ impl Repetitions {
 
     /// Bytes held, for the state-size report.
     pub fn approx_bytes(&self) -> usize {
-        crate::size::hash_map(&self.recent) + self.recent.values().map(crate::size::deque).sum::<usize>()
+        crate::size::hash_map(&self.recent) + self.recent.values().map(crate::size::vec).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -11,7 +11,7 @@
 //! period with no new member. Ids are a hash of cluster, rule and root event uid, so a replay
 //! gives the same ids.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use kev_schemas::raw::{NormalizedEvent, ResourceRef};
@@ -19,7 +19,9 @@ use kev_schemas::{EventObservation, Incident, IncidentStatus, Severity};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::intern::{Interner, Text};
 use crate::rules::{parse_duration, RulesError};
+use crate::sorted::SortedVec;
 
 /// The correlation rules kev ships with.
 pub const DEFAULT_CORRELATIONS: &str = include_str!("../rules/correlation.yaml");
@@ -158,43 +160,146 @@ pub struct LifecycleConfig {
     pub quiet_us: i64,
 }
 
-/// One member event of an incident.
+/// One member event of an incident. Its strings but the event uid are shared ([`Interner`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Member {
-    uid: String,
+    uid: Box<str>,
     time: i64,
-    reason: String,
-    pod: Option<String>,
+    reason: Text,
+    pod: Option<Text>,
 }
 
+/// A resource as an incident keeps it: the fields of a [`ResourceRef`] in its order, so that it
+/// sorts as one, each a shared string. Saved as a `ResourceRef` is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Ref {
+    kind: Option<Text>,
+    namespace: Option<Text>,
+    name: Option<Text>,
+    uid: Option<Text>,
+    api_version: Option<Text>,
+    field_path: Option<Text>,
+}
+
+impl Ref {
+    fn new(strings: &mut Interner, r: &ResourceRef) -> Self {
+        let mut t = |s: &Option<String>| s.as_deref().map(|s| strings.str(s));
+        Ref {
+            kind: t(&r.kind),
+            namespace: t(&r.namespace),
+            name: t(&r.name),
+            uid: t(&r.uid),
+            api_version: t(&r.api_version),
+            field_path: t(&r.field_path),
+        }
+    }
+
+    /// Orders as `self.resource().cmp(r)` does, without making the resource.
+    fn cmp_resource(&self, r: &ResourceRef) -> std::cmp::Ordering {
+        let pairs = [
+            (&self.kind, &r.kind),
+            (&self.namespace, &r.namespace),
+            (&self.name, &r.name),
+            (&self.uid, &r.uid),
+            (&self.api_version, &r.api_version),
+            (&self.field_path, &r.field_path),
+        ];
+        pairs
+            .into_iter()
+            .map(|(a, b)| a.as_deref().cmp(&b.as_deref()))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    }
+
+    fn resource(&self) -> ResourceRef {
+        let s = |t: &Option<Text>| t.as_deref().map(str::to_string);
+        ResourceRef {
+            kind: s(&self.kind),
+            namespace: s(&self.namespace),
+            name: s(&self.name),
+            uid: s(&self.uid),
+            api_version: s(&self.api_version),
+            field_path: s(&self.field_path),
+        }
+    }
+
+    fn texts(&mut self) -> impl Iterator<Item = &mut Text> {
+        [
+            &mut self.kind,
+            &mut self.namespace,
+            &mut self.name,
+            &mut self.uid,
+            &mut self.api_version,
+            &mut self.field_path,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// An incident or a candidate for one, under its (rule, relation key).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Open {
     rule: usize,
-    id: String,
-    key: String,
-    root: ResourceRef,
-    root_reason: String,
-    detail: String,
-    node: Option<String>,
-    namespace: Option<String>,
+    /// Saved as the 16 hex digits it is emitted as.
+    #[serde(with = "hex_id")]
+    id: u64,
+    root: Ref,
+    root_reason: Text,
+    detail: Text,
+    node: Option<Text>,
+    namespace: Option<Text>,
     members: Vec<Member>,
-    scope: BTreeSet<ResourceRef>,
+    /// Sorted, without duplicates: a set in a vector.
+    scope: Vec<Ref>,
     opened_at: i64,
     updated_at: i64,
     emitted: Option<i64>,
     dirty: bool,
 }
 
+impl Open {
+    /// Every shared string it holds, to give back or to adopt.
+    fn texts(&mut self) -> impl Iterator<Item = &mut Text> {
+        let members = self.members.iter_mut().flat_map(|m| std::iter::once(&mut m.reason).chain(m.pod.as_mut()));
+        self.root
+            .texts()
+            .chain([&mut self.root_reason, &mut self.detail])
+            .chain(self.node.as_mut())
+            .chain(self.namespace.as_mut())
+            .chain(members)
+            .chain(self.scope.iter_mut().flat_map(Ref::texts))
+    }
+
+    /// Gives its strings back as it is dropped.
+    fn release(mut self, strings: &mut Interner) {
+        let texts: Vec<Text> = self.texts().map(|t| t.clone()).collect();
+        drop(self);
+        strings.release_all(texts);
+    }
+}
+
+mod hex_id {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::hex16(*id))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        u64::from_str_radix(&s, 16).map_err(D::Error::custom)
+    }
+}
+
 /// What the correlator remembers, per cluster.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Correlator {
     /// pod (xxh3 of "ns/name", see [`pod_key`]) -> (node, last seen). A hash, as the
-    /// repetition keys are, so the state stays small.
-    #[serde(with = "crate::pairs")]
-    pod_node: crate::HashedMap<(String, i64)>,
-    /// Open incidents and candidates by (rule, relation key).
-    #[serde(with = "crate::pairs")]
-    open: BTreeMap<(usize, String), Open>,
+    /// repetition keys are, so the state stays small; the node names are shared.
+    pod_node: SortedVec<u64, (Text, i64)>,
+    /// Open incidents and candidates by (rule, relation key), in that order.
+    open: SortedVec<(usize, Box<str>), Open>,
     /// No incident changes before the watermark reaches this (a lower bound: every change to an
     /// incident lowers it to that incident's next deadline); `None` when not known, as after a
     /// restore. Lets `advance` skip the sweep of every incident on nearly every event.
@@ -273,12 +378,22 @@ fn due_of(rule: &CorrelationRule, life: &LifecycleConfig, o: &Open) -> i64 {
     }
 }
 
-fn node_of(e: &NormalizedEvent) -> Option<String> {
+fn node_of(e: &NormalizedEvent) -> Option<&str> {
     let r = e.regarding.as_ref()?;
     if r.kind.as_deref() == Some("Node") {
-        return r.name.clone();
+        return r.name.as_deref();
     }
     None
+}
+
+/// An event as a member of an incident.
+fn member(strings: &mut Interner, e: &EventObservation, pod: Option<&str>) -> Member {
+    Member {
+        uid: e.uid.as_str().into(),
+        time: e.normalized.event_time,
+        reason: strings.str(e.normalized.reason.as_deref().unwrap_or("")),
+        pod: pod.map(|p| strings.str(p)),
+    }
 }
 
 /// The workload a pod belongs to, from its name.
@@ -308,43 +423,43 @@ impl Correlator {
         self.len() == 0
     }
 
-    /// Bytes held, for the state-size report.
+    /// Bytes held, for the state-size report; the shared strings are counted once, in the
+    /// [`Interner`].
     pub fn approx_bytes(&self) -> usize {
         use crate::size;
-        let relations =
-            size::hash_map(&self.pod_node) + self.pod_node.values().map(|(n, _)| size::string(n)).sum::<usize>();
-        let open = size::btree_map(&self.open)
+        let open = self.open.approx_bytes()
             + self
                 .open
                 .iter()
                 .map(|((_, k), o)| {
-                    size::string(k)
-                        + size::string(&o.id)
-                        + size::string(&o.key)
-                        + size::resource(&o.root)
-                        + size::string(&o.root_reason)
-                        + size::string(&o.detail)
-                        + size::opt_string(&o.node)
-                        + size::opt_string(&o.namespace)
+                    k.len()
                         + size::vec(&o.members)
-                        + o.members
-                            .iter()
-                            .map(|m| size::string(&m.uid) + size::string(&m.reason) + size::opt_string(&m.pod))
-                            .sum::<usize>()
-                        + size::btree_set(&o.scope)
-                        + o.scope.iter().map(size::resource).sum::<usize>()
+                        + o.members.iter().map(|m| m.uid.len()).sum::<usize>()
+                        + size::vec(&o.scope)
                 })
                 .sum::<usize>();
-        relations + open + self.pod_buf.capacity()
+        self.pod_node.approx_bytes() + open + self.pod_buf.capacity()
+    }
+
+    /// Takes the interner's copies of the strings of a restored state.
+    pub(crate) fn adopt_strings(&mut self, strings: &mut Interner) {
+        for (node, _) in self.pod_node.values_mut() {
+            strings.adopt(node);
+        }
+        for o in self.open.values_mut() {
+            o.texts().for_each(|t| strings.adopt(t));
+        }
     }
 
     /// Feeds one event; emits incidents that open or update.
-    pub fn on_event(
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_event(
         &mut self,
         rules: &[CorrelationRule],
         life: &LifecycleConfig,
         cluster: &str,
         memo: &mut ReasonMemo,
+        strings: &mut Interner,
         e: &EventObservation,
         out: &mut Vec<Incident>,
     ) {
@@ -355,7 +470,10 @@ impl Correlator {
         let scheduled =
             n.note.as_deref().filter(|m| m.contains("Successfully assigned ")).and_then(|m| SCHEDULED.captures(m));
         if let Some(c) = scheduled {
-            self.pod_node.insert(pod_key(&format!("{}/{}", &c[1], &c[2])), (c[3].to_string(), t));
+            let node = strings.str(&c[3]);
+            if let Some((old, _)) = self.pod_node.insert(pod_key(&format!("{}/{}", &c[1], &c[2])), (node, t)) {
+                strings.release(old);
+            }
             self.oldest_relation = self.oldest_relation.map(|o| o.min(t));
         }
         let mut pod_buf = std::mem::take(&mut self.pod_buf);
@@ -363,9 +481,12 @@ impl Correlator {
         let pod_h = pod.map(pod_key);
         if let (Some(p), Some(h)) = (pod_h, &n.host) {
             match self.pod_node.get_mut(&p) {
-                Some(entry) if entry.0 == *h => entry.1 = entry.1.max(t),
+                Some(entry) if *entry.0 == **h => entry.1 = entry.1.max(t),
                 _ => {
-                    self.pod_node.insert(p, (h.clone(), t));
+                    let node = strings.str(h);
+                    if let Some((old, _)) = self.pod_node.insert(p, (node, t)) {
+                        strings.release(old);
+                    }
                     self.oldest_relation = self.oldest_relation.map(|o| o.min(t));
                 }
             }
@@ -380,25 +501,28 @@ impl Correlator {
                 continue;
             }
             let Some(key) = self.relation_key(rule.relation, n, pod, is_cause) else { continue };
-            let k = (i, key);
-            let member = Member {
-                uid: e.uid.clone(),
-                time: t,
-                reason: n.reason.clone().unwrap_or_default(),
-                pod: pod.map(Into::into),
-            };
+            let k = (i, key.into_boxed_str());
             match self.open.get_mut(&k) {
                 Some(o) if t - o.updated_at <= rule.max_gap_us && is_effect => {
-                    if o.members.iter().any(|m| m.uid == member.uid && m.time == member.time) {
+                    if o.members.iter().any(|m| *m.uid == *e.uid && m.time == t) {
                         continue;
                     }
-                    o.members.push(member);
-                    if let Some(r) = n.regarding.clone() {
-                        o.scope.insert(r);
+                    if o.members.len() == o.members.capacity() {
+                        o.members.reserve_exact(1 + o.members.len() / 4);
+                    }
+                    o.members.push(member(strings, e, pod));
+                    if let Some(r) = &n.regarding {
+                        // Most members are about a resource already in scope: nothing to share.
+                        if let Err(at) = o.scope.binary_search_by(|x| x.cmp_resource(r)) {
+                            if o.scope.len() == o.scope.capacity() {
+                                o.scope.reserve_exact(1 + o.scope.len() / 4);
+                            }
+                            o.scope.insert(at, Ref::new(strings, r))
+                        }
                     }
                     o.updated_at = o.updated_at.max(t);
                     o.dirty = true;
-                    Self::maybe_emit(rule, life, cluster, o, t, out);
+                    Self::maybe_emit(rule, life, cluster, &k.1, o, t, out);
                     let due = due_of(rule, life, o);
                     self.due = self.due.map(|d| d.min(due));
                 }
@@ -410,37 +534,44 @@ impl Correlator {
                             out.push(Self::incident(
                                 rule,
                                 cluster,
+                                &k.1,
                                 &old,
                                 IncidentStatus::Resolved,
                                 Some(old.updated_at),
                             ));
                         }
+                        old.release(strings);
                     }
-                    let root = n.regarding.clone().unwrap_or_default();
-                    let detail = Self::detail(n);
+                    let root = match &n.regarding {
+                        Some(r) => Ref::new(strings, r),
+                        None => Ref::new(strings, &ResourceRef::default()),
+                    };
+                    let detail = strings.str(&Self::detail(n));
                     let node = match rule.relation {
-                        Relation::PodOnNode => node_of(n).or_else(|| k.1.strip_prefix("node:").map(str::to_string)),
+                        Relation::PodOnNode => match node_of(n) {
+                            Some(node) => Some(strings.str(node)),
+                            None => k.1.strip_prefix("node:").map(|node| strings.str(node)),
+                        },
                         _ => pod_h.and_then(|p| self.pod_node.get(&p)).map(|(node, _)| node.clone()),
                     };
                     let id_src = format!("{cluster}\0{}\0{}", rule.name, e.uid);
-                    let id = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(id_src.as_bytes()));
+                    let id = xxhash_rust::xxh3::xxh3_64(id_src.as_bytes());
                     let mut o = Open {
                         rule: i,
                         id,
-                        key: k.1.clone(),
                         root: root.clone(),
-                        root_reason: n.reason.clone().unwrap_or_default(),
+                        root_reason: strings.str(n.reason.as_deref().unwrap_or("")),
                         detail,
                         node,
-                        namespace: e.namespace.clone(),
-                        members: vec![member],
-                        scope: [root].into_iter().collect(),
+                        namespace: e.namespace.as_deref().map(|ns| strings.str(ns)),
+                        members: vec![member(strings, e, pod)],
+                        scope: vec![root],
                         opened_at: t,
                         updated_at: t,
                         emitted: None,
                         dirty: true,
                     };
-                    Self::maybe_emit(rule, life, cluster, &mut o, t, out);
+                    Self::maybe_emit(rule, life, cluster, &k.1, &mut o, t, out);
                     let due = due_of(rule, life, &o);
                     self.due = self.due.map(|d| d.min(due));
                     self.open.insert(k, o);
@@ -457,9 +588,9 @@ impl Correlator {
             Relation::SamePod => pod.map(|p| format!("pod:{p}")),
             Relation::PodOnNode => {
                 if is_cause {
-                    node_of(n).or_else(|| n.host.clone()).map(|node| format!("node:{node}"))
+                    node_of(n).or(n.host.as_deref()).map(|node| format!("node:{node}"))
                 } else {
-                    pod.and_then(|p| self.pod_node.get(&pod_key(p))).map(|(node, _)| format!("node:{node}"))
+                    pod.and_then(|p| self.pod_node.get(&pod_key(p))).map(|(node, _)| format!("node:{}", &**node))
                 }
             }
             Relation::SameOwner => pod.map(|p| format!("owner:{}", owner_of_pod(p))),
@@ -497,6 +628,7 @@ impl Correlator {
         rule: &CorrelationRule,
         life: &LifecycleConfig,
         cluster: &str,
+        key: &str,
         o: &mut Open,
         t: i64,
         out: &mut Vec<Incident>,
@@ -506,12 +638,12 @@ impl Correlator {
         }
         match o.emitted {
             None => {
-                out.push(Self::incident(rule, cluster, o, IncidentStatus::Open, None));
+                out.push(Self::incident(rule, cluster, key, o, IncidentStatus::Open, None));
                 o.emitted = Some(t);
                 o.dirty = false;
             }
             Some(last) if o.dirty && t - last >= life.debounce_us => {
-                out.push(Self::incident(rule, cluster, o, IncidentStatus::Updated, None));
+                out.push(Self::incident(rule, cluster, key, o, IncidentStatus::Updated, None));
                 o.emitted = Some(t);
                 o.dirty = false;
             }
@@ -521,24 +653,29 @@ impl Correlator {
 
     /// Moves event time to `watermark`: emits debounced updates and resolves quiet incidents,
     /// in (rule, key) order; forgets candidates and relations that can no longer matter.
-    pub fn advance(
+    pub(crate) fn advance(
         &mut self,
         rules: &[CorrelationRule],
         life: &LifecycleConfig,
         cluster: &str,
+        strings: &mut Interner,
         watermark: i64,
         out: &mut Vec<Incident>,
     ) {
         if self.due.is_none_or(|d| watermark >= d) {
-            self.sweep(rules, life, cluster, watermark, out);
+            self.sweep(rules, life, cluster, strings, watermark, out);
         }
         let horizon = watermark - 3_600_000_000;
         if self.oldest_relation.is_none_or(|o| horizon > o) {
-            self.pod_node.retain(|_, (_, seen)| *seen >= horizon);
-            // A hash table keeps the buckets of its busiest time: give them back once mostly empty.
-            if self.pod_node.capacity() > 4 * self.pod_node.len().max(8) {
-                self.pod_node.shrink_to(2 * self.pod_node.len());
-            }
+            let mut gone = Vec::new();
+            self.pod_node.retain(|_, (node, seen)| {
+                let keep = *seen >= horizon;
+                if !keep {
+                    gone.push(node.clone());
+                }
+                keep
+            });
+            strings.release_all(gone);
             self.oldest_relation = Some(self.pod_node.values().map(|(_, seen)| *seen).min().unwrap_or(i64::MAX));
         }
     }
@@ -550,6 +687,7 @@ impl Correlator {
         rules: &[CorrelationRule],
         life: &LifecycleConfig,
         cluster: &str,
+        strings: &mut Interner,
         watermark: i64,
         out: &mut Vec<Incident>,
     ) {
@@ -559,19 +697,21 @@ impl Correlator {
             if watermark - o.updated_at >= life.quiet_us.max(rule.max_gap_us) {
                 if o.emitted.is_some() {
                     if o.dirty {
-                        out.push(Self::incident(rule, cluster, o, IncidentStatus::Updated, None));
+                        out.push(Self::incident(rule, cluster, &k.1, o, IncidentStatus::Updated, None));
                     }
-                    out.push(Self::incident(rule, cluster, o, IncidentStatus::Resolved, Some(o.updated_at)));
+                    out.push(Self::incident(rule, cluster, &k.1, o, IncidentStatus::Resolved, Some(o.updated_at)));
                 }
                 done.push(k.clone());
             } else if o.emitted.is_some_and(|e| o.dirty && watermark - e >= life.debounce_us) {
-                out.push(Self::incident(rule, cluster, o, IncidentStatus::Updated, None));
+                out.push(Self::incident(rule, cluster, &k.1, o, IncidentStatus::Updated, None));
                 o.emitted = Some(watermark);
                 o.dirty = false;
             }
         }
         for k in done {
-            self.open.remove(&k);
+            if let Some(o) = self.open.remove(&k) {
+                o.release(strings);
+            }
         }
         self.due = Some(self.open.values().map(|o| due_of(&rules[o.rule], life, o)).min().unwrap_or(i64::MAX));
     }
@@ -589,17 +729,18 @@ impl Correlator {
     fn incident(
         rule: &CorrelationRule,
         cluster: &str,
+        key: &str,
         o: &Open,
         status: IncidentStatus,
         resolved_at: Option<i64>,
     ) -> Incident {
-        let mut members = o.members.clone();
+        let mut members: Vec<&Member> = o.members.iter().collect();
         members.sort_by(|a, b| a.time.cmp(&b.time).then(a.uid.cmp(&b.uid)));
-        let effects: Vec<&Member> = members.iter().skip(1).collect();
-        let effect_reasons: BTreeSet<&str> = effects.iter().map(|m| m.reason.as_str()).collect();
+        let effects: Vec<&Member> = members.iter().skip(1).copied().collect();
+        let effect_reasons: BTreeSet<&str> = effects.iter().map(|m| &*m.reason).collect();
         let pods: BTreeSet<&str> = members.iter().filter_map(|m| m.pod.as_deref()).collect();
         let pod_name = |p: &str| p.split_once('/').map_or(p.to_string(), |(_, n)| n.to_string());
-        let object = o.key.strip_prefix("object:").map(|k| {
+        let object = key.strip_prefix("object:").map(|k| {
             let mut parts = k.splitn(3, '/');
             let (_ns, kind, name) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             let kind = if kind == "configmap" { "ConfigMap" } else { "Secret" };
@@ -609,9 +750,9 @@ impl Correlator {
             .summary
             .replace("{cause_reason}", &o.root_reason)
             .replace("{detail}", &o.detail)
-            .replace("{pod}", &o.root.name.clone().unwrap_or_default())
+            .replace("{pod}", o.root.name.as_deref().unwrap_or_default())
             .replace("{node}", o.node.as_deref().unwrap_or("?"))
-            .replace("{owner}", &o.key.strip_prefix("owner:").map(pod_name).unwrap_or_default())
+            .replace("{owner}", &key.strip_prefix("owner:").map(pod_name).unwrap_or_default())
             .replace("{object}", object.as_deref().unwrap_or(""))
             .replace("{namespace}", o.namespace.as_deref().unwrap_or(""))
             .replace("{effects}", &effects.len().to_string())
@@ -621,17 +762,17 @@ impl Correlator {
             .replace("{span}", &human_span(o.updated_at - o.opened_at));
         let confidence = (rule.confidence + 0.02 * effects.len().saturating_sub(1) as f64).min(0.99);
         Incident {
-            incident_id: o.id.clone(),
+            incident_id: crate::hex16(o.id),
             cluster: cluster.to_string(),
             rule: rule.name.clone(),
             status,
             severity: rule.severity,
             confidence: (confidence * 100.0).round() / 100.0,
             summary,
-            root_cause: Some(o.root.clone()),
-            root_reason: Some(o.root_reason.clone()),
-            scope: o.scope.iter().cloned().collect(),
-            member_uids: members.iter().map(|m| m.uid.clone()).collect(),
+            root_cause: Some(o.root.resource()),
+            root_reason: Some(o.root_reason.to_string()),
+            scope: o.scope.iter().map(Ref::resource).collect(),
+            member_uids: members.iter().map(|m| m.uid.to_string()).collect(),
             opened_at: o.opened_at,
             updated_at: o.updated_at,
             resolved_at,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{grade, Repetitions};
 use crate::correlate::{default_rules, CorrelationRule, Correlator, LifecycleConfig, ReasonMemo};
+use crate::intern::Interner;
 use crate::rules::MatchCache;
 use crate::rules::RuleSet;
 use crate::template::TemplateCache;
@@ -80,7 +81,8 @@ pub struct StateSize {
     pub retained_groups: usize,
     pub repetition_keys: usize,
     pub correlation_entries: usize,
-    /// Bytes of all the above, counted as `crate::size` says: what is really held.
+    /// Bytes of all the above, counted as `crate::size` says: what is really held; the strings
+    /// they share (names, templates, messages) once, in the engine's interner.
     pub approx_bytes: usize,
     /// Bytes of the memos (templates by message, rule candidates, correlation reasons): not
     /// state, as they never change a result and are bounded, but memory the engine holds.
@@ -115,6 +117,8 @@ pub struct Engine {
     templates: TemplateCache,
     matches: MatchCache,
     reasons: ReasonMemo,
+    /// The strings the state holds, shared by every cluster.
+    strings: Interner,
     /// Reused buffers: the bytes a fingerprint hashes, an object's key.
     scratch: Vec<u8>,
     object: String,
@@ -167,7 +171,13 @@ impl Engine {
     }
 
     /// Continues from a saved state.
-    pub fn restore(cfg: EngineConfig, rules: RuleSet, state: EngineState) -> Self {
+    pub fn restore(cfg: EngineConfig, rules: RuleSet, mut state: EngineState) -> Self {
+        // A restored state's strings are its own: share them as a running engine does.
+        let mut strings = Interner::default();
+        for c in state.clusters.values_mut() {
+            c.windows.adopt_strings(&mut strings);
+            c.correlator.adopt_strings(&mut strings);
+        }
         let longest = rules.rules.iter().filter_map(|r| r.escalate.as_ref()).map(|e| e.within_us).max();
         Self {
             windows: cfg.windows(),
@@ -180,6 +190,7 @@ impl Engine {
             templates: TemplateCache::default(),
             matches: MatchCache::default(),
             reasons: ReasonMemo::default(),
+            strings,
             scratch: Vec::new(),
             object: String::new(),
         }
@@ -220,7 +231,8 @@ impl Engine {
         let state = cluster_state(&mut self.state.clusters, cluster);
         let g = grade(&self.rules, &mut self.matches, &mut state.repetitions, cluster, n, occurrences);
         let mut incidents = Vec::new();
-        state.correlator.on_event(&self.correlations, &self.life, cluster, &mut self.reasons, &e, &mut incidents);
+        let (rules, life, strings) = (&self.correlations, &self.life, &mut self.strings);
+        state.correlator.on_event(rules, life, cluster, &mut self.reasons, strings, &e, &mut incidents);
         let mut late = None;
         if occurrences > 0 {
             let object = &mut self.object;
@@ -248,7 +260,7 @@ impl Engine {
                 severity: g.severity,
                 message: n.note.as_deref(),
             };
-            late = state.windows.add(cluster, &self.windows, &c);
+            late = state.windows.add(cluster, &self.windows, &mut self.strings, &c);
         }
         let event_time = n.event_time;
         out.push(Output::Enriched(enriched(cluster, e, &g, fp_hash, &tmpl, partition, offset)));
@@ -257,8 +269,8 @@ impl Engine {
         out.extend(late.map(Output::Aggregate));
         out.extend(incidents.into_iter().map(Output::Incident));
         if !was_late {
-            let (w, l) = (&self.windows, &self.life);
-            advance(state, cluster, w, &self.correlations, l, self.longest_escalation_us, event_time, out);
+            let (w, l, s) = (&self.windows, &self.life, &mut self.strings);
+            advance(state, cluster, w, s, &self.correlations, l, self.longest_escalation_us, event_time, out);
         }
     }
 
@@ -269,7 +281,8 @@ impl Engine {
 
     fn advance_cluster(&mut self, cluster: &str, t: i64, out: &mut Vec<Output>) {
         let c = cluster_state(&mut self.state.clusters, cluster);
-        advance(c, cluster, &self.windows, &self.correlations, &self.life, self.longest_escalation_us, t, out);
+        let (w, s) = (&self.windows, &mut self.strings);
+        advance(c, cluster, w, s, &self.correlations, &self.life, self.longest_escalation_us, t, out);
     }
 
     /// Closes every open window: the end of a bounded replay.
@@ -283,7 +296,8 @@ impl Engine {
 
     pub fn state_size(&self) -> StateSize {
         let mut s = StateSize::default();
-        s.approx_bytes += crate::size::btree_map(&self.state.clusters);
+        // The shared strings once, however many hold them.
+        s.approx_bytes += crate::size::btree_map(&self.state.clusters) + self.strings.approx_bytes();
         for (name, c) in &self.state.clusters {
             s.open_groups += c.windows.open_groups();
             s.retained_groups += c.windows.retained_groups();
@@ -332,6 +346,7 @@ fn advance(
     c: &mut ClusterState,
     cluster: &str,
     wcfg: &WindowConfig,
+    strings: &mut Interner,
     correlations: &[CorrelationRule],
     life: &LifecycleConfig,
     longest_escalation_us: i64,
@@ -339,11 +354,11 @@ fn advance(
     out: &mut Vec<Output>,
 ) {
     let mut closed = Vec::new();
-    c.windows.advance(cluster, wcfg, t, &mut closed);
+    c.windows.advance(cluster, wcfg, strings, t, &mut closed);
     out.extend(closed.into_iter().map(Output::Aggregate));
     let Some(w) = c.windows.watermark(wcfg) else { return };
     let mut incidents = Vec::new();
-    c.correlator.advance(correlations, life, cluster, w, &mut incidents);
+    c.correlator.advance(correlations, life, cluster, strings, w, &mut incidents);
     out.extend(incidents.into_iter().map(Output::Incident));
     if c.repetitions_swept_at.is_none_or(|s| w >= s + 10_000_000) {
         c.repetitions_swept_at = Some(w);
@@ -389,5 +404,47 @@ fn enriched(
         template: tmpl.to_string(),
         raw_offset: offset,
         raw_partition: partition,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared strings stay bounded: every string the state drops is given back, across a
+    /// save and restore too, and once time has moved past everything nothing is left.
+    #[test]
+    fn shared_strings_are_given_back_when_the_state_forgets_them() {
+        let obs = kev_tests::data::observations();
+        let mut e = Engine::new(EngineConfig::default(), RuleSet::defaults());
+        let mut out = Vec::new();
+        let half = obs.len() / 2;
+        for (i, (c, o)) in obs[..half].iter().enumerate() {
+            e.on_event(c, o.clone(), 0, i as i64, &mut out);
+        }
+        assert_eq!(e.strings.orphans(), 0);
+        let saved = serde_json::to_string(e.state()).unwrap();
+        let mut e =
+            Engine::restore(EngineConfig::default(), RuleSet::defaults(), serde_json::from_str(&saved).unwrap());
+        assert_eq!(e.strings.orphans(), 0);
+        for (i, (c, o)) in obs[half..].iter().enumerate() {
+            e.on_event(c, o.clone(), 0, (half + i) as i64, &mut out);
+        }
+        assert_eq!(e.strings.orphans(), 0);
+        assert!(e.strings.len() > 0);
+        let far = e.newest_time().unwrap() / 1000 + 86_400_000;
+        let clusters: Vec<String> = e.state.clusters.keys().cloned().collect();
+        for c in clusters {
+            let h = Heartbeat {
+                producer_time: far,
+                event_time_high: None,
+                resource_version: None,
+                source: String::new(),
+                producer_id: String::new(),
+                recovery_offset: None,
+            };
+            e.on_heartbeat(&c, &h, &mut out);
+        }
+        assert_eq!(e.strings.len(), 0);
     }
 }

@@ -13,7 +13,9 @@
 pub mod classify;
 pub mod correlate;
 pub mod engine;
+mod intern;
 pub mod rules;
+mod sorted;
 pub mod template;
 pub mod window;
 
@@ -106,27 +108,14 @@ impl<V> StrMemo<V> {
 /// 11 entries, so an entry is counted as 3/2 of its size; the allocator's own rounding is left
 /// out.
 pub(crate) mod size {
-    use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+    use std::collections::{BTreeMap, HashMap, HashSet};
     use std::mem::size_of;
 
     pub fn string(s: &String) -> usize {
         s.capacity()
     }
 
-    pub fn opt_string(s: &Option<String>) -> usize {
-        s.as_ref().map_or(0, string)
-    }
-
-    #[allow(dead_code)]
-    pub fn opt_str(s: &Option<Box<str>>) -> usize {
-        s.as_ref().map_or(0, |s| s.len())
-    }
-
     pub fn vec<T>(v: &Vec<T>) -> usize {
-        v.capacity() * size_of::<T>()
-    }
-
-    pub fn deque<T>(v: &VecDeque<T>) -> usize {
         v.capacity() * size_of::<T>()
     }
 
@@ -136,16 +125,13 @@ pub(crate) mod size {
         buckets * (size_of::<(K, V)>() + 1)
     }
 
+    pub fn hash_set<K, S>(m: &HashSet<K, S>) -> usize {
+        let buckets = if m.capacity() == 0 { 0 } else { (m.capacity() * 8 / 7).next_power_of_two() };
+        buckets * (size_of::<K>() + 1)
+    }
+
     pub fn btree_map<K, V>(m: &BTreeMap<K, V>) -> usize {
         m.len() * size_of::<(K, V)>() * 3 / 2
-    }
-
-    pub fn btree_set<K>(m: &BTreeSet<K>) -> usize {
-        m.len() * size_of::<K>() * 3 / 2
-    }
-
-    pub fn resource(r: &kev_schemas::raw::ResourceRef) -> usize {
-        [&r.kind, &r.namespace, &r.name, &r.uid, &r.api_version, &r.field_path].into_iter().map(opt_string).sum()
     }
 }
 

@@ -8,10 +8,13 @@
 //! ends with the corrected value. Later than that it is counted in `too_late` (the enriched
 //! event itself is still emitted).
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kev_schemas::{Aggregate, Severity};
 use serde::{Deserialize, Serialize};
+
+use crate::intern::{Interner, Meta, MetaRef, Text};
+use crate::sorted::SortedVec;
 
 /// Window settings, in microseconds.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -38,9 +41,26 @@ pub struct Contribution<'a> {
     pub message: Option<&'a str>,
 }
 
-/// One (fingerprint, window) group.
+/// One (fingerprint, window) group. Its strings are shared engine-wide ([`Interner`]); it
+/// saves as the strings themselves.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "GroupRepr", into = "GroupRepr")]
 struct Group {
+    /// Namespace, kind, reason, template and category: alike in every window of a fingerprint.
+    meta: Arc<Meta>,
+    sample: Option<Text>,
+    /// (object, occurrences), sorted by object.
+    objects: Vec<(Text, i64)>,
+    count: i64,
+    first: i64,
+    last: i64,
+    late: i64,
+    severity: Severity,
+}
+
+/// A group as it is saved: the format of the checkpoints before the strings were shared.
+#[derive(Serialize, Deserialize)]
+struct GroupRepr {
     namespace: Option<Box<str>>,
     kind: Option<Box<str>>,
     reason: Option<Box<str>>,
@@ -48,7 +68,6 @@ struct Group {
     category: Box<str>,
     severity: Severity,
     count: i64,
-    /// (object, occurrences), sorted by object.
     objects: Vec<(Box<str>, i64)>,
     first: i64,
     last: i64,
@@ -56,18 +75,57 @@ struct Group {
     late: i64,
 }
 
+impl From<GroupRepr> for Group {
+    fn from(r: GroupRepr) -> Self {
+        Group {
+            meta: Arc::new(Meta {
+                namespace: r.namespace,
+                kind: r.kind,
+                reason: r.reason,
+                template: r.template,
+                category: r.category,
+            }),
+            sample: r.sample.as_deref().map(Text::new),
+            objects: r.objects.iter().map(|(o, n)| (Text::new(o), *n)).collect(),
+            count: r.count,
+            first: r.first,
+            last: r.last,
+            late: r.late,
+            severity: r.severity,
+        }
+    }
+}
+
+impl From<Group> for GroupRepr {
+    fn from(g: Group) -> Self {
+        let m = &*g.meta;
+        GroupRepr {
+            namespace: m.namespace.clone(),
+            kind: m.kind.clone(),
+            reason: m.reason.clone(),
+            template: m.template.clone(),
+            category: m.category.clone(),
+            severity: g.severity,
+            count: g.count,
+            objects: g.objects.iter().map(|(o, n)| (Box::from(&**o), *n)).collect(),
+            first: g.first,
+            last: g.last,
+            sample: g.sample.as_deref().map(Box::from),
+            late: g.late,
+        }
+    }
+}
+
 /// The windows of one cluster.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ClusterWindows {
     /// Newest event or heartbeat time seen.
     high: Option<i64>,
-    /// Open windows by (start, fingerprint): BTreeMap so closing and output order are
+    /// Open windows by (start, fingerprint), in key order so closing and output order are
     /// deterministic.
-    #[serde(with = "crate::pairs")]
-    open: BTreeMap<(i64, u64), Group>,
+    open: SortedVec<(i64, u64), Group>,
     /// Closed windows kept for late events, by (start, fingerprint).
-    #[serde(with = "crate::pairs")]
-    closed: BTreeMap<(i64, u64), Group>,
+    closed: SortedVec<(i64, u64), Group>,
     pub too_late: i64,
     pub late: i64,
 }
@@ -90,20 +148,40 @@ impl ClusterWindows {
         self.closed.len()
     }
 
-    /// Bytes held, for the state-size report (see `crate::size`).
+    /// Bytes held, for the state-size report (see `crate::size`); the shared strings are
+    /// counted once, in the [`Interner`].
     pub fn approx_bytes(&self) -> usize {
-        crate::size::btree_map(&self.open)
-            + crate::size::btree_map(&self.closed)
+        self.open.approx_bytes()
+            + self.closed.approx_bytes()
             + self.open.values().chain(self.closed.values()).map(Group::heap_bytes).sum::<usize>()
     }
 
+    /// Takes the interner's copies of the strings of a restored state.
+    pub(crate) fn adopt_strings(&mut self, strings: &mut Interner) {
+        for g in self.open.values_mut().chain(self.closed.values_mut()) {
+            strings.adopt_meta(&mut g.meta);
+            if let Some(s) = g.sample.as_mut() {
+                strings.adopt(s);
+            }
+            for (o, _) in g.objects.iter_mut() {
+                strings.adopt(o);
+            }
+        }
+    }
+
     /// Adds a contribution; returns an aggregate to emit at once when it was late.
-    pub fn add(&mut self, cluster: &str, cfg: &WindowConfig, c: &Contribution) -> Option<Aggregate> {
+    pub(crate) fn add(
+        &mut self,
+        cluster: &str,
+        cfg: &WindowConfig,
+        strings: &mut Interner,
+        c: &Contribution,
+    ) -> Option<Aggregate> {
         let start = c.event_time.div_euclid(cfg.size_us) * cfg.size_us;
         let key = (start, c.fingerprint);
         let closed_already = self.watermark(cfg).is_some_and(|w| start + cfg.size_us <= w);
         if !closed_already {
-            self.open.entry(key).or_insert_with(|| Group::new(c)).add(c);
+            self.open.get_or_insert_with(key, || Group::new(strings, c)).add(strings, c);
             return None;
         }
         let horizon = self.watermark(cfg).unwrap_or(i64::MIN) - cfg.late_retention_us;
@@ -112,39 +190,41 @@ impl ClusterWindows {
             return None;
         }
         self.late += 1;
-        let g = self.closed.entry(key).or_insert_with(|| Group::new(c));
-        g.add(c);
+        let g = self.closed.get_or_insert_with(key, || Group::new(strings, c));
+        g.add(strings, c);
         g.late += 1;
         Some(g.aggregate(cluster, key.1, key.0, cfg))
     }
 
     /// Moves time forward to `t` and emits the windows that close, in (start, fingerprint)
     /// order.
-    pub fn advance(&mut self, cluster: &str, cfg: &WindowConfig, t: i64, out: &mut Vec<Aggregate>) {
+    pub(crate) fn advance(
+        &mut self,
+        cluster: &str,
+        cfg: &WindowConfig,
+        strings: &mut Interner,
+        t: i64,
+        out: &mut Vec<Aggregate>,
+    ) {
         if self.high.is_some_and(|h| h >= t) {
             return;
         }
         self.high = Some(t);
         let w = t - cfg.lateness_us;
-        while let Some(entry) = self.open.first_entry() {
-            if entry.key().0 + cfg.size_us > w {
-                break;
-            }
-            let ((start, fp), g) = entry.remove_entry();
-            out.push(g.aggregate(cluster, fp, start, cfg));
-            self.closed.insert((start, fp), g);
-        }
+        let closed = &mut self.closed;
+        self.open.remove_front_while(
+            |(start, _)| start + cfg.size_us <= w,
+            |((start, fp), g)| {
+                out.push(g.aggregate(cluster, fp, start, cfg));
+                closed.insert((start, fp), g);
+            },
+        );
         let horizon = w - cfg.late_retention_us;
-        while let Some(entry) = self.closed.first_entry() {
-            if entry.key().0 + cfg.size_us > horizon {
-                break;
-            }
-            entry.remove();
-        }
+        self.closed.remove_front_while(|(start, _)| start + cfg.size_us <= horizon, |(_, g)| g.release(strings));
     }
 
     /// Closes every open window (end of a bounded replay).
-    pub fn close_all(&mut self, cluster: &str, cfg: &WindowConfig, out: &mut Vec<Aggregate>) {
+    pub(crate) fn close_all(&mut self, cluster: &str, cfg: &WindowConfig, out: &mut Vec<Aggregate>) {
         for ((start, fp), g) in std::mem::take(&mut self.open) {
             out.push(g.aggregate(cluster, fp, start, cfg));
             self.closed.insert((start, fp), g);
@@ -153,60 +233,70 @@ impl ClusterWindows {
 }
 
 impl Group {
-    fn new(c: &Contribution) -> Self {
+    fn new(strings: &mut Interner, c: &Contribution) -> Self {
+        let meta = MetaRef {
+            namespace: c.namespace,
+            kind: c.kind,
+            reason: c.reason,
+            template: c.template,
+            category: c.category,
+        };
         Group {
-            namespace: c.namespace.map(Into::into),
-            kind: c.kind.map(Into::into),
-            reason: c.reason.map(Into::into),
-            template: c.template.into(),
-            category: c.category.into(),
-            severity: c.severity,
-            count: 0,
+            meta: strings.meta(meta),
+            sample: c.message.map(|m| strings.str(m)),
             objects: Vec::new(),
+            count: 0,
             first: c.event_time,
             last: c.event_time,
-            sample: c.message.map(Into::into),
             late: 0,
+            severity: c.severity,
         }
     }
 
-    fn add(&mut self, c: &Contribution) {
+    fn add(&mut self, strings: &mut Interner, c: &Contribution) {
         self.count += c.occurrences;
         self.severity = self.severity.max(c.severity);
         self.first = self.first.min(c.event_time);
         self.last = self.last.max(c.event_time);
-        match self.objects.binary_search_by(|(o, _)| o.as_ref().cmp(c.object)) {
+        match self.objects.binary_search_by(|(o, _)| (**o).cmp(c.object)) {
             Ok(i) => self.objects[i].1 += c.occurrences,
-            Err(i) => self.objects.insert(i, (c.object.into(), c.occurrences)),
+            Err(i) => {
+                // Most groups name one or two objects: grow by one until a few, then as usual.
+                if self.objects.len() == self.objects.capacity() && self.objects.len() < 4 {
+                    self.objects.reserve_exact(1);
+                }
+                self.objects.insert(i, (strings.str(c.object), c.occurrences))
+            }
         }
     }
 
-    /// Bytes held outside the group itself.
+    /// Gives the shared strings back before the group is dropped.
+    fn release(self, strings: &mut Interner) {
+        strings.release_meta(self.meta);
+        strings.release_all(self.sample);
+        strings.release_all(self.objects.into_iter().map(|(o, _)| o));
+    }
+
+    /// Bytes held outside the group itself and the interner.
     fn heap_bytes(&self) -> usize {
-        self.template.len()
-            + self.category.len()
-            + self.namespace.as_ref().map_or(0, |s| s.len())
-            + self.kind.as_ref().map_or(0, |s| s.len())
-            + self.reason.as_ref().map_or(0, |s| s.len())
-            + self.sample.as_ref().map_or(0, |s| s.len())
-            + crate::size::vec(&self.objects)
-            + self.objects.iter().map(|(o, _)| o.len()).sum::<usize>()
+        crate::size::vec(&self.objects)
     }
 
     fn aggregate(&self, cluster: &str, fingerprint: u64, start: i64, cfg: &WindowConfig) -> Aggregate {
-        let mut top: Vec<&(Box<str>, i64)> = self.objects.iter().collect();
+        let mut top: Vec<&(Text, i64)> = self.objects.iter().collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let m = &*self.meta;
         let minutes = cfg.size_us as f64 / 60_000_000.0;
         Aggregate {
             cluster: cluster.to_string(),
             fingerprint: crate::hex16(fingerprint),
             window_start: start,
             window_end: start + cfg.size_us,
-            namespace: self.namespace.as_deref().map(str::to_string),
-            kind: self.kind.as_deref().map(str::to_string),
-            reason: self.reason.as_deref().map(str::to_string),
-            template: self.template.to_string(),
-            category: self.category.to_string(),
+            namespace: m.namespace.as_deref().map(str::to_string),
+            kind: m.kind.as_deref().map(str::to_string),
+            reason: m.reason.as_deref().map(str::to_string),
+            template: m.template.to_string(),
+            category: m.category.to_string(),
             severity: self.severity,
             count: self.count,
             distinct_objects: self.objects.len() as i64,
