@@ -720,9 +720,11 @@ impl Correlator {
     /// in key order: what an alerter taking over after a restart must keep firing.
     pub fn open_incidents(&self, rules: &[CorrelationRule], cluster: &str) -> Vec<Incident> {
         self.open
-            .values()
-            .filter(|o| o.emitted.is_some())
-            .filter_map(|o| Some(Self::incident(rules.get(o.rule)?, cluster, o, IncidentStatus::Updated, None)))
+            .iter()
+            .filter(|(_, o)| o.emitted.is_some())
+            .filter_map(|(k, o)| {
+                Some(Self::incident(rules.get(o.rule)?, cluster, &k.1, o, IncidentStatus::Updated, None))
+            })
             .collect()
     }
 
