@@ -164,6 +164,16 @@ fn run(binary: &str, config: &Path, args: &[&str], limit: Duration) -> (Output, 
     (child.wait_with_output().unwrap(), started.elapsed())
 }
 
+/// A process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -194,17 +204,19 @@ async fn both_binaries_work_over_tls_and_scram_and_never_print_a_secret() {
     // The enricher reads them all over the same secured connections and writes its topics.
     let enricher_log = s.path("enricher.log");
     let log_file = std::fs::File::create(&enricher_log).unwrap();
-    let mut enricher = Command::new(procs::binary("kev-enricher"))
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .env("KEV_REGISTRY__PASSWORD", REGISTRY_PASSWORD)
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .unwrap();
+    let mut enricher = KillOnDrop(
+        Command::new(procs::binary("kev-enricher"))
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("KEV_REGISTRY__PASSWORD", REGISTRY_PASSWORD)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap(),
+    );
     let mut cfg = outputs::enricher_config(s.kafka(), &s.registry_url);
     cfg.registry.username = Some(REGISTRY_USER.into());
     cfg.registry.password = Some(REGISTRY_PASSWORD.into());
@@ -219,8 +231,8 @@ async fn both_binaries_work_over_tls_and_scram_and_never_print_a_secret() {
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("kev_enricher_records_in_total"), "{metrics}");
     assert_no_secret("the enricher's /metrics", &metrics);
-    Command::new("kill").args(["-TERM", &enricher.id().to_string()]).status().unwrap();
-    assert!(enricher.wait().unwrap().success());
+    Command::new("kill").args(["-TERM", &enricher.0.id().to_string()]).status().unwrap();
+    assert!(enricher.0.wait().unwrap().success());
     let log = std::fs::read_to_string(&enricher_log).unwrap();
     assert!(log.contains("<redacted>"), "the effective configuration was logged, redacted");
     assert_no_secret("kev-enricher", &log);
