@@ -1,7 +1,7 @@
 //! Sending output records to Kafka: the idempotent producer, delivery tracking, encoding with
 //! retries while the registry is away.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,61 +23,13 @@ use crate::routes::Router;
 /// Counts failed deliveries. With `message.timeout.ms=0` and idempotence librdkafka retries
 /// until it succeeds, so a failure here is fatal (record too large, no authorisation): the
 /// run stops before committing, and the next one re-emits from the last commit.
-///
-/// It also numbers the output records in send order and knows the longest prefix of them that
-/// Kafka has acknowledged, so that the commit barrier can wait for "everything sent before
-/// this point" without stopping the consumer (as a flush would) while acknowledgements arrive.
 #[derive(Default)]
 pub struct Deliveries {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
-    /// The sequence number the next output record gets.
-    sent: AtomicUsize,
-    acks: Mutex<Acks>,
 }
-
-/// Acknowledged sequence numbers: all below `next`, and those in `ahead` (acknowledged out of
-/// order, as records of different partitions are).
-#[derive(Default)]
-struct Acks {
-    next: usize,
-    ahead: std::collections::BTreeSet<usize>,
-}
-
-impl Acks {
-    fn ack(&mut self, seq: usize) {
-        if seq == self.next {
-            self.next += 1;
-            while self.ahead.first() == Some(&self.next) {
-                self.ahead.pop_first();
-                self.next += 1;
-            }
-        } else if seq > self.next {
-            self.ahead.insert(seq);
-        }
-    }
-}
-
-/// The sequence number of records the barrier does not wait for (checkpoints: a restore takes
-/// only checkpoints at or before the committed offset, acknowledged or not).
-pub const UNTRACKED: usize = usize::MAX;
 
 impl Deliveries {
-    /// Numbers the next output record.
-    pub fn next_seq(&self) -> usize {
-        self.sent.fetch_add(1, Ordering::SeqCst)
-    }
-
-    /// How many output records have been numbered: the barrier's "everything sent so far".
-    pub fn sent(&self) -> usize {
-        self.sent.load(Ordering::SeqCst)
-    }
-
-    /// Every output record numbered below this is acknowledged.
-    pub fn acknowledged_below(&self) -> usize {
-        self.acks.lock().unwrap_or_else(|e| e.into_inner()).next
-    }
-
     pub fn failure(&self) -> Option<String> {
         if self.failed.load(Ordering::SeqCst) == 0 {
             return None;
@@ -89,12 +41,9 @@ impl Deliveries {
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = usize;
+    type DeliveryOpaque = ();
 
-    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
-        if result.is_ok() && seq != UNTRACKED {
-            self.acks.lock().unwrap_or_else(|e| e.into_inner()).ack(seq);
-        }
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, msg)) = result {
             use rdkafka::Message;
             let before = self.failed.fetch_add(1, Ordering::SeqCst);
@@ -175,24 +124,14 @@ impl Emitter {
         let ts = record.timestamp_ms();
         for (route, route_topic) in self.router.matching(record) {
             let value = self.encode(record, route_topic, stop).await?;
-            let seq = self.producer.context().next_seq();
             self.send(
-                BaseRecord::with_opaque_to(route_topic, seq)
-                    .key(&key)
-                    .payload(&value)
-                    .headers(headers.clone())
-                    .timestamp(ts),
+                BaseRecord::to(route_topic).key(&key).payload(&value).headers(headers.clone()).timestamp(ts),
                 stop,
             )
             .await?;
             metrics::counter!("kev_enricher_records_routed_total", "route" => route.to_string()).increment(1);
         }
-        let seq = self.producer.context().next_seq();
-        self.send(
-            BaseRecord::with_opaque_to(topic, seq).key(&key).payload(&value).headers(headers).timestamp(ts),
-            stop,
-        )
-        .await?;
+        self.send(BaseRecord::to(topic).key(&key).payload(&value).headers(headers).timestamp(ts), stop).await?;
         metrics::counter!("kev_enricher_records_out_total", "stream" => stream.label()).increment(1);
         // The incident-rate alert counts openings, not every update of an incident. Outputs a
         // restart re-emits are counted again: the rate is for alerting, not accounting.
@@ -215,7 +154,7 @@ impl Emitter {
     /// Hands a record to librdkafka, waiting while its queue is full.
     async fn send(
         &self,
-        mut base: BaseRecord<'_, Vec<u8>, Vec<u8>, usize>,
+        mut base: BaseRecord<'_, Vec<u8>, Vec<u8>>,
         stop: &CancellationToken,
     ) -> Result<(), EmitError> {
         loop {
@@ -257,26 +196,5 @@ impl Emitter {
             Some(e) => Err(e),
             None => Ok(flushed),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Acks;
-
-    #[test]
-    fn the_acknowledged_prefix_waits_for_the_oldest_record() {
-        let mut a = Acks::default();
-        // Records of another partition acknowledged first: the prefix does not move.
-        for seq in [2, 3, 5] {
-            a.ack(seq);
-        }
-        assert_eq!(a.next, 0);
-        a.ack(0);
-        assert_eq!(a.next, 1);
-        a.ack(1);
-        assert_eq!(a.next, 4, "1 closes the gap up to the out-of-order 2 and 3");
-        a.ack(4);
-        assert_eq!((a.next, a.ahead.len()), (6, 0));
     }
 }

@@ -75,16 +75,6 @@ struct Shared {
     checkpoint_topic: String,
     checkpoint_partitions: i32,
     spec_fingerprint: String,
-    /// The commit the barrier took and waits to make (see `barrier`).
-    pending: Mutex<Option<PendingCommit>>,
-}
-
-/// Input offsets to commit once every output record sent before they were taken (numbers
-/// below `seq`) is acknowledged.
-struct PendingCommit {
-    seq: usize,
-    offsets: BTreeMap<i32, i64>,
-    since: Instant,
 }
 
 struct Ctx {
@@ -138,11 +128,6 @@ impl Shared {
     /// and drops their engines. If Kafka does not acknowledge in time nothing is committed, and
     /// the next owner re-emits from the last commit.
     fn hand_over<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K, partitions: &[i32]) {
-        // A pending commit of these partitions is older than the one made here: dropped, so
-        // that it cannot move the next owner's committed offset back.
-        if let Some(p) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            p.offsets.retain(|partition, _| !partitions.contains(partition));
-        }
         let mut parts = self.lock();
         let owned: Vec<PartitionEngine> = partitions.iter().filter_map(|p| parts.remove(p)).collect();
         drop(parts);
@@ -191,7 +176,7 @@ impl Shared {
         let mut bytes = 0;
         for c in chunks {
             bytes += c.value.len();
-            let mut rec = BaseRecord::with_opaque_to(&self.checkpoint_topic, emit::UNTRACKED)
+            let mut rec = BaseRecord::to(&self.checkpoint_topic)
                 .partition(target)
                 .key(&c.key)
                 .payload(&c.value)
@@ -247,7 +232,6 @@ pub async fn run(
         checkpoint_topic: cfg.topics.checkpoints.clone(),
         checkpoint_partitions,
         spec_fingerprint: spec.fingerprint.clone(),
-        pending: Mutex::new(None),
     });
     let consumer: StreamConsumer<Ctx> = cfg
         .kafka
@@ -511,17 +495,8 @@ pub(crate) async fn decode_retrying(
     }
 }
 
-/// The commit barrier, at every commit interval, without stopping the consumer:
-/// - the pending commit (input offsets taken at an earlier barrier) is made once every output
-///   record sent before it was taken is acknowledged: an input offset is committed only once
-///   everything derived from the records before it is in Kafka;
-/// - a new pending commit is taken of the partitions' next offsets, and, when due, a checkpoint
-///   of each partition's state at that offset (a restore takes only checkpoints at or before
-///   the committed offset, so it may be written before the commit).
-///
-/// The first version flushed the producer here, which stopped consumption until every output
-/// was acknowledged: on a broker with slow acknowledgements the enricher spent most of its time
-/// waiting. Returns whether checkpoints were written.
+/// The commit barrier: waits for acknowledgements, commits, and checkpoints when due. Returns
+/// whether it committed.
 fn barrier(
     consumer: &StreamConsumer<Ctx>,
     shared: &Shared,
@@ -530,44 +505,29 @@ fn barrier(
     checkpoint_due: bool,
     stats: &mut RunStats,
 ) -> Result<bool, RunError> {
-    let deliveries = emitter.producer.context();
-    if let Some(e) = deliveries.failure() {
-        return Err(RunError::Delivery(e));
-    }
-    let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = pending.take() {
-        if deliveries.acknowledged_below() < p.seq {
-            if p.since.elapsed() > Duration::from_secs(30) {
-                health.set_ready(false, "waiting for Kafka to acknowledge outputs");
-            }
+    match emitter.flush(Duration::from_secs(5)) {
+        Err(e) => return Err(RunError::Delivery(e)),
+        Ok(false) => {
+            health.set_ready(false, "waiting for Kafka to acknowledge outputs");
             metrics::counter!("kev_enricher_commit_delays_total").increment(1);
-            *pending = Some(p);
             return Ok(false);
         }
-        if !p.offsets.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (partition, offset) in &p.offsets {
-                tpl.add_partition_offset(&shared.raw_topic, *partition, Offset::Offset(*offset))?;
-            }
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                tracing::warn!(error = %e, "commit failed; retrying at the next barrier");
-                *pending = Some(p);
-                return Ok(false);
-            }
-            stats.commits += 1;
-            health.set_ready(true, "consuming");
-        }
+        Ok(true) => {}
     }
     let parts = shared.lock();
     if parts.is_empty() {
         return Ok(false);
     }
-    *pending = Some(PendingCommit {
-        seq: deliveries.sent(),
-        offsets: parts.values().map(|pe| (pe.partition, pe.next_offset)).collect(),
-        since: Instant::now(),
-    });
-    drop(pending);
+    let mut tpl = TopicPartitionList::new();
+    for pe in parts.values() {
+        tpl.add_partition_offset(&shared.raw_topic, pe.partition, Offset::Offset(pe.next_offset))?;
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        tracing::warn!(error = %e, "commit failed; retrying at the next barrier");
+        return Ok(false);
+    }
+    stats.commits += 1;
+    health.set_ready(true, "consuming");
     report_state(&parts);
     if checkpoint_due {
         for pe in parts.values() {
@@ -576,7 +536,7 @@ fn barrier(
             }
         }
     }
-    Ok(checkpoint_due)
+    Ok(true)
 }
 
 fn report_state(parts: &BTreeMap<i32, PartitionEngine>) {

@@ -160,10 +160,7 @@ async fn main() {
         if k == b"bench-0" && feed.len() < want {
             feed.push((k.to_vec(), v.to_vec()));
         }
-        let mut rec =
-            rdkafka::producer::BaseRecord::with_opaque_to("kev.bench.passthrough", kev_enricher::emit::UNTRACKED)
-                .key(k)
-                .payload(v);
+        let mut rec = rdkafka::producer::BaseRecord::to("kev.bench.passthrough").key(k).payload(v);
         loop {
             match out.send(rec) {
                 Ok(()) => break,
