@@ -7,6 +7,7 @@ pub mod expect;
 pub mod fakeapi;
 pub mod outputs;
 pub mod procs;
+pub mod scale;
 pub mod tls;
 
 /// Logs for tests, filtered by `RUST_LOG` (default warnings only).
