@@ -1,6 +1,7 @@
 //! Test harness: a tansu broker process, the registry test double, the kev binaries, the real
 //! event data. Shared by every end-to-end test in `tests/tests`.
 
+pub mod bench;
 pub mod broker;
 pub mod data;
 pub mod expect;
