@@ -128,7 +128,7 @@ def main():
         consumer_group=env["KEV_PEER_GROUP"],
         auto_offset_reset="earliest",
         state_dir=env["KEV_PEER_STATE"],
-        loglevel="WARNING",
+        loglevel=os.environ.get("KEV_PEER_LOGLEVEL", "WARNING"),
     )
     if env.get("KEV_PEER_FORMAT", "avro") == "avro":
         from quixstreams.models.serializers.avro import AvroDeserializer
