@@ -1,8 +1,9 @@
 //! Side by side, on one tansu broker process, in one run: the ceiling (a consume-only reader of
-//! the raw topic), kev's enricher end to end, and a peer stream processor (Quix Streams)
-//! computing the same 1-minute tumbling-window counts per fingerprint; then the enricher with 1,
-//! 2 and 4 partitions and instances; then the memory of the engine and of the producer's
-//! de-duplication state as they grow (in child processes, so the peak RSS is theirs alone).
+//! the raw topic), the raw log a take-over re-reads (recovery), a peer stream processor (Quix
+//! Streams) computing the same 1-minute tumbling-window counts per fingerprint, and kev's
+//! enricher end to end; then the enricher with 1, 2 and 4 partitions and as many instances (each
+//! on a fresh broker); then the memory of the engine and of the producer's de-duplication state
+//! as they grow (in child processes, so that what they hold is theirs alone).
 //!
 //! cargo run --release -p kev-tests --example side_by_side
 //!
@@ -17,14 +18,17 @@
 //! The loader writes the records directly; the dump replay of `kev-producer` is measured by
 //! `pipeline_bench`.
 //!
-//! Other settings: `KEV_BENCH_STORAGE` (`memory`, the default, or `sqlite`: tansu's sqlite
-//! storage in /dev/shm); `KEV_BENCH_PEER_FORMAT` (`avro`, the default: Quix reads the raw topic
-//! itself through the registry; `json`: a JSON copy of the workload in its own topic, whose
-//! ceiling is then measured too); `KEV_BENCH_PEER_PYTHON` (default
-//! `~/.cache/kev/quix-venv/bin/python`, see `benches/peer/requirements.txt`; `none` skips the
-//! peer); `KEV_BENCH_SCALE_EVENTS` (events of the partition-scale runs, default 200,000, 0 to
-//! skip them); `KEV_BENCH_MEMORY_GROUPS` (largest state of the memory runs, default 1,000,000,
-//! 0 to skip them).
+//! Other settings: `KEV_BENCH_STORAGE` (`memory`, `sqlite` (in /dev/shm), or by default the
+//! memory storage when a check of it on a broker of its own shows it keeps what it
+//! acknowledges, else sqlite); `KEV_BENCH_LOAD_BATCH` (the loader's `batch.num.messages`,
+//! default 10000); `KEV_BENCH_PEER_FORMAT` (`avro`, the default: Quix reads the raw topic itself
+//! through the registry; `json`: a JSON copy of the workload in its own topic, whose ceiling is
+//! then measured too); `KEV_BENCH_PEER_PYTHON` (default `~/.cache/kev/quix-venv/bin/python`, see
+//! `benches/peer/requirements.txt`; `none` skips the peer); `KEV_BENCH_SCALE_EVENTS` (events of
+//! the partition-scale runs, default 200,000, 0 to skip them); `KEV_BENCH_MEMORY_GROUPS`
+//! (largest state of the memory runs, default 1,000,000, 0 to skip them); `KEV_BENCH_HOLD`
+//! (`load` or `enricher`: keep the broker and registry up after that phase, for working on the
+//! peer by hand).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -291,8 +295,8 @@ fn command_version(cmd: &str, args: &[&str]) -> String {
 
 /// What a take-over re-reads to rebuild a partition's state without a checkpoint, done as the
 /// enricher's take-over does it (range reader, decode, engine apply; outputs dropped) over the
-/// first `len` records of `partition`: (records, seconds).
-async fn recovery(cfg: &EnricherConfig, partition: i32, len: i64) -> (u64, f64) {
+/// first `len` records of `partition`: (records, seconds, seconds until the first record).
+async fn recovery(cfg: &EnricherConfig, partition: i32, len: i64) -> (u64, f64, f64) {
     let spec = EngineSpec::load(cfg).unwrap();
     let codec = cfg.registry.codec().unwrap();
     let c: BaseConsumer =
@@ -301,14 +305,17 @@ async fn recovery(cfg: &EnricherConfig, partition: i32, len: i64) -> (u64, f64) 
     let started = Instant::now();
     let mut pe = PartitionEngine::new(partition, spec.engine(Default::default()), low);
     let mut reader = RangeReader::new(&c, &cfg.topics.raw, partition, low, (low + len).min(high)).unwrap();
-    let (mut discard, mut n) = (Vec::new(), 0u64);
+    let (mut discard, mut n, mut first) = (Vec::new(), 0u64, 0.0);
     while let Some(m) = reader.next_message().unwrap() {
+        if n == 0 {
+            first = started.elapsed().as_secs_f64();
+        }
         let d = decode(&codec, Source::of(&m), cfg.max_record_bytes).await.unwrap();
         pe.apply(d, m.offset(), &mut discard);
         discard.clear();
         n += 1;
     }
-    (n, started.elapsed().as_secs_f64())
+    (n, started.elapsed().as_secs_f64(), first)
 }
 
 // ---- Memory, in a child process each -------------------------------------------------------
@@ -417,7 +424,7 @@ fn thousands(x: f64) -> String {
     let s = n.abs().to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -555,9 +562,9 @@ async fn main() {
     let mut recovery_rows = Vec::new();
     recovery(&cfg, fullest, 1_000).await; // warm-up: the registry lookup, the first fetches
     for len in [10_000i64, 100_000, 1_000_000].into_iter().filter(|&l| l < longest).chain([longest]) {
-        let (n, secs) = recovery(&cfg, fullest, len).await;
-        eprintln!("recovery: {n} records of partition {fullest} in {secs:.2}s");
-        recovery_rows.push(json!({"partition": fullest, "records": n, "seconds": secs, "rate": rate(n, secs)}));
+        let (n, secs, first) = recovery(&cfg, fullest, len).await;
+        eprintln!("recovery: {n} records of partition {fullest} in {secs:.2}s (first after {first:.2}s)");
+        recovery_rows.push(json!({"partition": fullest, "records": n, "seconds": secs, "first_record_after": first, "rate": rate(n, secs)}));
     }
 
     // 4. The peer, before the enricher: tansu 0.6.0 (sqlite) was seen here to stop answering
@@ -701,7 +708,8 @@ async fn main() {
         if memory_ok { "it kept them" } else { "**it did not keep what it acknowledged**, so this run used sqlite (KEV_BENCH_STORAGE=memory forces it)" }
     ));
     line(format!(
-        "- broker: tansu process, {storage_label} storage, raw topic of {partitions} partitions keyed by cluster ({})",
+        "- broker: tansu process, {storage_label} storage, loader batches of at most {} records (`batch.num.messages`), raw topic of {partitions} partitions keyed by cluster ({})",
+        std::env::var("KEV_BENCH_LOAD_BATCH").unwrap_or_else(|_| "10000".into()),
         per_partition.iter().map(|(p, c)| format!("partition {p}: {}", c.join(", "))).collect::<Vec<_>>().join("; ")
     ));
     line(format!(
