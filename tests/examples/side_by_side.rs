@@ -42,7 +42,7 @@ use kev_enricher::decode::{decode, Source};
 use kev_enricher::partition::{EngineSpec, PartitionEngine};
 use kev_enricher::{replay, topics};
 use kev_schemas::{EventObservation, RawRecord};
-use kev_tests::bench::{enrich_all, env_or, progress, read_all, status_kib};
+use kev_tests::bench::{enrich_all, env_or, progress, status_kib};
 use kev_tests::broker::{tansu_binary, Broker, Storage};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{expect, scale};
@@ -206,11 +206,37 @@ fn interleave(mut per_cluster: Vec<Vec<Rec>>) -> Vec<Rec> {
 }
 
 /// Reads `topic` once, consume only; (records, bytes, seconds).
+/// Reads `topic` once, consume only, every partition at once as a group member would (the
+/// enricher and the peer fetch all their partitions together): (records, bytes, seconds).
 fn ceiling(settings: &KafkaSettings, topic: &str, group: &str) -> (u64, u64, f64) {
-    let c: BaseConsumer = settings.client_config(&[("group.id", group)]).create().unwrap();
+    let c: BaseConsumer = settings.client_config(&[("group.id", group), ("enable.auto.commit", "false")]).create().unwrap();
+    let highs = high_watermarks(settings, topic);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..highs.len() as i32 {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+    }
     let started = Instant::now();
-    let mut bytes = 0u64;
-    let n = read_all(settings, topic, &c, |_, v| bytes += v.len() as u64);
+    c.assign(&tpl).unwrap();
+    let mut next = vec![0i64; highs.len()];
+    let (mut n, mut bytes, mut idle) = (0u64, 0u64, 0);
+    while next.iter().zip(&highs).any(|(a, h)| a < h) {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                let p = m.partition() as usize;
+                if m.offset() >= next[p] {
+                    next[p] = m.offset() + 1;
+                    n += 1;
+                    bytes += m.payload().map_or(0, |v| v.len() as u64);
+                }
+            }
+            Some(Err(e)) => eprintln!("ceiling: {e}"),
+            None => {
+                idle += 1;
+                assert!(idle < 150, "ceiling: nothing for 30 s at {next:?} of {highs:?}");
+            }
+        }
+    }
     (n, bytes, started.elapsed().as_secs_f64())
 }
 
