@@ -25,7 +25,9 @@
 //! Quix reads the raw topic itself through the registry; `json`: a JSON copy of the workload in
 //! its own topic, whose ceiling is then measured too); `KEV_BENCH_PEER_PYTHON` (default `~/.cache/kev/quix-venv/bin/python`, see
 //! `benches/peer/requirements.txt`; `none` skips the peer); `KEV_BENCH_SCALE_EVENTS` (events of
-//! the partition-scale runs, default 200,000, 0 to skip them); `KEV_BENCH_MEMORY_GROUPS`
+//! the partition-scale runs, default 200,000, 0 to skip them); `KEV_BENCH_LATENCY_RATE` and
+//! `KEV_BENCH_LATENCY_SECONDS` (the steady feed of their latency phase, default 1,000 records/s
+//! for 10 s, 0 s to skip it); `KEV_BENCH_MEMORY_GROUPS`
 //! (largest state of the memory runs, default 1,000,000, 0 to skip them); `KEV_BENCH_HOLD`
 //! (`load` or `enricher`: keep the broker and registry up after that phase, for working on the
 //! peer by hand).
@@ -33,16 +35,18 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kev_common::kafka::RangeReader;
 use kev_common::kafka::{ensure_topic, partition_for_key, KafkaSettings};
+use kev_common::telemetry::Health;
 use kev_enricher::config::EnricherConfig;
 use kev_enricher::decode::{decode, Source};
 use kev_enricher::partition::{EngineSpec, PartitionEngine};
-use kev_enricher::{replay, topics};
+use kev_enricher::{live, replay, topics};
 use kev_schemas::{EventObservation, RawRecord};
-use kev_tests::bench::{enrich_all, env_or, progress, status_kib};
+use kev_tests::bench::{enrich_all, env_or, percentile, progress, status_kib};
 use kev_tests::broker::{tansu_binary, Broker, Storage};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{expect, scale};
@@ -209,7 +213,8 @@ fn interleave(mut per_cluster: Vec<Vec<Rec>>) -> Vec<Rec> {
 /// Reads `topic` once, consume only, every partition at once as a group member would (the
 /// enricher and the peer fetch all their partitions together): (records, bytes, seconds).
 fn ceiling(settings: &KafkaSettings, topic: &str, group: &str) -> (u64, u64, f64) {
-    let c: BaseConsumer = settings.client_config(&[("group.id", group), ("enable.auto.commit", "false")]).create().unwrap();
+    let c: BaseConsumer =
+        settings.client_config(&[("group.id", group), ("enable.auto.commit", "false")]).create().unwrap();
     let highs = high_watermarks(settings, topic);
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..highs.len() as i32 {
@@ -324,6 +329,150 @@ fn command_version(cmd: &str, args: &[&str]) -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(if o.stdout.is_empty() { &o.stderr } else { &o.stdout }).trim().to_string())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// An enriched record read back: the (partition, offset) of its raw record, and when.
+type Seen = ((i32, i64), Instant);
+
+/// When the broker acknowledged each fed record, by (partition, offset).
+#[derive(Default)]
+struct Sent(std::sync::Mutex<std::collections::HashMap<(i32, i64), Instant>>);
+
+impl ClientContext for Sent {}
+
+impl ProducerContext for Sent {
+    type DeliveryOpaque = Box<Instant>;
+    fn delivery(&self, r: &DeliveryResult<'_>, at: Box<Instant>) {
+        if let Ok(m) = r {
+            self.0.lock().unwrap().insert((m.partition(), m.offset()), *at);
+        }
+    }
+}
+
+/// Latency at a steady rate under capacity: `instances` enrichers run on `s` (caught up) while
+/// `feed` is written to its raw topic at `rate` records/s; for each record, the time from
+/// handing it to the producer to reading its enriched record back (matched by the `kev.source`
+/// header). The enrichers' start and group join happen before the feed.
+async fn latency(
+    s: &EnricherConfig,
+    instances: usize,
+    load_batch: usize,
+    names: &[String],
+    feed: &[&Rec],
+    rate: u64,
+    cancel: &CancellationToken,
+) -> Value {
+    let partitions = s.topics.partitions;
+    let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+    let reader = {
+        let (settings, topic, seen, reading) =
+            (s.kafka.clone(), s.topics.enriched.clone(), seen.clone(), reading.clone());
+        std::thread::spawn(move || {
+            let c: BaseConsumer = settings
+                .client_config(&[("group.id", "bench-latency-reader"), ("fetch.wait.max.ms", "5")])
+                .create()
+                .unwrap();
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in 0..partitions {
+                tpl.add_partition_offset(&topic, p, rdkafka::Offset::End).unwrap();
+            }
+            c.assign(&tpl).unwrap();
+            while reading.load(Ordering::Relaxed) {
+                let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else { continue };
+                let at = Instant::now();
+                let source = m.headers().and_then(|h| {
+                    use rdkafka::message::Headers;
+                    h.iter()
+                        .find(|h| h.key == "kev.source")
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).to_string())
+                });
+                if let Some(src) = source {
+                    let mut parts = src.rsplit('/');
+                    if let (Some(o), Some(p)) =
+                        (parts.next().and_then(|o| o.parse().ok()), parts.next().and_then(|p| p.parse().ok()))
+                    {
+                        seen.lock().unwrap().push(((p, o), at));
+                    }
+                }
+            }
+        })
+    };
+    let spec = EngineSpec::load(s).unwrap();
+    let codec = Arc::new(s.registry.codec().unwrap());
+    let stop = cancel.child_token();
+    let runs: Vec<_> = (0..instances)
+        .map(|_| {
+            let (cfg, spec, codec, stop) = (s.clone(), spec.clone(), codec.clone(), stop.clone());
+            tokio::spawn(async move { live::run_until_stopped(&cfg, &spec, codec, Health::new(), stop).await })
+        })
+        .collect();
+    // The group join and the reader's start.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let p: BaseProducer<Sent> = s
+        .kafka
+        .client_config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.type", "lz4"),
+            ("linger.ms", "10"),
+            ("batch.num.messages", &load_batch.to_string()),
+        ])
+        .create_with_context(Sent::default())
+        .unwrap();
+    let started = Instant::now();
+    let per_tick = (rate / 100).max(1) as usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for chunk in feed.chunks(per_tick) {
+        tick.tick().await;
+        for r in chunk {
+            let part = partition_for_key(names[r.cluster].as_bytes(), partitions);
+            let rec = BaseRecord::with_opaque_to(&s.topics.raw, Box::new(Instant::now()))
+                .partition(part)
+                .key(names[r.cluster].as_bytes())
+                .payload(&r.value)
+                .timestamp(r.time_ms);
+            if let Err((e, _)) = p.send(rec) {
+                eprintln!("latency feed: {e}");
+            }
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let feed_s = started.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let matched = {
+            let sent = p.context().0.lock().unwrap();
+            seen.lock().unwrap().iter().filter(|(k, _)| sent.contains_key(k)).count()
+        };
+        if matched >= feed.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    reading.store(false, Ordering::Relaxed);
+    reader.join().unwrap();
+    stop.cancel();
+    for r in runs {
+        r.await.unwrap();
+    }
+    let sent = p.context().0.lock().unwrap();
+    let warm = started + Duration::from_secs(2);
+    let mut first_seen: std::collections::HashMap<(i32, i64), Instant> = std::collections::HashMap::new();
+    for (k, at) in seen.lock().unwrap().iter() {
+        first_seen.entry(*k).or_insert(*at);
+    }
+    let mut ms: Vec<f64> = first_seen
+        .iter()
+        .filter_map(|(k, at)| sent.get(k).filter(|s| **s >= warm).map(|s| at.duration_since(*s).as_secs_f64() * 1e3))
+        .collect();
+    let counted = sent.values().filter(|s| **s >= warm).count();
+    ms.sort_by(f64::total_cmp);
+    let q = |x: f64| if ms.is_empty() { Value::Null } else { json!(percentile(&ms, x)) };
+    json!({"fed": feed.len(), "rate": rate, "feed_seconds": feed_s, "acknowledged": sent.len(), "after_warm_up": counted, "matched": ms.len(),
+        "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": ms.last().copied()})
 }
 
 /// What a take-over re-reads to rebuild a partition's state without a checkpoint, done as the
@@ -491,6 +640,8 @@ async fn main() {
     let partitions: i32 = env_or("KEV_BENCH_PARTITIONS", 3);
     let scale_events: usize = env_or("KEV_BENCH_SCALE_EVENTS", 200_000.min(events));
     let memory_max: usize = env_or("KEV_BENCH_MEMORY_GROUPS", 1_000_000);
+    let latency_rate: u64 = env_or("KEV_BENCH_LATENCY_RATE", 1_000);
+    let latency_seconds: u64 = env_or("KEV_BENCH_LATENCY_SECONDS", 10);
     let storage_name = std::env::var("KEV_BENCH_STORAGE").unwrap_or_else(|_| "check".into());
     let peer_format = std::env::var("KEV_BENCH_PEER_FORMAT").unwrap_or_else(|_| "avro".into());
     let home = std::env::var("HOME").unwrap_or_default();
@@ -678,13 +829,24 @@ async fn main() {
             eprintln!(
                 "p{n}: loaded {a} ({f} failed) in {ls:.1}s; ceiling {cn} in {cs:.2}s; enricher {st:?} in {es:.2}s"
             );
+            let held = progress(&s).await.1;
+            let lat = if latency_seconds > 0 {
+                let feed: Vec<&Rec> =
+                    avro.iter().cycle().skip(scale_events).take((latency_rate * latency_seconds) as usize).collect();
+                let l = latency(&s, n as usize, load_batch, &names, &feed, latency_rate, &cancel).await;
+                eprintln!("p{n} latency: {l}");
+                l
+            } else {
+                Value::Null
+            };
             scale_rows.push(json!({
                 "partitions": n, "instances": n, "records": a, "load_failed": f,
                 "ceiling_records": cn, "ceiling_seconds": cs, "ceiling_rate": rate(cn, cs),
                 "enricher_records_in": st.records_in, "enricher_records_out": st.records_out,
                 "enricher_seconds": es, "enricher_rate": rate(st.records_in, es),
-                "records_per_partition": progress(&s).await.1,
+                "records_per_partition": held,
                 "expected_per_partition": expected,
+                "latency": lat,
             }));
         }
     }
@@ -850,26 +1012,36 @@ async fn main() {
             thousands(scale_events.min(acked as usize) as f64)
         ));
         line(String::new());
-        line("| partitions = instances | records per partition (expected) | ceiling records/s | enricher records/s | enricher / ceiling | speed-up over 1 |".into());
-        line("|---|---|---|---|---|---|".into());
+        line(format!("| partitions = instances | records per partition (expected) | ceiling records/s | enricher records/s | enricher / ceiling | speed-up over 1 | latency at {latency_rate} records/s for {latency_seconds} s: matched, p50 / p99 / max ms |"));
+        line("|---|---|---|---|---|---|---|".into());
         let one = scale_rows[0]["enricher_rate"].as_f64().unwrap_or(1.0);
         for r in &scale_rows {
             let er = r["enricher_rate"].as_f64().unwrap_or(0.0);
             let cr = r["ceiling_rate"].as_f64().unwrap_or(1.0);
             line(format!(
-                "| {} | {} ({}) | {} | {} | {:.0}% | {:.2}x |",
+                "| {} | {} ({}) | {} | {} | {:.0}% | {:.2}x | {} |",
                 r["partitions"],
                 r["records_per_partition"],
                 r["expected_per_partition"],
                 thousands(cr),
                 thousands(er),
                 100.0 * er / cr,
-                er / one
+                er / one,
+                match &r["latency"] {
+                    Value::Null => "not measured".to_string(),
+                    l => format!(
+                        "{} of {}: {:.0} / {:.0} / {:.0}",
+                        l["matched"],
+                        l["after_warm_up"],
+                        l["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                        l["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                        l["max_ms"].as_f64().unwrap_or(f64::NAN)
+                    ),
+                }
             ));
         }
-        line(
-            "Latency per partition count is not measured by this command (see pipeline_bench's latency phase).".into(),
-        );
+        line(String::new());
+        line("Latency: after the catch-up run, the same number of enricher instances start again (caught up) and, 8 s later, once they have joined, the next records of the workload are written to the raw topic at a steady rate; for each, the time from handing it to the producer to reading its enriched record back from the output topic (matched by its `kev.source` header, the first copy read). The first 2 s of the feed are a warm-up and not counted; records whose enriched record was not read back are left out (see the counts).".into());
     }
     line(String::new());
     line("## Memory as state grows (in process, one child process per table)".into());
