@@ -23,14 +23,14 @@
 //! first in the loader's batches (`KEV_BENCH_LOAD_BATCH`, `batch.num.messages`, default 10000),
 //! then in single-record batches, else sqlite); `KEV_BENCH_PEER_FORMAT` (`avro`, the default:
 //! Quix reads the raw topic itself through the registry; `json`: a JSON copy of the workload in
-//! its own topic, whose ceiling is then measured too); `KEV_BENCH_PEER_PYTHON` (default `~/.cache/kev/quix-venv/bin/python`, see
-//! `benches/peer/requirements.txt`; `none` skips the peer); `KEV_BENCH_SCALE_EVENTS` (events of
-//! the partition-scale runs, default 200,000, 0 to skip them); `KEV_BENCH_LATENCY_RATE` and
-//! `KEV_BENCH_LATENCY_SECONDS` (the steady feed of their latency phase, default 1,000 records/s
-//! for 10 s, 0 s to skip it); `KEV_BENCH_MEMORY_GROUPS`
-//! (largest state of the memory runs, default 1,000,000, 0 to skip them); `KEV_BENCH_HOLD`
-//! (`load` or `enricher`: keep the broker and registry up after that phase, for working on the
-//! peer by hand).
+//! its own topic, whose ceiling is then measured too); `KEV_BENCH_PEER_PYTHON` (default
+//! `~/.cache/kev/quix-venv/bin/python`, see `benches/peer/requirements.txt`; `none` skips the
+//! peer); `KEV_BENCH_SCALE_EVENTS` (events of the partition-scale runs, default 200,000, 0 to
+//! skip them); `KEV_BENCH_LATENCY_RATE` and `KEV_BENCH_LATENCY_SECONDS` (the steady feed of
+//! their latency phase, default 1,000 records/s for 10 s, 0 s to skip it);
+//! `KEV_BENCH_MEMORY_GROUPS` (largest state of the memory runs, default 1,000,000, 0 to skip
+//! them); `KEV_BENCH_HOLD` (`load` or `enricher`: keep the broker and registry up after that
+//! phase, for working on the peer by hand).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
