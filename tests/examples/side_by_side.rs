@@ -27,7 +27,7 @@
 //! `~/.cache/kev/quix-venv/bin/python`, see `benches/peer/requirements.txt`; `none` skips the
 //! peer); `KEV_BENCH_SCALE_EVENTS` (events of the partition-scale runs, default 200,000, 0 to
 //! skip them); `KEV_BENCH_LATENCY_RATE` and `KEV_BENCH_LATENCY_SECONDS` (the steady feed of
-//! their latency phase, default 1,000 records/s for 10 s, 0 s to skip it);
+//! their latency phase, default 500 records/s for 10 s, 0 s to skip it);
 //! `KEV_BENCH_MEMORY_GROUPS` (largest state of the memory runs, default 1,000,000, 0 to skip
 //! them); `KEV_BENCH_HOLD` (`load` or `enricher`: keep the broker and registry up after that
 //! phase, for working on the peer by hand).
@@ -362,6 +362,13 @@ async fn latency(
     rate: u64,
     cancel: &CancellationToken,
 ) -> Value {
+    // On a storage that keeps only single-record batches, the enrichers' outputs are written so
+    // too here, so that the reader finds them where the broker said they are.
+    let mut s = s.clone();
+    if load_batch == 1 {
+        s.kafka.properties.insert("batch.num.messages".into(), "1".into());
+    }
+    let s = &s;
     let partitions = s.topics.partitions;
     let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
@@ -402,14 +409,21 @@ async fn latency(
     let spec = EngineSpec::load(s).unwrap();
     let codec = Arc::new(s.registry.codec().unwrap());
     let stop = cancel.child_token();
-    let runs: Vec<_> = (0..instances)
-        .map(|_| {
-            let (cfg, spec, codec, stop) = (s.clone(), spec.clone(), codec.clone(), stop.clone());
-            tokio::spawn(async move { live::run_until_stopped(&cfg, &spec, codec, Health::new(), stop).await })
+    let healths: Vec<Arc<Health>> = (0..instances).map(|_| Health::new()).collect();
+    let runs: Vec<_> = healths
+        .iter()
+        .map(|h| {
+            let (cfg, spec, codec, stop, h) = (s.clone(), spec.clone(), codec.clone(), stop.clone(), h.clone());
+            tokio::spawn(async move { live::run_until_stopped(&cfg, &spec, codec, h, stop).await })
         })
         .collect();
-    // The group join and the reader's start.
+    // The group join, the take-over (no checkpoint yet: the partitions are rebuilt from the
+    // raw log) and the reader's start: 8 s, then until every instance says it is ready.
     tokio::time::sleep(Duration::from_secs(8)).await;
+    let ready_by = Instant::now() + Duration::from_secs(120);
+    while !healths.iter().all(|h| h.is_ready()) && Instant::now() < ready_by {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let p: BaseProducer<Sent> = s
         .kafka
         .client_config(&[
@@ -640,7 +654,7 @@ async fn main() {
     let partitions: i32 = env_or("KEV_BENCH_PARTITIONS", 3);
     let scale_events: usize = env_or("KEV_BENCH_SCALE_EVENTS", 200_000.min(events));
     let memory_max: usize = env_or("KEV_BENCH_MEMORY_GROUPS", 1_000_000);
-    let latency_rate: u64 = env_or("KEV_BENCH_LATENCY_RATE", 1_000);
+    let latency_rate: u64 = env_or("KEV_BENCH_LATENCY_RATE", 500);
     let latency_seconds: u64 = env_or("KEV_BENCH_LATENCY_SECONDS", 10);
     let storage_name = std::env::var("KEV_BENCH_STORAGE").unwrap_or_else(|_| "check".into());
     let peer_format = std::env::var("KEV_BENCH_PEER_FORMAT").unwrap_or_else(|_| "avro".into());
@@ -1041,7 +1055,7 @@ async fn main() {
             ));
         }
         line(String::new());
-        line("Latency: after the catch-up run, the same number of enricher instances start again (caught up) and, 8 s later, once they have joined, the next records of the workload are written to the raw topic at a steady rate; for each, the time from handing it to the producer to reading its enriched record back from the output topic (matched by its `kev.source` header, the first copy read). The first 2 s of the feed are a warm-up and not counted; records whose enriched record was not read back are left out (see the counts).".into());
+        line("Latency: after the catch-up run, the same number of enricher instances start again (caught up) and, once they have joined and rebuilt their partitions (at least 8 s, then until every instance reports ready), the next records of the workload are written to the raw topic at a steady rate; for each, the time from handing it to the producer to reading its enriched record back from the output topic (matched by its `kev.source` header, the first copy read). When the raw topics are written in single-record batches (the storage check above), the enrichers of this phase write their outputs so too. The first 2 s of the feed are a warm-up and not counted; records whose enriched record was not read back are left out (see the counts).".into());
     }
     line(String::new());
     line("## Memory as state grows (in process, one child process per table)".into());
