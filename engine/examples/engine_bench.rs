@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use kev_engine::rules::RuleSet;
 use kev_engine::{Engine, EngineConfig, Output};
-use kev_schemas::EventObservation;
 
 // The engine allocates an output record per event; with mimalloc instead of glibc's malloc the
 // engine ran 318k -> 356k events/s here (BENCHMARKS.md). The binaries are to ship with it too.
@@ -27,32 +26,6 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// is small so that the outputs are still in cache when they are dropped, as when the caller
 /// drops each at once.
 const CHUNK: usize = 256;
-
-/// The real events, in event-time order, without their original objects: the engine reads the
-/// normalised view, and a million original objects would only fill memory.
-fn base() -> Vec<EventObservation> {
-    let mut out: Vec<EventObservation> = kev_tests::data::observations()
-        .into_iter()
-        .map(|(_, mut o)| {
-            o.core = None;
-            o.events_v1 = None;
-            o
-        })
-        .collect();
-    out.sort_by_key(|o| o.normalized.event_time);
-    out
-}
-
-/// Copy `k` of an observation: renamed objects and uids, shifted by `k` hours.
-fn copy(o: &EventObservation, k: usize) -> EventObservation {
-    let mut c = o.clone();
-    c.uid = format!("{}-{k}", o.uid);
-    c.normalized.event_time += k as i64 * 3_600_000_000;
-    if let Some(r) = c.normalized.regarding.as_mut() {
-        r.name = r.name.as_ref().map(|n| format!("{n}-c{k}"));
-    }
-    c
-}
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -104,7 +77,7 @@ impl std::fmt::Write for Digest {
 
 fn main() {
     let target: usize = std::env::var("KEV_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let base = base();
+    let base = kev_tests::scale::base(false);
     let copies = target.div_ceil(base.len());
     let clusters = 8;
     let mut engine = Engine::new(EngineConfig::default(), RuleSet::defaults());
@@ -115,10 +88,8 @@ fn main() {
     let mut digest = Digest { h: xxhash_rust::xxh3::Xxh3::new() };
     let mut peak_open = 0;
     let rss_before = peak_rss_kib();
-    for k in 0..copies {
-        // Build a batch outside the timed section.
-        let cluster = format!("cluster-{}", k % clusters);
-        let batch: Vec<EventObservation> = base.iter().take(target - events).map(|o| copy(o, k / clusters)).collect();
+    // Each batch is built outside the timed section.
+    for (cluster, batch) in kev_tests::scale::batches(&base, target, clusters) {
         let mut batch = batch.into_iter().peekable();
         while batch.peek().is_some() {
             // The engine takes each observation and drops what it does not move into its output:

@@ -25,12 +25,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kev_common::kafka::{ensure_topic, partition_count, RangeReader};
+use kev_common::kafka::ensure_topic;
 use kev_common::telemetry::Health;
-use kev_enricher::config::EnricherConfig;
 use kev_enricher::partition::EngineSpec;
 use kev_enricher::{emit, live, replay, topics};
 use kev_producer::run as producer;
+use kev_tests::bench::{caught_up, enrich_all, env_or, percentile, progress, read_all};
 use kev_tests::broker::{Broker, Storage};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{data, expect};
@@ -43,68 +43,6 @@ use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Every record of the raw topic, read once with `consumer`: (key, payload) per record.
-fn read_all(cfg: &EnricherConfig, c: &BaseConsumer, mut each: impl FnMut(&[u8], &[u8])) -> u64 {
-    let mut n = 0;
-    for p in 0..partition_count(&cfg.kafka, &cfg.topics.raw, Duration::from_secs(10)).unwrap() {
-        let (low, high) = c.fetch_watermarks(&cfg.topics.raw, p, Duration::from_secs(10)).unwrap();
-        let mut r = RangeReader::new(c, &cfg.topics.raw, p, low, high).unwrap();
-        while let Some(m) = r.next_message().unwrap() {
-            n += 1;
-            each(m.key().unwrap_or_default(), m.payload().unwrap_or_default());
-        }
-    }
-    n
-}
-
-/// Runs an enricher on `cfg` until its group has committed every raw record there is now.
-async fn enrich_all(cfg: &EnricherConfig, cancel: &CancellationToken) -> (live::RunStats, f64) {
-    let spec = EngineSpec::load(cfg).unwrap();
-    let codec = Arc::new(cfg.registry.codec().unwrap());
-    let stop = cancel.child_token();
-    let started = Instant::now();
-    let run = {
-        let (cfg, stop) = (cfg.clone(), stop.clone());
-        tokio::spawn(async move { live::run_until_stopped(&cfg, &spec, codec, Health::new(), stop).await })
-    };
-    while !caught_up(cfg).await {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    stop.cancel();
-    (run.await.unwrap(), secs)
-}
-
-/// The group's progress, asked again while the busy broker times the question out.
-async fn progress(cfg: &EnricherConfig) -> (Vec<i64>, Vec<i64>) {
-    loop {
-        match topics::group_progress(cfg) {
-            Ok(p) => return p,
-            Err(e) => eprintln!("progress: {e}; asking again"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Whether the group has committed the whole raw topic, asked again likewise.
-async fn caught_up(cfg: &EnricherConfig) -> bool {
-    loop {
-        match topics::group_caught_up(cfg) {
-            Ok(c) => return c,
-            Err(e) => eprintln!("progress: {e}; asking again"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
 
 #[tokio::main]
 async fn main() {
@@ -143,7 +81,7 @@ async fn main() {
     let c: BaseConsumer = cfg.kafka.client_config(&[("group.id", "bench-ceiling")]).create().unwrap();
     let started = Instant::now();
     let mut ceiling_bytes = 0usize;
-    let ceiling_records = read_all(&cfg, &c, |_, v| ceiling_bytes += v.len());
+    let ceiling_records = read_all(&cfg.kafka, &cfg.topics.raw, &c, |_, v| ceiling_bytes += v.len());
     let ceiling_s = started.elapsed().as_secs_f64();
     let ceiling_rate = ceiling_records as f64 / ceiling_s;
     eprintln!("ceiling: {ceiling_records} records in {ceiling_s:.2}s");
@@ -156,7 +94,7 @@ async fn main() {
     let mut feed = Vec::new();
     let want = (live_rate * live_seconds) as usize;
     let started = Instant::now();
-    let passed = read_all(&cfg, &c, |k, v| {
+    let passed = read_all(&cfg.kafka, &cfg.topics.raw, &c, |k, v| {
         if k == b"bench-0" && feed.len() < want {
             feed.push((k.to_vec(), v.to_vec()));
         }
@@ -180,7 +118,7 @@ async fn main() {
     eprintln!("pass-through: {passed} records in {through_s:.2}s");
 
     // 4. The enricher over the same raw topic, from the start, until it has committed it all.
-    let (stats, enrich_s) = enrich_all(&cfg, &cancel).await;
+    let (stats, enrich_s) = enrich_all(&cfg, 1, &cancel).await;
     let enrich_rate = stats.records_in as f64 / enrich_s;
     eprintln!("enricher: {stats:?} in {enrich_s:.2}s");
 

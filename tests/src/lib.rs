@@ -1,12 +1,14 @@
 //! Test harness: a tansu broker process, the registry test double, the kev binaries, the real
 //! event data. Shared by every end-to-end test in `tests/tests`.
 
+pub mod bench;
 pub mod broker;
 pub mod data;
 pub mod expect;
 pub mod fakeapi;
 pub mod outputs;
 pub mod procs;
+pub mod scale;
 pub mod tls;
 
 /// Logs for tests, filtered by `RUST_LOG` (default warnings only).

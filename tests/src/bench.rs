@@ -1,0 +1,121 @@
+//! What the pipeline benchmarks (`tests/examples`) share: reading a topic once, running
+//! enrichers until their group has committed everything, asking a busy broker again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kev_common::kafka::{partition_count, KafkaSettings, RangeReader};
+use kev_common::telemetry::Health;
+use kev_enricher::config::EnricherConfig;
+use kev_enricher::partition::EngineSpec;
+use kev_enricher::{live, topics};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use tokio_util::sync::CancellationToken;
+
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Every record of `topic` now, read once with `consumer`: (key, payload) per record. Returns
+/// how many were read.
+pub fn read_all(settings: &KafkaSettings, topic: &str, c: &BaseConsumer, mut each: impl FnMut(&[u8], &[u8])) -> u64 {
+    let mut n = 0;
+    for p in 0..partition_count(settings, topic, Duration::from_secs(10)).unwrap() {
+        let (low, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+        let mut r = RangeReader::new(c, topic, p, low, high).unwrap();
+        while let Some(m) = r.next_message().unwrap() {
+            n += 1;
+            each(m.key().unwrap_or_default(), m.payload().unwrap_or_default());
+        }
+    }
+    n
+}
+
+/// Runs `instances` enrichers of one group on `cfg` until the group has committed every raw
+/// record there is now. Returns their summed statistics and the seconds from their start.
+///
+/// The raw topic's ends are read once, before; while the enrichers run only the group's
+/// committed offsets are asked, by one client, twice a second: asking for the ends too, with a
+/// new client ten times a second, was a load of its own on a busy broker.
+pub async fn enrich_all(cfg: &EnricherConfig, instances: usize, cancel: &CancellationToken) -> (live::RunStats, f64) {
+    let spec = EngineSpec::load(cfg).unwrap();
+    let codec = Arc::new(cfg.registry.codec().unwrap());
+    let (_, highs) = progress(cfg).await;
+    let watcher: BaseConsumer =
+        cfg.kafka.client_config(&[("group.id", &cfg.group_id), ("enable.auto.commit", "false")]).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..highs.len() as i32 {
+        tpl.add_partition(&cfg.topics.raw, p);
+    }
+    let stop = cancel.child_token();
+    let started = Instant::now();
+    let runs: Vec<_> = (0..instances)
+        .map(|_| {
+            let (cfg, spec, codec, stop) = (cfg.clone(), spec.clone(), codec.clone(), stop.clone());
+            tokio::spawn(async move { live::run_until_stopped(&cfg, &spec, codec, Health::new(), stop).await })
+        })
+        .collect();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match watcher.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(t) => {
+                let done = t.elements().iter().zip(&highs).all(|(e, h)| e.offset().to_raw().unwrap_or(0).max(0) >= *h);
+                if done {
+                    break;
+                }
+            }
+            Err(e) => eprintln!("committed offsets: {e}; asking again"),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    stop.cancel();
+    let mut total = live::RunStats::default();
+    for r in runs {
+        let s = r.await.unwrap();
+        total.records_in += s.records_in;
+        total.records_out += s.records_out;
+        total.dead_letters += s.dead_letters;
+        total.recovered_records += s.recovered_records;
+        total.commits += s.commits;
+    }
+    (total, secs)
+}
+
+/// The group's progress, asked again while the busy broker times the question out.
+pub async fn progress(cfg: &EnricherConfig) -> (Vec<i64>, Vec<i64>) {
+    loop {
+        match topics::group_progress(cfg) {
+            Ok(p) => return p,
+            Err(e) => eprintln!("progress: {e}; asking again"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether the group has committed the whole raw topic, asked again likewise.
+pub async fn caught_up(cfg: &EnricherConfig) -> bool {
+    loop {
+        match topics::group_caught_up(cfg) {
+            Ok(c) => return c,
+            Err(e) => eprintln!("progress: {e}; asking again"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// A line of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`), 0 where there is none.
+pub fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
