@@ -339,8 +339,8 @@ pub enum ConnectError {
     Config(KafkaError),
 }
 
-/// Collects the first authentication or TLS error librdkafka reports while connecting. These
-/// arrive only through the error callback: a metadata request just times out meanwhile.
+/// Collects the first authentication or TLS error librdkafka reports while connecting, from
+/// its error callback or its log: a metadata request just times out meanwhile.
 #[derive(Default)]
 struct ConnectContext {
     fatal: std::sync::Mutex<Option<(bool, String)>>,

@@ -136,16 +136,12 @@ impl RegistrySettings {
     /// forever. `Ok(false)` when it cannot be reached (it may be starting; callers retry later
     /// as for any unavailable registry); an error when it answers 401/403 or TLS fails.
     pub async fn check_access(&self) -> Result<bool, CodecError> {
-        let auth = self.auth().map_err(|e| {
-            CodecError::RegistryRefused(format!("registry.password_file or ca_file cannot be read: {e}"))
-        })?;
-        let mut client = reqwest::Client::builder().timeout(Duration::from_millis(self.timeout_ms)).no_proxy();
-        if let Some(pem) = &auth.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| CodecError::RegistryRefused(format!("registry.ca_file is not PEM: {e}")))?;
-            client = client.tls_certs_merge(certs);
-        }
-        let client = client.build().map_err(|e| CodecError::RegistryRefused(e.to_string()))?;
+        let auth = self.readable_auth()?;
+        let client = http_client(&auth)?
+            .timeout(Duration::from_millis(self.timeout_ms))
+            .no_proxy()
+            .build()
+            .map_err(|e| CodecError::RegistryRefused(e.to_string()))?;
         let mut request = client.get(format!("{}/subjects", self.url.trim_end_matches('/')));
         if let Some((user, password)) = &auth.basic {
             request = request.basic_auth(user, password.as_deref());
@@ -168,11 +164,26 @@ impl RegistrySettings {
 
     /// A codec for this registry.
     pub fn codec(&self) -> Result<Codec, CodecError> {
-        let auth = self.auth().map_err(|e| {
-            CodecError::RegistryRefused(format!("registry.password_file or ca_file cannot be read: {e}"))
-        })?;
-        Codec::new(&self.url, &auth, Duration::from_millis(self.timeout_ms))
+        Codec::new(&self.url, &self.readable_auth()?, Duration::from_millis(self.timeout_ms))
     }
+
+    /// [`RegistrySettings::auth`], its files' read error said as the setting at fault.
+    fn readable_auth(&self) -> Result<RegistryAuth, CodecError> {
+        self.auth()
+            .map_err(|e| CodecError::RegistryRefused(format!("registry.password_file or ca_file cannot be read: {e}")))
+    }
+}
+
+/// An HTTP client builder that trusts `auth`'s extra CA besides the system's: for the codec's
+/// registry client and the start-up check alike.
+fn http_client(auth: &RegistryAuth) -> Result<reqwest::ClientBuilder, CodecError> {
+    let mut client = reqwest::Client::builder();
+    if let Some(pem) = &auth.ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| CodecError::RegistryRefused(format!("registry.ca_file is not PEM: {e}")))?;
+        client = client.tls_certs_merge(certs);
+    }
+    Ok(client)
 }
 
 /// How to log in to the registry. `Debug` shows which method, never the secret.
@@ -234,13 +245,7 @@ impl Codec {
             if let Some(token) = &auth.bearer {
                 b.set_token_authorization(token);
             }
-            let mut client = reqwest::Client::builder();
-            if let Some(pem) = &auth.ca_pem {
-                let certs = reqwest::Certificate::from_pem_bundle(pem)
-                    .map_err(|e| CodecError::RegistryRefused(format!("registry.ca_file is not PEM: {e}")))?;
-                client = client.tls_certs_merge(certs);
-            }
-            b.build_with(client).map_err(CodecError::from_registry)
+            b.build_with(http_client(auth)?).map_err(CodecError::from_registry)
         };
         Ok(Self {
             encoder: AvroEncoder::new(build()?),
