@@ -197,6 +197,81 @@ pub fn partition_count(settings: &KafkaSettings, topic: &str, timeout: Duration)
     }
 }
 
+/// Finds where partitions' logs end by reading, not only by asking.
+///
+/// The usual answer, ListOffsets(latest), is only a lower bound on some brokers: tansu 0.6.0's
+/// memory storage answers with the base offset of the newest batch plus one, so every record of
+/// that batch after its first lies beyond it. Trusting it made a restarted producer miss the
+/// tail it had published (and publish it again), and a replay stop short of the end. The probe
+/// fetches from the last listed record and follows records until librdkafka reports the
+/// partition's end, which it takes from the Fetch response's high watermark: on a broker that
+/// answers correctly this reads one record. (From the last listed record, not after it: that
+/// storage serves a fetch only from a batch's first offset, so a fetch from inside the newest
+/// batch would return nothing and never reach the end.)
+pub struct LogEnds {
+    consumer: BaseConsumer<EndOfLog>,
+}
+
+/// The probe's client context: librdkafka also reports every partition end it is asked for
+/// as a client error, which the default context would log as one.
+pub struct EndOfLog;
+
+impl rdkafka::ClientContext for EndOfLog {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "Kafka client error while probing a log's end");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for EndOfLog {}
+
+impl LogEnds {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        let consumer = settings
+            .client_config(&[
+                ("group.id", "kev-log-end-probe"),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+                ("auto.offset.reset", "error"),
+                ("fetch.wait.max.ms", "10"),
+            ])
+            .create_with_context(EndOfLog)?;
+        Ok(Self { consumer })
+    }
+
+    /// `(low, end)`: the oldest offset kept and the offset the next record written will get.
+    pub fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), KafkaError> {
+        let (low, listed) = self.consumer.fetch_watermarks(topic, partition, timeout)?;
+        let mut end = listed.max(low);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset((listed - 1).max(low)))?;
+        self.consumer.assign(&tpl)?;
+        let deadline = std::time::Instant::now() + timeout;
+        let result = loop {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) if m.topic() == topic && m.partition() == partition => end = end.max(m.offset() + 1),
+                Some(Ok(_)) => {}
+                Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break Ok((low, end)),
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => break Err(e),
+                None if std::time::Instant::now() > deadline => {
+                    break Err(KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut))
+                }
+                None => {}
+            }
+        };
+        let _ = self.consumer.unassign();
+        if let Ok((_, end)) = result {
+            if end > listed {
+                tracing::debug!(topic, partition, listed, end, "the broker listed an end short of the log's");
+            }
+        }
+        result
+    }
+}
+
 /// Reads the records at offsets `[from, to)` of one partition in order, one at a time, with a
 /// consumer that is assigned (not subscribed): for rebuilding state, where the consumer group
 /// must not move. Offsets that hold no record (transaction markers, compacted records) are

@@ -251,6 +251,7 @@ fn print_incident(out: &mut dyn Write, i: &Incident) -> std::io::Result<()> {
 /// A downstream reader of every output topic from its start.
 struct Reader {
     consumer: StreamConsumer,
+    ends: kev_common::kafka::LogEnds,
     topics: Vec<String>,
     partitions: i32,
 }
@@ -270,7 +271,7 @@ impl Reader {
             }
         }
         consumer.assign(&tpl)?;
-        Ok(Reader { consumer, topics, partitions: t.partitions })
+        Ok(Reader { consumer, ends: kev_common::kafka::LogEnds::new(&cfg.kafka)?, topics, partitions: t.partitions })
     }
 
     /// Whether every output record written so far has been read, given the next offset to
@@ -278,7 +279,7 @@ impl Reader {
     fn caught_up(&self, next: &HashMap<(String, i32), i64>) -> Result<bool, DemoError> {
         for topic in &self.topics {
             for p in 0..self.partitions {
-                let (_, high) = self.consumer.fetch_watermarks(topic, p, Duration::from_secs(5))?;
+                let (_, high) = self.ends.watermarks(topic, p, Duration::from_secs(5))?;
                 if next.get(&(topic.clone(), p)).copied().unwrap_or(0) < high {
                     return Ok(false);
                 }

@@ -15,9 +15,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use kev_common::kafka::{partition_count, KafkaSettings, RangeReader};
+use kev_common::kafka::{partition_count, KafkaSettings, LogEnds, RangeReader};
 use kev_schemas::Codec;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -89,9 +89,10 @@ pub async fn replay(
     let from_us = range.from_ms.saturating_mul(1000);
 
     // Where each partition starts, first, so that the progress bar knows the total.
+    let ends = LogEnds::new(&cfg.kafka)?;
     let mut plan = Vec::new();
     for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(&cfg.topics.raw, p, timeout)?;
+        let (low, high) = ends.watermarks(&cfg.topics.raw, p, timeout)?;
         let key = checkpoint::key(&cfg.group_id, &cfg.topics.raw, p);
         let found = checkpoint::find(
             &consumer,

@@ -46,11 +46,12 @@ pub fn group_progress(cfg: &EnricherConfig) -> Result<(Vec<i64>, Vec<i64>), Kafk
     let Ok(n) = partition_count(&cfg.kafka, &cfg.topics.raw, timeout) else {
         return Ok((Vec::new(), Vec::new()));
     };
+    let ends = kev_common::kafka::LogEnds::new(&cfg.kafka)?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut highs = Vec::new();
     for p in 0..n {
         tpl.add_partition(&cfg.topics.raw, p);
-        highs.push(c.fetch_watermarks(&cfg.topics.raw, p, timeout)?.1);
+        highs.push(ends.watermarks(&cfg.topics.raw, p, timeout)?.1);
     }
     // A group that has never committed reads as 0 everywhere.
     let committed = match c.committed_offsets(tpl, timeout) {

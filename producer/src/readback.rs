@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kev_common::kafka::KafkaSettings;
 use kev_schemas::{Codec, RawKind, RawRecord, WatchVerb};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 
 use crate::recover::RecoverError;
@@ -30,9 +30,10 @@ pub async fn read_all(settings: &KafkaSettings, topic: &str, codec: &Codec) -> R
         ])
         .create()?;
     let partitions = kev_common::kafka::partition_count(settings, topic, timeout)?;
+    let ends = kev_common::kafka::LogEnds::new(settings)?;
     let mut out = Vec::new();
     for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        let (low, high) = ends.watermarks(topic, p, timeout)?;
         let mut reader = kev_common::kafka::RangeReader::new(&consumer, topic, p, low, high)?;
         while let Some(msg) = reader.next_message()? {
             let Some(payload) = msg.payload() else { continue };

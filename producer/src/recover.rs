@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use kev_common::kafka::{partition_count, partition_for_key, KafkaSettings, RangeReader};
+use kev_common::kafka::{partition_count, partition_for_key, KafkaSettings, LogEnds, RangeReader};
 use kev_schemas::{Codec, RawKind};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 
@@ -55,7 +55,9 @@ pub async fn rebuild(
             ("enable.partition.eof", "false"),
         ])
         .create()?;
-    let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+    // The end read, not only listed: a broker that lists it short would have this producer
+    // publish its own tail again.
+    let (low, high) = LogEnds::new(settings)?.watermarks(topic, partition, TIMEOUT)?;
     let mut records_read = 0;
 
     // Find the newest heartbeat of this cluster, reading ever larger tails of the partition.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kev_common::kafka::{partition_count, KafkaSettings, RangeReader};
+use kev_common::kafka::{partition_count, KafkaSettings, LogEnds, RangeReader};
 use kev_common::telemetry::Health;
 use kev_enricher::config::EnricherConfig;
 use kev_enricher::partition::EngineSpec;
@@ -21,8 +21,9 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// how many were read.
 pub fn read_all(settings: &KafkaSettings, topic: &str, c: &BaseConsumer, mut each: impl FnMut(&[u8], &[u8])) -> u64 {
     let mut n = 0;
+    let ends = LogEnds::new(settings).unwrap();
     for p in 0..partition_count(settings, topic, Duration::from_secs(10)).unwrap() {
-        let (low, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+        let (low, high) = ends.watermarks(topic, p, Duration::from_secs(10)).unwrap();
         let mut r = RangeReader::new(c, topic, p, low, high).unwrap();
         while let Some(m) = r.next_message().unwrap() {
             n += 1;

@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kev_common::kafka::{partition_count, KafkaSettings, RangeReader};
+use kev_common::kafka::{partition_count, KafkaSettings, LogEnds, RangeReader};
 use kev_enricher::decode::{decode, Source};
 use kev_enricher::partition::{EngineSpec, PartitionEngine};
 use kev_enricher::records::Stream;
 use kev_enricher::EnricherConfig;
 use kev_schemas::Codec;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 
 /// One record as it sits in (or would sit in) a topic.
@@ -34,9 +34,10 @@ fn consumer(settings: &KafkaSettings) -> BaseConsumer {
 pub fn read_topic(settings: &KafkaSettings, topic: &str) -> Vec<(i32, i64, Rec)> {
     let c = consumer(settings);
     let n = partition_count(settings, topic, Duration::from_secs(10)).unwrap();
+    let ends = LogEnds::new(settings).unwrap();
     let mut out = Vec::new();
     for p in 0..n {
-        let (low, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+        let (low, high) = ends.watermarks(topic, p, Duration::from_secs(10)).unwrap();
         let mut r = RangeReader::new(&c, topic, p, low, high).unwrap();
         while let Some(m) = r.next_message().unwrap() {
             let rec = Rec {
@@ -69,8 +70,9 @@ pub async fn reference(cfg: &EnricherConfig, codec: &Codec) -> ByKey {
     let n = partition_count(&cfg.kafka, &cfg.topics.raw, Duration::from_secs(10)).unwrap();
     let mut all = ByKey::new();
     let mut out = Vec::new();
+    let ends = LogEnds::new(&cfg.kafka).unwrap();
     for p in 0..n {
-        let (low, high) = c.fetch_watermarks(&cfg.topics.raw, p, Duration::from_secs(10)).unwrap();
+        let (low, high) = ends.watermarks(&cfg.topics.raw, p, Duration::from_secs(10)).unwrap();
         let mut pe = PartitionEngine::new(p, spec.engine(Default::default()), low);
         let mut r = RangeReader::new(&c, &cfg.topics.raw, p, low, high).unwrap();
         while let Some(m) = r.next_message().unwrap() {

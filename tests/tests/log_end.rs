@@ -1,0 +1,91 @@
+//! Where a partition's log ends, on a broker that lists it short.
+//!
+//! tansu 0.6.0's memory storage answers ListOffsets(latest) with the base offset of the newest
+//! batch plus one. kev reads the end instead ([`kev_common::kafka::LogEnds`]); this checks the
+//! probe against what the broker acknowledged, and that a producer restarted over the same
+//! dumps on that storage publishes nothing twice (it rebuilds its memory of what it published
+//! from the partition's end).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use kev_common::kafka::{ensure_topic, LogEnds};
+use kev_common::telemetry::Health;
+use kev_producer::{readback, run};
+use kev_tests::broker::{Broker, Storage};
+use kev_tests::expect::{assert_exactly_once, config, registry};
+use kev_tests::{data, init_logs};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Acks(AtomicU64);
+impl ClientContext for Acks {}
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if r.is_ok() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_finds_the_end_of_batched_partitions_on_memory_storage() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::start(Storage::Memory, tmp.path());
+    let s = broker.settings();
+    ensure_topic(&s, "batched", 3, 1, &[]).await.unwrap();
+    let p: BaseProducer<Acks> = s
+        .client_config(&[("linger.ms", "20"), ("batch.num.messages", "1000"), ("enable.idempotence", "true")])
+        .create_with_context(Acks::default())
+        .unwrap();
+    // Partition 0 ends with a batch of 100 records (sent between two flushes), partition 1
+    // with a batch of one, partition 2 is empty.
+    let per_partition = [3_100i64, 1, 0];
+    let send = |partition: i32, n: i64| {
+        for i in 0..n {
+            let payload = format!("record {i} of partition {partition}");
+            p.send(BaseRecord::<(), _>::to("batched").partition(partition).payload(&payload)).unwrap();
+        }
+        p.flush(Duration::from_secs(60)).unwrap();
+    };
+    send(0, 3_000);
+    send(0, 100);
+    send(1, 1);
+    p.flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(p.context().0.load(Ordering::Relaxed), 3_101);
+
+    let ends = LogEnds::new(&s).unwrap();
+    let listing: BaseConsumer = s.client_config(&[("group.id", "listing")]).create().unwrap();
+    for (partition, n) in per_partition.iter().enumerate() {
+        let (_, listed) = listing.fetch_watermarks("batched", partition as i32, Duration::from_secs(10)).unwrap();
+        let (low, end) = ends.watermarks("batched", partition as i32, Duration::from_secs(10)).unwrap();
+        println!("partition {partition}: {n} acknowledged, ListOffsets says {listed}, the probe {end}");
+        assert_eq!((low, end), (0, *n), "partition {partition}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_producer_publishes_nothing_twice_on_memory_storage() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let broker = Broker::start(Storage::Memory, tmp.path());
+    let cancel = CancellationToken::new();
+    let registry = registry(&cancel).await;
+    let cfg = config(&broker, &registry, "memory-restart");
+    let sources = data::all_objects();
+
+    let first = run::replay(&cfg, data::files(), Health::new(), cancel.clone()).await.unwrap();
+    assert_eq!(first.published as usize, sources.len());
+    let second = run::replay(&cfg, data::files(), Health::new(), cancel.clone()).await.unwrap();
+    assert_eq!(second.published, 0, "the restarted producer published again what the first had");
+
+    let codec = run::codec(&cfg).unwrap();
+    let records = readback::read_all(&cfg.kafka, &cfg.topic.name, &codec).await.unwrap();
+    assert_exactly_once(&records, &sources, &cfg.cluster_id, cfg.topic.partitions);
+    cancel.cancel();
+}
