@@ -46,7 +46,7 @@ use kev_enricher::decode::{decode, Source};
 use kev_enricher::partition::{EngineSpec, PartitionEngine};
 use kev_enricher::{live, replay, topics};
 use kev_schemas::{EventObservation, RawRecord};
-use kev_tests::bench::{enrich_all, env_or, percentile, progress, status_kib};
+use kev_tests::bench::{enrich_all, env_or, percentile, progress, read_all, status_kib};
 use kev_tests::broker::{tansu_binary, Broker, Storage};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{expect, scale};
@@ -209,40 +209,11 @@ fn interleave(mut per_cluster: Vec<Vec<Rec>>) -> Vec<Rec> {
     out
 }
 
-/// Reads `topic` once, consume only; (records, bytes, seconds).
-/// Reads `topic` once, consume only, every partition at once as a group member would (the
-/// enricher and the peer fetch all their partitions together): (records, bytes, seconds).
+/// Reads `topic` once, consume only, every partition at once: (records, bytes, seconds).
 fn ceiling(settings: &KafkaSettings, topic: &str, group: &str) -> (u64, u64, f64) {
-    let c: BaseConsumer =
-        settings.client_config(&[("group.id", group), ("enable.auto.commit", "false")]).create().unwrap();
-    let highs = high_watermarks(settings, topic);
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..highs.len() as i32 {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
-    }
-    let started = Instant::now();
-    c.assign(&tpl).unwrap();
-    let mut next = vec![0i64; highs.len()];
-    let (mut n, mut bytes, mut idle) = (0u64, 0u64, 0);
-    while next.iter().zip(&highs).any(|(a, h)| a < h) {
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                let p = m.partition() as usize;
-                if m.offset() >= next[p] {
-                    next[p] = m.offset() + 1;
-                    n += 1;
-                    bytes += m.payload().map_or(0, |v| v.len() as u64);
-                }
-            }
-            Some(Err(e)) => eprintln!("ceiling: {e}"),
-            None => {
-                idle += 1;
-                assert!(idle < 150, "ceiling: nothing for 30 s at {next:?} of {highs:?}");
-            }
-        }
-    }
-    (n, bytes, started.elapsed().as_secs_f64())
+    let mut bytes = 0u64;
+    let (n, secs) = read_all(settings, topic, group, |_, v| bytes += v.len() as u64);
+    (n, bytes, secs)
 }
 
 fn high_watermarks(settings: &KafkaSettings, topic: &str) -> Vec<i64> {
@@ -1003,7 +974,7 @@ async fn main() {
         if outputs_held == stats.records_out as i64 {
             ""
         } else {
-            " (**not what was acknowledged**: the outputs are written in multi-record batches, which this storage does not keep whole; the throughput counts acknowledgements)"
+            " (**not what was acknowledged**)"
         }
     ));
     line(String::new());
@@ -1026,17 +997,19 @@ async fn main() {
             thousands(scale_events.min(acked as usize) as f64)
         ));
         line(String::new());
-        line(format!("| partitions = instances | records per partition (expected) | ceiling records/s | enricher records/s | enricher / ceiling | speed-up over 1 | latency at {latency_rate} records/s for {latency_seconds} s: matched, p50 / p99 / max ms |"));
-        line("|---|---|---|---|---|---|---|".into());
+        line(format!("| partitions = instances | records per partition (expected) | records the enrichers took in, of those loaded | ceiling records/s | enricher records/s | enricher / ceiling | speed-up over 1 | latency at {latency_rate} records/s for {latency_seconds} s: matched, p50 / p99 / max ms |"));
+        line("|---|---|---|---|---|---|---|---|".into());
         let one = scale_rows[0]["enricher_rate"].as_f64().unwrap_or(1.0);
         for r in &scale_rows {
             let er = r["enricher_rate"].as_f64().unwrap_or(0.0);
             let cr = r["ceiling_rate"].as_f64().unwrap_or(1.0);
             line(format!(
-                "| {} | {} ({}) | {} | {} | {:.0}% | {:.2}x | {} |",
+                "| {} | {} ({}) | {} of {} | {} | {} | {:.0}% | {:.2}x | {} |",
                 r["partitions"],
                 r["records_per_partition"],
                 r["expected_per_partition"],
+                r["enricher_records_in"],
+                r["records"],
                 thousands(cr),
                 thousands(er),
                 100.0 * er / cr,
@@ -1056,6 +1029,8 @@ async fn main() {
         }
         line(String::new());
         line("Latency: after the catch-up run, the same number of enricher instances start again (caught up) and, once they have joined and rebuilt their partitions (at least 8 s, then until every instance reports ready), the next records of the workload are written to the raw topic at a steady rate; for each, the time from handing it to the producer to reading its enriched record back from the output topic (matched by its `kev.source` header, the first copy read). When the raw topics are written in single-record batches (the storage check above), the enrichers of this phase write their outputs so too. The first 2 s of the feed are a warm-up and not counted; records whose enriched record was not read back are left out (see the counts).".into());
+        line(String::new());
+        line("With several instances, a partition can change hands mid-run (the members join one after another) and its new owner resumes from the offset the old one committed. tansu's memory storage serves a fetch only from a batch's first offset (README, testing notes), so when that offset lies inside a batch the rest of the batch is skipped: the enrichers then take in fewer records than were loaded (the column above), and that row's rate is not comparable. On Kafka, and on tansu's sqlite storage, the new owner reads on from that offset.".into());
     }
     line(String::new());
     line("## Memory as state grows (in process, one child process per table)".into());

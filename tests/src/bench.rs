@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kev_common::kafka::{partition_count, KafkaSettings, LogEnds, RangeReader};
+use kev_common::kafka::{partition_count, KafkaSettings, LogEnds};
 use kev_common::telemetry::Health;
 use kev_enricher::config::EnricherConfig;
 use kev_enricher::partition::EngineSpec;
@@ -17,20 +17,45 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Every record of `topic` now, read once with `consumer`: (key, payload) per record. Returns
-/// how many were read.
-pub fn read_all(settings: &KafkaSettings, topic: &str, c: &BaseConsumer, mut each: impl FnMut(&[u8], &[u8])) -> u64 {
-    let mut n = 0;
+/// Every record of `topic` now, read once, every partition at once as a group member fetches
+/// them (the enricher and the peer do): `each` gets (key, payload) per record. Returns
+/// (records, seconds). The ends are read, not listed ([`LogEnds`]); a partition that stays
+/// silent for 30 s below its end panics, naming where it stopped.
+pub fn read_all(settings: &KafkaSettings, topic: &str, group: &str, mut each: impl FnMut(&[u8], &[u8])) -> (u64, f64) {
+    let c: BaseConsumer =
+        settings.client_config(&[("group.id", group), ("enable.auto.commit", "false")]).create().unwrap();
     let ends = LogEnds::new(settings).unwrap();
-    for p in 0..partition_count(settings, topic, Duration::from_secs(10)).unwrap() {
+    let n = partition_count(settings, topic, Duration::from_secs(10)).unwrap();
+    let (mut next, mut highs) = (Vec::new(), Vec::new());
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..n {
         let (low, high) = ends.watermarks(topic, p, Duration::from_secs(10)).unwrap();
-        let mut r = RangeReader::new(c, topic, p, low, high).unwrap();
-        while let Some(m) = r.next_message().unwrap() {
-            n += 1;
-            each(m.key().unwrap_or_default(), m.payload().unwrap_or_default());
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(low)).unwrap();
+        next.push(low);
+        highs.push(high);
+    }
+    let started = Instant::now();
+    c.assign(&tpl).unwrap();
+    let (mut records, mut idle) = (0u64, 0);
+    while next.iter().zip(&highs).any(|(a, h)| a < h) {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                let p = m.partition() as usize;
+                if m.offset() >= next[p] {
+                    next[p] = m.offset() + 1;
+                    records += 1;
+                    each(m.key().unwrap_or_default(), m.payload().unwrap_or_default());
+                }
+            }
+            Some(Err(e)) => eprintln!("reading {topic}: {e}"),
+            None => {
+                idle += 1;
+                assert!(idle < 150, "reading {topic}: nothing for 30 s at {next:?} of {highs:?}");
+            }
         }
     }
-    n
+    (records, started.elapsed().as_secs_f64())
 }
 
 /// Runs `instances` enrichers of one group on `cfg` until the group has committed every raw
