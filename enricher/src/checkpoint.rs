@@ -14,9 +14,9 @@
 
 use std::time::Duration;
 
-use kev_common::kafka::RangeReader;
+use kev_common::kafka::{LogEnds, RangeReader};
 use kev_engine::engine::EngineState;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde::{Deserialize, Serialize};
@@ -110,12 +110,16 @@ pub enum CheckpointError {
 /// a warning: an older one, or the start of the raw log, is always a correct place to start.
 pub fn find(
     consumer: &BaseConsumer,
+    ends: &LogEnds,
     topic: &str,
     partition: i32,
     key: &str,
     accept: impl Fn(&Meta) -> bool,
 ) -> Result<Option<Checkpoint>, CheckpointError> {
-    let (low, high) = match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+    // The end read, not listed: checkpoints are written in multi-record batches, and a broker
+    // that lists the end short would hide the newest one (a take-over would then re-read far
+    // more of the raw log than it needs).
+    let (low, high) = match ends.watermarks(topic, partition, Duration::from_secs(10)) {
         Ok(w) => w,
         // No checkpoint topic yet: no checkpoint. Any other error (a broker too busy to
         // answer) is not "no checkpoint": starting from the raw log's start instead would be

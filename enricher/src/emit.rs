@@ -88,6 +88,35 @@ pub struct Emitter {
     pub router: Router,
     /// Incidents also go to Alertmanager when `alerting.alertmanager_url` is set.
     pub alerts: Option<AlertSender>,
+    pub meters: Meters,
+}
+
+/// The metrics of every output, looked up once: naming a metric per record costs a registry
+/// lookup (hashing its name and labels) each time.
+pub struct Meters {
+    out: [metrics::Counter; 4],
+    end_to_end: metrics::Histogram,
+}
+
+impl Default for Meters {
+    fn default() -> Self {
+        let out = |s: Stream| metrics::counter!("kev_enricher_records_out_total", "stream" => s.label());
+        Self {
+            out: [out(Stream::Enriched), out(Stream::Aggregates), out(Stream::Incidents), out(Stream::DeadLetters)],
+            end_to_end: metrics::histogram!("kev_enricher_end_to_end_seconds"),
+        }
+    }
+}
+
+impl Meters {
+    fn out(&self, s: Stream) -> &metrics::Counter {
+        &self.out[match s {
+            Stream::Enriched => 0,
+            Stream::Aggregates => 1,
+            Stream::Incidents => 2,
+            Stream::DeadLetters => 3,
+        }]
+    }
 }
 
 /// Why an emit did not happen.
@@ -132,7 +161,7 @@ impl Emitter {
             metrics::counter!("kev_enricher_records_routed_total", "route" => route.to_string()).increment(1);
         }
         self.send(BaseRecord::to(topic).key(&key).payload(&value).headers(headers).timestamp(ts), stop).await?;
-        metrics::counter!("kev_enricher_records_out_total", "stream" => stream.label()).increment(1);
+        self.meters.out(stream).increment(1);
         // The incident-rate alert counts openings, not every update of an incident. Outputs a
         // restart re-emits are counted again: the rate is for alerting, not accounting.
         if let Record::Engine(kev_engine::Output::Incident(i)) = record {
@@ -146,7 +175,7 @@ impl Emitter {
         }
         if stream == Stream::Enriched {
             let age = chrono::Utc::now().timestamp_millis() - ts;
-            metrics::histogram!("kev_enricher_end_to_end_seconds").record(age.max(0) as f64 / 1e3);
+            self.meters.end_to_end.record(age.max(0) as f64 / 1e3);
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kev_common::kafka::{partition_count, RangeReader};
+use kev_common::kafka::{partition_count, LogEnds, RangeReader};
 use kev_common::shutdown::sleep_or_stop;
 use kev_common::telemetry::Health;
 use kev_schemas::Codec;
@@ -257,9 +257,12 @@ pub async fn run(
         health: health.clone(),
         router: Router::for_topics(&cfg.topics)?,
         alerts,
+        meters: Default::default(),
     };
     let mut stats = RunStats::default();
     let mut out = Vec::new();
+    // Looked up once: a metric named with labels per record costs a registry lookup each time.
+    let records_in = metrics::counter!("kev_enricher_records_in_total", "topic" => cfg.topics.raw.clone());
     let mut tick = tokio::time::interval(cfg.commit_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_checkpoint = Instant::now();
@@ -323,7 +326,7 @@ pub async fn run(
                 continue;
             }
             stats.records_in += 1;
-            metrics::counter!("kev_enricher_records_in_total", "topic" => cfg.topics.raw.clone()).increment(1);
+            records_in.increment(1);
             let Some(decoded) = decode_retrying(&codec, Source::of(&msg), cfg.max_record_bytes, &health, &stop).await
             else {
                 break;
@@ -431,6 +434,7 @@ async fn take_over(
     let key = checkpoint::key(&cfg.group_id, &cfg.topics.raw, partition);
     let found = checkpoint::find(
         recovery,
+        &LogEnds::new(&cfg.kafka)?,
         &cfg.topics.checkpoints,
         checkpoint::partition_of(partition, checkpoint_partitions),
         &key,

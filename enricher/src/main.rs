@@ -151,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
                         health: Health::new(),
                         router,
                         alerts: None,
+                        meters: Default::default(),
                     }))
                 }
                 (None, None) => anyhow::bail!("give --output FILE or --topic-suffix SUFFIX"),

@@ -96,6 +96,7 @@ pub async fn replay(
         let key = checkpoint::key(&cfg.group_id, &cfg.topics.raw, p);
         let found = checkpoint::find(
             &consumer,
+            &ends,
             &cfg.topics.checkpoints,
             checkpoint::partition_of(p, ckpt_partitions),
             &key,

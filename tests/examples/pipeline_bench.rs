@@ -30,7 +30,7 @@ use kev_common::telemetry::Health;
 use kev_enricher::partition::EngineSpec;
 use kev_enricher::{emit, live, replay, topics};
 use kev_producer::run as producer;
-use kev_tests::bench::{caught_up, enrich_all, env_or, percentile, progress, read_all};
+use kev_tests::bench::{caught_up, cpu_seconds, enrich_all, env_or, percentile, progress, read_all};
 use kev_tests::broker::{Broker, Storage};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{data, expect};
@@ -79,8 +79,10 @@ async fn main() {
 
     // 2. The ceiling: read every raw record, decode nothing.
     let mut ceiling_bytes = 0usize;
+    let cpu = cpu_seconds();
     let (ceiling_records, ceiling_s) =
         read_all(&cfg.kafka, &cfg.topics.raw, "bench-ceiling", |_, v| ceiling_bytes += v.len());
+    let ceiling_cpu = cpu_seconds() - cpu;
     let ceiling_rate = ceiling_records as f64 / ceiling_s;
     eprintln!("ceiling: {ceiling_records} records in {ceiling_s:.2}s");
 
@@ -116,7 +118,9 @@ async fn main() {
     eprintln!("pass-through: {passed} records in {through_s:.2}s");
 
     // 4. The enricher over the same raw topic, from the start, until it has committed it all.
+    let cpu = cpu_seconds();
     let (stats, enrich_s) = enrich_all(&cfg, 1, &cancel).await;
+    let enrich_cpu = cpu_seconds() - cpu;
     let enrich_rate = stats.records_in as f64 / enrich_s;
     eprintln!("enricher: {stats:?} in {enrich_s:.2}s");
 
@@ -230,6 +234,11 @@ async fn main() {
         "| enricher end to end (consume, decode, engine, encode, produce 4 topics, commit) | {enrich_rate:.0} records/s, {} records out ({:.2} per raw record) |",
         stats.records_out,
         stats.records_out as f64 / stats.records_in.max(1) as f64
+    );
+    println!(
+        "| CPU time of this process per raw record (all its threads; tansu's not counted): ceiling, enricher | {:.1} us, {:.1} us |",
+        1e6 * ceiling_cpu / ceiling_records.max(1) as f64,
+        1e6 * enrich_cpu / stats.records_in.max(1) as f64
     );
     println!("| enricher / ceiling | {:.0}% (target >= 50%) |", 100.0 * enrich_rate / ceiling_rate);
     println!("| enricher / pass-through | {:.0}% |", 100.0 * enrich_rate / through_rate);

@@ -971,11 +971,7 @@ async fn main() {
     line(format!(
         "The enricher's {} acknowledged output records: the output topics' high watermarks add up to {outputs_held}{}.",
         stats.records_out,
-        if outputs_held == stats.records_out as i64 {
-            ""
-        } else {
-            " (**not what was acknowledged**)"
-        }
+        if outputs_held == stats.records_out as i64 { "" } else { " (**not what was acknowledged**)" }
     ));
     line(String::new());
     line("| ratio | value | target |".into());

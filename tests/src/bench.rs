@@ -130,6 +130,19 @@ pub async fn caught_up(cfg: &EnricherConfig) -> bool {
     }
 }
 
+/// CPU seconds this process has used so far, all threads (user + system, from
+/// `/proc/self/stat`, in clock ticks of 10 ms): what a phase cost, less noisy than its wall time
+/// on a busy machine. 0 where there is no procfs.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
