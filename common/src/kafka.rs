@@ -218,7 +218,7 @@ pub struct EndOfLog;
 
 impl rdkafka::ClientContext for EndOfLog {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
             tracing::warn!(%error, reason, "Kafka client error while probing a log's end");
         }
     }
