@@ -141,6 +141,13 @@ async fn main() {
     ensure_topic(&lcfg.kafka, &lcfg.topics.raw, 1, 1, &[]).await.unwrap();
     let spec = EngineSpec::load(&lcfg).unwrap();
     let codec = Arc::new(lcfg.registry.codec().unwrap());
+    // Heartbeats have no enriched record: counted, so that the matched count can be checked.
+    let mut fed_heartbeats = 0;
+    for (_, v) in &feed {
+        if codec.decode_raw(v).await.unwrap().kind == kev_schemas::RawKind::Heartbeat {
+            fed_heartbeats += 1;
+        }
+    }
     let stop = cancel.child_token();
     let run = {
         let (lcfg, stop) = (lcfg.clone(), stop.clone());
@@ -219,7 +226,11 @@ async fn main() {
         .filter_map(|(o, at)| sent.get(o).map(|s| at.duration_since(*s).as_secs_f64() * 1e3))
         .collect();
     latencies.sort_by(f64::total_cmp);
-    eprintln!("latency: {} of {} fed records matched, fed in {feed_s:.1}s", latencies.len(), feed.len());
+    eprintln!(
+        "latency: {} of {} fed records matched ({fed_heartbeats} heartbeats), fed in {feed_s:.1}s",
+        latencies.len(),
+        feed.len()
+    );
 
     let storage = if sqlite { "sqlite (in /dev/shm when present)" } else { "memory" };
     println!();
@@ -246,8 +257,9 @@ async fn main() {
         println!("| latency | not measured: no enriched record of the feed was matched to its raw record |");
     } else {
         println!(
-            "| latency, raw record handed to the producer -> its enriched record read back, {} records at {live_rate}/s | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms |",
+            "| latency, raw record handed to the producer -> its enriched record read back, {} of {} records fed at {live_rate}/s ({fed_heartbeats} heartbeats, which have none) | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms |",
             latencies.len(),
+            feed.len(),
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99),
             latencies[latencies.len() - 1]

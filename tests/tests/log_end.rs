@@ -2,23 +2,18 @@
 //!
 //! tansu 0.6.0's memory storage answers ListOffsets(latest) with the base offset of the newest
 //! batch plus one. kev reads the end instead ([`kev_common::kafka::LogEnds`]); this checks the
-//! probe against what the broker acknowledged, and that a producer restarted over the same
-//! dumps on that storage publishes nothing twice (it rebuilds its memory of what it published
-//! from the partition's end).
+//! probe against what the broker acknowledged. `producer_replay.rs` checks that a producer
+//! restarted on that storage publishes nothing twice.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kev_common::kafka::{ensure_topic, LogEnds};
-use kev_common::telemetry::Health;
-use kev_producer::{readback, run};
 use kev_tests::broker::{Broker, Storage};
-use kev_tests::expect::{assert_exactly_once, config, registry};
-use kev_tests::{data, init_logs};
+use kev_tests::init_logs;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
 struct Acks(AtomicU64);
@@ -67,25 +62,4 @@ async fn the_probe_finds_the_end_of_batched_partitions_on_memory_storage() {
         println!("partition {partition}: {n} acknowledged, ListOffsets says {listed}, the probe {end}");
         assert_eq!((low, end), (0, *n), "partition {partition}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_producer_publishes_nothing_twice_on_memory_storage() {
-    init_logs();
-    let tmp = tempfile::tempdir().unwrap();
-    let broker = Broker::start(Storage::Memory, tmp.path());
-    let cancel = CancellationToken::new();
-    let registry = registry(&cancel).await;
-    let cfg = config(&broker, &registry, "memory-restart");
-    let sources = data::all_objects();
-
-    let first = run::replay(&cfg, data::files(), Health::new(), cancel.clone()).await.unwrap();
-    assert_eq!(first.published as usize, sources.len());
-    let second = run::replay(&cfg, data::files(), Health::new(), cancel.clone()).await.unwrap();
-    assert_eq!(second.published, 0, "the restarted producer published again what the first had");
-
-    let codec = run::codec(&cfg).unwrap();
-    let records = readback::read_all(&cfg.kafka, &cfg.topic.name, &codec).await.unwrap();
-    assert_exactly_once(&records, &sources, &cfg.cluster_id, cfg.topic.partitions);
-    cancel.cancel();
 }
