@@ -468,7 +468,10 @@ async fn recovery(cfg: &EnricherConfig, partition: i32, len: i64) -> (u64, f64, 
     let codec = cfg.registry.codec().unwrap();
     let c: BaseConsumer =
         cfg.kafka.client_config(&[("group.id", "bench-recovery"), ("enable.auto.commit", "false")]).create().unwrap();
-    let (low, high) = c.fetch_watermarks(&cfg.topics.raw, partition, Duration::from_secs(10)).unwrap();
+    let (low, high) = kev_common::kafka::LogEnds::new(&cfg.kafka)
+        .unwrap()
+        .watermarks(&cfg.topics.raw, partition, Duration::from_secs(10))
+        .unwrap();
     let started = Instant::now();
     let mut pe = PartitionEngine::new(partition, spec.engine(Default::default()), low);
     let mut reader = RangeReader::new(&c, &cfg.topics.raw, partition, low, (low + len).min(high)).unwrap();
