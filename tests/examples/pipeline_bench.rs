@@ -14,7 +14,9 @@
 //!
 //! `KEV_BENCH_CLUSTERS` (default 16) copies of the 13,800 real events, one cluster id each, spread
 //! over `KEV_BENCH_PARTITIONS` (default 3) partitions; `KEV_BENCH_LIVE_RATE` (records/s, default
-//! 200) and `KEV_BENCH_LIVE_SECONDS` (default 20) shape phase 5. tansu runs with its memory
+//! 200) and `KEV_BENCH_LIVE_SECONDS` (default 20) shape phase 5; `KEV_BENCH_COMMIT_MS` (the
+//! commit barrier's interval, default 1,000) and `KEV_BENCH_FETCH_WAIT_MS` (the latency phase's
+//! `fetch.wait.max.ms`) try the enricher's two knobs. tansu runs with its memory
 //! storage: every phase reads from the start of a topic, which that storage serves correctly
 //! (it lists a partition's end short, which kev's readers do not trust, and cannot serve a
 //! fetch from inside a batch, which no phase here does; see the README's testing notes).
@@ -58,7 +60,9 @@ async fn main() {
     let cancel = CancellationToken::new();
     let registry = expect::registry(&cancel).await;
     let mut cfg = enricher_config(broker.settings(), &registry.url);
-    cfg.commit_interval_ms = 1_000;
+    // `KEV_BENCH_COMMIT_MS`: the commit barrier's interval (default 1 s): each barrier waits
+    // until every output sent so far is acknowledged, with consumption stopped meanwhile.
+    cfg.commit_interval_ms = env_or("KEV_BENCH_COMMIT_MS", 1_000);
     cfg.checkpoint_interval_ms = 60_000;
     cfg.topics.partitions = partitions;
     topics::create(&cfg.kafka, &cfg.topics).await.unwrap();
