@@ -32,15 +32,13 @@ use kev_common::telemetry::Health;
 use kev_enricher::partition::EngineSpec;
 use kev_enricher::{emit, live, replay, topics};
 use kev_producer::run as producer;
-use kev_tests::bench::{caught_up, cpu_seconds, enrich_all, env_or, percentile, progress, read_all};
+use kev_tests::bench::{caught_up, cpu_seconds, enrich_all, env_or, percentile, progress, read_all, SourceWatch};
 use kev_tests::broker::{Broker, Storage};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{data, expect};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
@@ -159,34 +157,7 @@ async fn main() {
     };
     // Sent instants by raw offset, filled as the broker acknowledges each record.
     let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
-    let seen: Arc<Mutex<Vec<(i64, Instant)>>> = Arc::default();
-    let reading = CancellationToken::new();
-    let reader = {
-        let (settings, topic, seen, reading) =
-            (lcfg.kafka.clone(), lcfg.topics.enriched.clone(), seen.clone(), reading.clone());
-        std::thread::spawn(move || {
-            let c: BaseConsumer = settings
-                .client_config(&[("group.id", "bench-latency-reader"), ("fetch.wait.max.ms", "5")])
-                .create()
-                .unwrap();
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, 0, Offset::Beginning).unwrap();
-            c.assign(&tpl).unwrap();
-            while !reading.is_cancelled() {
-                let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else { continue };
-                let at = Instant::now();
-                let source = m
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "kev.source").and_then(|h| h.value).map(|v| v.to_vec()));
-                let offset = source
-                    .and_then(|s| String::from_utf8(s).ok())
-                    .and_then(|s| s.rsplit('/').next().and_then(|o| o.parse().ok()));
-                if let Some(o) = offset {
-                    seen.lock().unwrap().push((o, at));
-                }
-            }
-        })
-    };
+    let watch = SourceWatch::start(&lcfg.kafka, &lcfg.topics.enriched, 1, Offset::Beginning);
     let feeder: FutureProducer = cfg
         .kafka
         .client_config(&[
@@ -218,17 +189,12 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    reading.cancel();
-    reader.join().unwrap();
+    let seen = watch.stop();
     stop.cancel();
     run.await.unwrap();
     let sent = sent.lock().unwrap();
-    let mut latencies: Vec<f64> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|(o, at)| sent.get(o).map(|s| at.duration_since(*s).as_secs_f64() * 1e3))
-        .collect();
+    let mut latencies: Vec<f64> =
+        seen.iter().filter_map(|((_, o), at)| sent.get(o).map(|s| at.duration_since(*s).as_secs_f64() * 1e3)).collect();
     latencies.sort_by(f64::total_cmp);
     eprintln!(
         "latency: {} of {} fed records matched ({fed_heartbeats} heartbeats), fed in {feed_s:.1}s",

@@ -46,11 +46,11 @@ use kev_enricher::decode::{decode, Source};
 use kev_enricher::partition::{EngineSpec, PartitionEngine};
 use kev_enricher::{live, replay, topics};
 use kev_schemas::{EventObservation, RawRecord};
-use kev_tests::bench::{enrich_all, env_or, percentile, progress, read_all, status_kib};
+use kev_tests::bench::{enrich_all, env_or, percentile, progress, read_all, status_kib, SourceWatch};
 use kev_tests::broker::{tansu_binary, Broker, Storage};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{expect, scale};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
@@ -302,9 +302,6 @@ fn command_version(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// An enriched record read back: the (partition, offset) of its raw record, and when.
-type Seen = ((i32, i64), Instant);
-
 /// When the broker acknowledged each fed record, by (partition, offset).
 #[derive(Default)]
 struct Sent(std::sync::Mutex<std::collections::HashMap<(i32, i64), Instant>>);
@@ -341,42 +338,7 @@ async fn latency(
     }
     let s = &s;
     let partitions = s.topics.partitions;
-    let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
-    let reader = {
-        let (settings, topic, seen, reading) =
-            (s.kafka.clone(), s.topics.enriched.clone(), seen.clone(), reading.clone());
-        std::thread::spawn(move || {
-            let c: BaseConsumer = settings
-                .client_config(&[("group.id", "bench-latency-reader"), ("fetch.wait.max.ms", "5")])
-                .create()
-                .unwrap();
-            let mut tpl = rdkafka::TopicPartitionList::new();
-            for p in 0..partitions {
-                tpl.add_partition_offset(&topic, p, rdkafka::Offset::End).unwrap();
-            }
-            c.assign(&tpl).unwrap();
-            while reading.load(Ordering::Relaxed) {
-                let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else { continue };
-                let at = Instant::now();
-                let source = m.headers().and_then(|h| {
-                    use rdkafka::message::Headers;
-                    h.iter()
-                        .find(|h| h.key == "kev.source")
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).to_string())
-                });
-                if let Some(src) = source {
-                    let mut parts = src.rsplit('/');
-                    if let (Some(o), Some(p)) =
-                        (parts.next().and_then(|o| o.parse().ok()), parts.next().and_then(|p| p.parse().ok()))
-                    {
-                        seen.lock().unwrap().push(((p, o), at));
-                    }
-                }
-            }
-        })
-    };
+    let watch = SourceWatch::start(&s.kafka, &s.topics.enriched, partitions, rdkafka::Offset::End);
     let spec = EngineSpec::load(s).unwrap();
     let codec = Arc::new(s.registry.codec().unwrap());
     let stop = cancel.child_token();
@@ -430,15 +392,14 @@ async fn latency(
     loop {
         let matched = {
             let sent = p.context().0.lock().unwrap();
-            seen.lock().unwrap().iter().filter(|(k, _)| sent.contains_key(k)).count()
+            watch.seen().iter().filter(|(k, _)| sent.contains_key(k)).count()
         };
         if matched >= feed.len() || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    reading.store(false, Ordering::Relaxed);
-    reader.join().unwrap();
+    let seen = watch.stop();
     stop.cancel();
     for r in runs {
         r.await.unwrap();
@@ -446,7 +407,7 @@ async fn latency(
     let sent = p.context().0.lock().unwrap();
     let warm = started + Duration::from_secs(2);
     let mut first_seen: std::collections::HashMap<(i32, i64), Instant> = std::collections::HashMap::new();
-    for (k, at) in seen.lock().unwrap().iter() {
+    for (k, at) in &seen {
         first_seen.entry(*k).or_insert(*at);
     }
     let mut ms: Vec<f64> = first_seen

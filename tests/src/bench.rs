@@ -1,7 +1,8 @@
 //! What the pipeline benchmarks (`tests/examples`) share: reading a topic once, running
 //! enrichers until their group has committed everything, asking a busy broker again.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kev_common::kafka::{partition_count, KafkaSettings, LogEnds};
@@ -10,7 +11,7 @@ use kev_enricher::config::EnricherConfig;
 use kev_enricher::partition::EngineSpec;
 use kev_enricher::{live, topics};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use tokio_util::sync::CancellationToken;
 
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -157,4 +158,67 @@ pub fn status_kib(field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// An output record read back: the (partition, offset) of the raw record it came from, and when
+/// it was read.
+pub type Seen = ((i32, i64), Instant);
+
+/// Reads an output topic on a thread of its own from `from` in every partition, noting for each
+/// record the raw record it came from (its `kev.source` header, `topic/partition/offset`) and
+/// when it arrived: the reading end of the latency measurements.
+pub struct SourceWatch {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    reading: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SourceWatch {
+    pub fn start(settings: &KafkaSettings, topic: &str, partitions: i32, from: rdkafka::Offset) -> Self {
+        let c: BaseConsumer = settings
+            .client_config(&[("group.id", "bench-latency-reader"), ("fetch.wait.max.ms", "5")])
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, from).unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        let (seen, reading) = (Arc::<Mutex<Vec<Seen>>>::default(), Arc::new(AtomicBool::new(true)));
+        let thread = {
+            let (seen, reading) = (seen.clone(), reading.clone());
+            std::thread::spawn(move || {
+                while reading.load(Ordering::Relaxed) {
+                    let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else { continue };
+                    let at = Instant::now();
+                    if let Some(source) = source_of(&m) {
+                        seen.lock().unwrap().push((source, at));
+                    }
+                }
+            })
+        };
+        Self { seen, reading, thread }
+    }
+
+    /// What has been read so far.
+    pub fn seen(&self) -> MutexGuard<'_, Vec<Seen>> {
+        self.seen.lock().unwrap()
+    }
+
+    /// Stops reading; everything read.
+    pub fn stop(self) -> Vec<Seen> {
+        self.reading.store(false, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// The raw (partition, offset) named by a record's `kev.source` header.
+fn source_of(m: &impl Message) -> Option<(i32, i64)> {
+    let h = m.headers()?;
+    let v = h.iter().find(|h| h.key == "kev.source")?.value?;
+    let mut parts = std::str::from_utf8(v).ok()?.rsplit('/');
+    let offset = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    Some((partition, offset))
 }
