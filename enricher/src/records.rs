@@ -8,7 +8,6 @@
 use kev_engine::Output;
 use kev_schemas::schema::{AGGREGATE, DEAD_LETTER, ENRICHED_EVENT, INCIDENT};
 use kev_schemas::{Codec, CodecError, DeadLetter};
-use serde::Serialize;
 
 use crate::config::TopicsSettings;
 
@@ -122,24 +121,14 @@ impl Record {
         v.unwrap_or(serde_json::Value::Null)
     }
 
-    /// The value in Schema Registry wire format for `topic`.
-    pub async fn encode(&self, codec: &Codec, topic: &str) -> Result<Vec<u8>, CodecError> {
+    /// The value in Schema Registry wire format for `topic`, written into `out`.
+    pub async fn encode(&self, codec: &Codec, topic: &str, out: &mut Vec<u8>) -> Result<(), CodecError> {
         let (name, text) = self.stream().schema();
         match self {
-            Record::Engine(Output::Enriched(e)) => enc(codec, topic, name, text, e).await,
-            Record::Engine(Output::Aggregate(a)) => enc(codec, topic, name, text, a).await,
-            Record::Engine(Output::Incident(i)) => enc(codec, topic, name, text, i).await,
-            Record::Dead(d) => enc(codec, topic, name, text, d).await,
+            Record::Engine(Output::Enriched(e)) => codec.encode_into(topic, name, text, e, out).await,
+            Record::Engine(Output::Aggregate(a)) => codec.encode_into(topic, name, text, a, out).await,
+            Record::Engine(Output::Incident(i)) => codec.encode_into(topic, name, text, i, out).await,
+            Record::Dead(d) => codec.encode_into(topic, name, text, d, out).await,
         }
     }
-}
-
-async fn enc<T: Serialize>(
-    codec: &Codec,
-    topic: &str,
-    name: &'static str,
-    text: &'static str,
-    item: &T,
-) -> Result<Vec<u8>, CodecError> {
-    codec.encode(topic, name, text, item).await
 }

@@ -80,7 +80,8 @@ pub async fn reference(cfg: &EnricherConfig, codec: &Codec) -> ByKey {
             pe.apply(d, m.offset(), &mut out);
             for rec in out.drain(..) {
                 let stream = rec.stream();
-                let value = rec.encode(codec, stream.topic(&cfg.topics)).await.unwrap();
+                let mut value = Vec::new();
+                rec.encode(codec, stream.topic(&cfg.topics), &mut value).await.unwrap();
                 let r = Rec { key: rec.key(), value, timestamp: rec.timestamp_ms() };
                 all.entry(stream).or_default().entry(r.key.clone()).or_default().push(r);
             }
