@@ -50,7 +50,7 @@ pub async fn decode(codec: &Codec, src: Source<'_>, max_bytes: usize) -> Result<
     if payload.len() > max_bytes {
         return dead("oversized", format!("{} bytes is more than max_record_bytes ({max_bytes})", payload.len()));
     }
-    match codec.decode_raw(payload).await {
+    match codec.decode_raw_lean(payload).await {
         Ok(r) if r.kind == RawKind::Unknown || (r.event.is_none() && r.heartbeat.is_none()) => {
             dead("unsupported_kind", format!("record kind {:?} with no event or heartbeat this enricher knows", r.kind))
         }

@@ -353,27 +353,46 @@ impl Codec {
     /// Decodes bytes in wire format into `T`, resolving the writer's schema into `reader`.
     pub async fn decode<T: DeserializeOwned>(&self, bytes: &[u8], reader: &'static Schema) -> Result<T, CodecError> {
         let (id, body) = split_wire_format(bytes)?;
+        let prepared = self.prepared(id, reader).await?;
+        read(&prepared.reader, prepared.same, body)
+    }
+
+    /// Decodes a raw record without its Kubernetes objects (`core` and `events_v1` are
+    /// `None`): what the enricher reads. Bodies written with this build's raw schema are read
+    /// by [`crate::lean`], several times faster; others through schema resolution.
+    pub async fn decode_raw_lean(&self, bytes: &[u8]) -> Result<RawRecord, CodecError> {
+        let (id, body) = split_wire_format(bytes)?;
+        let prepared = self.prepared(id, &RAW_SCHEMA).await?;
+        if prepared.same {
+            return crate::lean::decode_raw_lean(body);
+        }
+        let mut record: RawRecord = read(&prepared.reader, false, body)?;
+        if let Some(e) = record.event.as_mut() {
+            (e.core, e.events_v1) = (None, None);
+        }
+        Ok(record)
+    }
+
+    /// The reader of bodies written with schema `id`, read as `reader`.
+    async fn prepared(&self, id: u32, reader: &'static Schema) -> Result<&'static Prepared, CodecError> {
         let key = (id, reader as *const Schema as usize);
         let cached = self.readers.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied();
-        let prepared = match cached {
-            Some(p) => p,
-            None => {
-                let writer = self.decoder.get_schema(id).await.map_err(|e| {
-                    if e.retriable {
-                        self.decoder.remove_errors_from_cache();
-                    }
-                    CodecError::from_registry(e)
-                })?;
-                let writer: &'static Schema = Box::leak(Box::new(writer.parsed.clone()));
-                let same = writer.canonical_form() == reader.canonical_form();
-                let builder = GenericDatumReader::builder(writer);
-                let built = if same { builder.build() } else { builder.reader_schema(reader).build() };
-                let reader = built.map_err(|e| CodecError::Schema(e.to_string()))?;
-                let p: &'static Prepared = Box::leak(Box::new(Prepared { reader, same }));
-                *self.readers.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(p)
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let writer = self.decoder.get_schema(id).await.map_err(|e| {
+            if e.retriable {
+                self.decoder.remove_errors_from_cache();
             }
-        };
-        read(&prepared.reader, prepared.same, body)
+            CodecError::from_registry(e)
+        })?;
+        let writer: &'static Schema = Box::leak(Box::new(writer.parsed.clone()));
+        let same = writer.canonical_form() == reader.canonical_form();
+        let builder = GenericDatumReader::builder(writer);
+        let built = if same { builder.build() } else { builder.reader_schema(reader).build() };
+        let reader = built.map_err(|e| CodecError::Schema(e.to_string()))?;
+        let p: &'static Prepared = Box::leak(Box::new(Prepared { reader, same }));
+        Ok(*self.readers.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_insert(p))
     }
 }
 

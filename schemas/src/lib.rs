@@ -8,6 +8,7 @@ pub mod binary;
 pub mod codec;
 pub mod enriched;
 pub mod k8s;
+pub mod lean;
 pub mod normalize;
 pub mod raw;
 pub mod schema;

@@ -1,18 +1,24 @@
-//! The cost of encoding the enricher's outputs: the generic `apache-avro` serde writer (what
-//! every output went through before `kev_schemas::binary`) against the records' own writers,
-//! over every output the engine makes of the real dumps scaled to `KEV_BENCH_EVENTS` (default
-//! 200,000). Both write into a buffer reused per record, so only the writing is compared; the
-//! bytes of both are checked equal. Prints ns per output record by CPU time of the thread.
+//! The enricher's Avro costs, generic against its own paths, by CPU time of the thread:
+//! - reading a raw record: the generic reader (whole record, Kubernetes object included: what
+//!   the enricher read before `kev_schemas::lean`) against the lean reader, over the 13,800 real
+//!   events with their objects;
+//! - writing its outputs: the generic `apache-avro` serde writer (what every output went
+//!   through before `kev_schemas::binary`) against the records' own writers, over every output
+//!   the engine makes of the real dumps scaled to `KEV_BENCH_EVENTS` (default 200,000), into a
+//!   buffer reused per record; the bytes of both are checked equal.
 //!
-//! cargo run --release -p kev-enricher --example encode_bench
+//! cargo run --release -p kev-enricher --example codec_bench
 
 use std::time::Duration;
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use kev_engine::rules::RuleSet;
 use kev_engine::{Engine, EngineConfig, Output};
-use kev_schemas::schema::{AGGREGATE_SCHEMA, ENRICHED_EVENT_SCHEMA, INCIDENT_SCHEMA};
-use kev_schemas::AvroWrite;
+use kev_schemas::codec::encode_body;
+use kev_schemas::lean::decode_raw_lean;
+use kev_schemas::schema::{AGGREGATE_SCHEMA, ENRICHED_EVENT_SCHEMA, INCIDENT_SCHEMA, RAW_SCHEMA};
+use kev_schemas::{AvroWrite, RawRecord};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -48,7 +54,37 @@ fn pass(outputs: &[Output], mut f: impl FnMut(&Output, &mut Vec<u8>)) -> (Durati
     best
 }
 
+/// The best of three passes of `f` over every body: CPU time per body.
+fn read_pass(bodies: &[Vec<u8>], mut f: impl FnMut(&[u8])) -> f64 {
+    (0..3)
+        .map(|_| {
+            let started = thread_cpu();
+            bodies.iter().for_each(|b| f(b));
+            (thread_cpu() - started).as_nanos() as f64 / bodies.len() as f64
+        })
+        .fold(f64::MAX, f64::min)
+}
+
 fn main() {
+    let bodies: Vec<Vec<u8>> = kev_tests::data::observations()
+        .into_iter()
+        .map(|(c, o)| encode_body(&RAW_SCHEMA, &RawRecord::event(c, o)).expect("encodes"))
+        .collect();
+    let reader = GenericDatumReader::builder(&RAW_SCHEMA).build().expect("schema");
+    let generic_read = read_pass(&bodies, |b| {
+        let mut cursor = b;
+        let r: RawRecord = reader.read_deser(&mut cursor).expect("decodes");
+        std::hint::black_box(r);
+    });
+    let lean_read = read_pass(&bodies, |b| {
+        std::hint::black_box(decode_raw_lean(b).expect("decodes"));
+    });
+    let avg = bodies.iter().map(Vec::len).sum::<usize>() / bodies.len();
+    println!("raw records: {} real events with their objects, {avg} bytes each on average", bodies.len());
+    println!("read, generic reader: {generic_read:.0} ns per record (CPU)");
+    println!("read, lean reader:    {lean_read:.0} ns per record (CPU)");
+    println!("read ratio: {:.1}x", generic_read / lean_read);
+
     let target: usize = std::env::var("KEV_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let base = kev_tests::scale::base(false);
     let mut engine = Engine::new(EngineConfig::default(), RuleSet::defaults());
@@ -78,7 +114,7 @@ fn main() {
     let n = outputs.len() as f64;
     let ns = |d: Duration| d.as_nanos() as f64 / n;
     println!("outputs: {} records of {target} events, {:.0} bytes each on average", outputs.len(), own.1 as f64 / n);
-    println!("generic serde writer: {:.0} ns per record (CPU)", ns(generic.0));
-    println!("own writers:          {:.0} ns per record (CPU)", ns(own.0));
-    println!("ratio: {:.1}x; same bytes (xxh3 {:016x})", ns(generic.0) / ns(own.0), own.2);
+    println!("write, generic serde writer: {:.0} ns per record (CPU)", ns(generic.0));
+    println!("write, own writers:          {:.0} ns per record (CPU)", ns(own.0));
+    println!("write ratio: {:.1}x; same bytes (xxh3 {:016x})", ns(generic.0) / ns(own.0), own.2);
 }
