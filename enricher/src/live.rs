@@ -250,6 +250,9 @@ pub async fn run(
         .kafka
         .client_config(&[("group.id", &format!("{}-recovery", cfg.group_id)), ("enable.auto.commit", "false")])
         .create()?;
+    // One probe for every take-over of this run: a new client per take-over cost about 100 ms
+    // of connecting before the first fetch, while the partition's records waited.
+    let log_ends = LogEnds::new(&cfg.kafka)?;
     let emitter = Emitter {
         producer,
         codec: codec.clone(),
@@ -301,6 +304,7 @@ pub async fn run(
                     spec,
                     &codec,
                     &recovery,
+                    &log_ends,
                     checkpoint_partitions,
                     &health,
                     p,
@@ -422,6 +426,7 @@ async fn take_over(
     spec: &EngineSpec,
     codec: &Codec,
     recovery: &BaseConsumer,
+    log_ends: &LogEnds,
     checkpoint_partitions: i32,
     health: &Health,
     partition: i32,
@@ -434,7 +439,7 @@ async fn take_over(
     let key = checkpoint::key(&cfg.group_id, &cfg.topics.raw, partition);
     let found = checkpoint::find(
         recovery,
-        &LogEnds::new(&cfg.kafka)?,
+        log_ends,
         &cfg.topics.checkpoints,
         checkpoint::partition_of(partition, checkpoint_partitions),
         &key,

@@ -32,7 +32,10 @@ use kev_common::telemetry::Health;
 use kev_enricher::partition::EngineSpec;
 use kev_enricher::{emit, live, replay, topics};
 use kev_producer::run as producer;
-use kev_tests::bench::{caught_up, cpu_seconds, enrich_all, env_or, percentile, progress, read_all, SourceWatch};
+use kev_tests::bench::{
+    caught_up, cpu_seconds, enrich_all, env_or, percentile, progress, read_all, threads_cpu, threads_cpu_since,
+    SourceWatch,
+};
 use kev_tests::broker::{Broker, Storage};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{data, expect};
@@ -46,6 +49,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    // The enricher's own logs on stderr (`RUST_LOG=kev_enricher=debug` shows its take-overs
+    // and commit barriers with their durations); stdout keeps the table.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let clusters: usize = env_or("KEV_BENCH_CLUSTERS", 16);
     let partitions: i32 = env_or("KEV_BENCH_PARTITIONS", 3);
     let live_rate: u64 = env_or("KEV_BENCH_LIVE_RATE", 200);
@@ -81,10 +88,10 @@ async fn main() {
 
     // 2. The ceiling: read every raw record, decode nothing.
     let mut ceiling_bytes = 0usize;
-    let cpu = cpu_seconds();
+    let (cpu, broker_cpu) = (cpu_seconds(), broker.cpu_seconds());
     let (ceiling_records, ceiling_s) =
         read_all(&cfg.kafka, &cfg.topics.raw, "bench-ceiling", |_, v| ceiling_bytes += v.len());
-    let ceiling_cpu = cpu_seconds() - cpu;
+    let (ceiling_cpu, ceiling_broker_cpu) = (cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
     let ceiling_rate = ceiling_records as f64 / ceiling_s;
     eprintln!("ceiling: {ceiling_records} records in {ceiling_s:.2}s");
 
@@ -96,6 +103,7 @@ async fn main() {
     let mut feed = Vec::new();
     let want = (live_rate * live_seconds) as usize;
     let started = Instant::now();
+    let (cpu, broker_cpu) = (cpu_seconds(), broker.cpu_seconds());
     let (passed, _) = read_all(&cfg.kafka, &cfg.topics.raw, "bench-passthrough", |k, v| {
         if k == b"bench-0" && feed.len() < want {
             feed.push((k.to_vec(), v.to_vec()));
@@ -113,6 +121,7 @@ async fn main() {
     });
     out.flush(Timeout::Never).unwrap();
     let through_s = started.elapsed().as_secs_f64();
+    let (through_cpu, through_broker_cpu) = (cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
     if let Some(e) = out.context().failure() {
         panic!("pass-through deliveries failed: {e}");
     }
@@ -120,9 +129,10 @@ async fn main() {
     eprintln!("pass-through: {passed} records in {through_s:.2}s");
 
     // 4. The enricher over the same raw topic, from the start, until it has committed it all.
-    let cpu = cpu_seconds();
+    let (cpu, broker_cpu, threads) = (cpu_seconds(), broker.cpu_seconds(), threads_cpu());
     let (stats, enrich_s) = enrich_all(&cfg, 1, &cancel).await;
-    let enrich_cpu = cpu_seconds() - cpu;
+    let enrich_threads = threads_cpu_since(&threads);
+    let (enrich_cpu, enrich_broker_cpu) = (cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
     let enrich_rate = stats.records_in as f64 / enrich_s;
     eprintln!("enricher: {stats:?} in {enrich_s:.2}s");
 
@@ -217,10 +227,23 @@ async fn main() {
         stats.records_out as f64 / stats.records_in.max(1) as f64
     );
     println!(
-        "| CPU time of this process per raw record (all its threads; tansu's not counted): ceiling, enricher | {:.1} us, {:.1} us |",
+        "| CPU time of this process per raw record (all its threads; tansu's not counted): ceiling, pass-through, enricher | {:.1} us, {:.1} us, {:.1} us |",
         1e6 * ceiling_cpu / ceiling_records.max(1) as f64,
+        1e6 * through_cpu / passed.max(1) as f64,
         1e6 * enrich_cpu / stats.records_in.max(1) as f64
     );
+    println!(
+        "| CPU time of the broker process per raw record in the same phases: ceiling, pass-through, enricher | {:.1} us, {:.1} us, {:.1} us |",
+        1e6 * ceiling_broker_cpu / ceiling_records.max(1) as f64,
+        1e6 * through_broker_cpu / passed.max(1) as f64,
+        1e6 * enrich_broker_cpu / stats.records_in.max(1) as f64
+    );
+    let busiest: Vec<String> = enrich_threads
+        .iter()
+        .take(6)
+        .map(|(name, s)| format!("{name} {:.1} us", 1e6 * s / stats.records_in.max(1) as f64))
+        .collect();
+    println!("| the enricher phase's CPU time per raw record by thread name, busiest first | {} |", busiest.join(", "));
     println!("| enricher / ceiling | {:.0}% (target >= 50%) |", 100.0 * enrich_rate / ceiling_rate);
     println!("| enricher / pass-through | {:.0}% |", 100.0 * enrich_rate / through_rate);
     if latencies.is_empty() {

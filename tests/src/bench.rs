@@ -84,7 +84,8 @@ pub async fn enrich_all(cfg: &EnricherConfig, instances: usize, cancel: &Cancell
         })
         .collect();
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Often enough that the reading adds little to a phase of a few seconds.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         match watcher.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
             Ok(t) => {
                 let done = t.elements().iter().zip(&highs).all(|(e, h)| e.offset().to_raw().unwrap_or(0).max(0) >= *h);
@@ -135,7 +136,12 @@ pub async fn caught_up(cfg: &EnricherConfig) -> bool {
 /// `/proc/self/stat`, in clock ticks of 10 ms): what a phase cost, less noisy than its wall time
 /// on a busy machine. 0 where there is no procfs.
 pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    process_cpu_seconds("/proc/self/stat")
+}
+
+/// CPU time (user + system) of the process whose `stat` file is at `path`, in seconds.
+pub fn process_cpu_seconds(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else { return 0.0 };
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -221,4 +227,33 @@ fn source_of(m: &impl Message) -> Option<(i32, i64)> {
     let offset = parts.next()?.parse().ok()?;
     let partition = parts.next()?.parse().ok()?;
     Some((partition, offset))
+}
+
+/// CPU seconds of each thread of this process so far, by thread id, with the thread's name.
+pub fn threads_cpu() -> std::collections::BTreeMap<u32, (String, f64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    for t in tasks.flatten() {
+        let Ok(tid) = t.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_string();
+        let cpu = process_cpu_seconds(&t.path().join("stat").to_string_lossy());
+        out.insert(tid, (name, cpu));
+    }
+    out
+}
+
+/// The CPU each thread name used between two [`threads_cpu`] readings, busiest first: where a
+/// phase's CPU time went (librdkafka names its threads `rdk:broker<id>`, `rdk:main`; tokio's
+/// are `tokio-runtime-w`).
+pub fn threads_cpu_since(before: &std::collections::BTreeMap<u32, (String, f64)>) -> Vec<(String, f64)> {
+    let mut by_name: std::collections::BTreeMap<String, f64> = Default::default();
+    for (tid, (name, cpu)) in threads_cpu() {
+        let used = cpu - before.get(&tid).map_or(0.0, |b| b.1);
+        if used > 0.0 {
+            *by_name.entry(name).or_default() += used;
+        }
+    }
+    let mut v: Vec<_> = by_name.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v
 }

@@ -145,6 +145,12 @@ impl Broker {
     }
 
     /// SIGKILL, as a crashed node.
+    /// CPU time (user + system) the broker process has used so far, in seconds: benchmarks
+    /// read it around a phase to say what the broker's share of the work was.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.child.as_ref().map_or(0.0, |c| crate::bench::process_cpu_seconds(&format!("/proc/{}/stat", c.id())))
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
