@@ -46,7 +46,9 @@ use kev_enricher::decode::{decode, Source};
 use kev_enricher::partition::{EngineSpec, PartitionEngine};
 use kev_enricher::{live, replay, topics};
 use kev_schemas::{EventObservation, RawRecord};
-use kev_tests::bench::{enrich_all, env_or, percentile, progress, read_all, status_kib, SourceWatch};
+use kev_tests::bench::{
+    children_cpu_seconds, cpu_seconds, enrich_all, env_or, percentile, progress, read_all, status_kib, SourceWatch,
+};
 use kev_tests::broker::{tansu_binary, Broker, Storage};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{expect, scale};
@@ -692,7 +694,9 @@ async fn main() {
     hold("load", &broker, &registry.url).await;
 
     // 2. The ceiling.
+    let (cpu, broker_cpu) = (cpu_seconds(), broker.cpu_seconds());
     let (ceil_n, ceil_bytes, ceil_s) = ceiling(&cfg.kafka, &cfg.topics.raw, "bench-ceiling");
+    let ceil_cpu = (cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
     let ceil_rate = rate(ceil_n, ceil_s);
     eprintln!("ceiling: {ceil_n} records in {ceil_s:.2}s");
     let expected = expected_per_partition(partitions, &names, &avro);
@@ -725,11 +729,13 @@ async fn main() {
         cfg.topics.raw.clone()
     };
     drop(json_recs);
+    let (cpu, broker_cpu) = (children_cpu_seconds(), broker.cpu_seconds());
     let peer_result = if python == "none" {
         Err("skipped (KEV_BENCH_PEER_PYTHON=none)".to_string())
     } else {
         peer(&python, &broker.bootstrap(), &peer_topic, &peer_format, &registry.url, acked).await
     };
+    let peer_cpu = (children_cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
     eprintln!("peer: {peer_result:?}");
     let peer_rate = peer_result
         .as_ref()
@@ -737,7 +743,9 @@ async fn main() {
         .map(|v| rate(v["records"].as_u64().unwrap_or(0), v["seconds"].as_f64().unwrap_or(0.0)));
 
     // 5. kev's enricher, one instance.
+    let (cpu, broker_cpu) = (cpu_seconds(), broker.cpu_seconds());
     let (stats, enrich_s) = enrich_all(&cfg, 1, &cancel).await;
+    let kev_cpu = (cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
     let kev_rate = rate(stats.records_in, enrich_s);
     // What the output topics hold against what was acknowledged: they are written with
     // multi-record batches and are not read back otherwise.
@@ -834,6 +842,11 @@ async fn main() {
         "json_ceiling": json_ceiling.map(|(n, b, s)| json!({"records": n, "bytes": b, "seconds": s, "rate": rate(n, s)})),
         "peer": match &peer_result { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
         "peer_format": peer_format,
+        "cpu_seconds": {
+            "ceiling": {"process": ceil_cpu.0, "broker": ceil_cpu.1},
+            "peer": {"process": peer_cpu.0, "broker": peer_cpu.1},
+            "enricher": {"process": kev_cpu.0, "broker": kev_cpu.1},
+        },
         "scale": scale_rows,
         "memory_engine": match &mem_engine { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
         "memory_producer": match &mem_producer { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
@@ -938,6 +951,18 @@ async fn main() {
         if outputs_held == stats.records_out as i64 { "" } else { " (**not what was acknowledged**)" }
     ));
     line(String::new());
+    line("CPU time per raw record in the same phases (user + system, all threads; the peer's is its Python process's, read once it has ended; the broker's is the tansu process's in the same phase), steadier than the rates when the machine is shared:".into());
+    line(String::new());
+    line("| phase | its process, us per record | the broker, us per record |".into());
+    line("|---|---|---|".into());
+    let us = |secs: f64, n: u64| format!("{:.1}", 1e6 * secs / n.max(1) as f64);
+    line(format!("| ceiling | {} | {} |", us(ceil_cpu.0, ceil_n), us(ceil_cpu.1, ceil_n)));
+    line(format!("| kev enricher | {} | {} |", us(kev_cpu.0, stats.records_in), us(kev_cpu.1, stats.records_in)));
+    let peer_n = peer_result.as_ref().ok().and_then(|v| v["records"].as_u64());
+    if let Some(n) = peer_n {
+        line(format!("| peer | {} | {} |", us(peer_cpu.0, n), us(peer_cpu.1, n)));
+    }
+    line(String::new());
     line("| ratio | value | target |".into());
     line("|---|---|---|".into());
     let kc = kev_rate / ceil_rate;
@@ -945,6 +970,11 @@ async fn main() {
     if let Some(pr) = peer_rate {
         let kp = kev_rate / pr;
         line(format!("| kev / peer | {kp:.1}x | >= 10x: {} |", met(kp >= 10.0)));
+        if let Some(n) = peer_n {
+            let per = |secs: f64, n: u64| secs / n.max(1) as f64;
+            let cp = per(peer_cpu.0, n) / per(kev_cpu.0, stats.records_in).max(1e-12);
+            line(format!("| CPU time per record, peer / kev (their own processes) | {cp:.1}x | |"));
+        }
         line(format!("| peer / ceiling | {:.0}% | |", 100.0 * pr / ceil_rate));
         if let Some((n, _, s)) = json_ceiling {
             line(format!("| peer / ceiling of its JSON topic | {:.0}% | |", 100.0 * pr / rate(n, s)));

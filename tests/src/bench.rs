@@ -141,13 +141,25 @@ pub fn cpu_seconds() -> f64 {
 
 /// CPU time (user + system) of the process whose `stat` file is at `path`, in seconds.
 pub fn process_cpu_seconds(path: &str) -> f64 {
+    // utime and stime are fields 14 and 15 of the line.
+    stat_seconds(path, [11, 12])
+}
+
+/// CPU seconds of this process's children that have ended and been waited for (a peer run as a
+/// child process, read before and after it).
+pub fn children_cpu_seconds() -> f64 {
+    // cutime and cstime are fields 16 and 17 of the line.
+    stat_seconds("/proc/self/stat", [13, 14])
+}
+
+/// The sum of two clock-tick fields of a `stat` file, counted after the command name (which is
+/// in parentheses and may hold spaces), in seconds. 0 where there is no procfs.
+fn stat_seconds(path: &str, fields: [usize; 2]) -> f64 {
     let Ok(stat) = std::fs::read_to_string(path) else { return 0.0 };
-    // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(fields[0]) + ticks(fields[1])) / 100.0
 }
 
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
