@@ -73,11 +73,6 @@ pub fn producer(settings: &KafkaSettings) -> Result<OutputProducer, KafkaError> 
             ("linger.ms", "20"),
             ("message.timeout.ms", "0"),
             ("queue.buffering.max.messages", "200000"),
-            // Only failures need a report (`Deliveries` counts them; the commit barrier waits
-            // on the queue, not on reports). A report per acknowledged record was a queue
-            // operation and a callback on the polling thread for each of 1.6 outputs per
-            // raw record.
-            ("delivery.report.only.error", "true"),
         ])
         .create_with_context(Deliveries::default())
 }
