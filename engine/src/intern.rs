@@ -95,10 +95,11 @@ impl std::fmt::Debug for Text {
     }
 }
 
-/// What every window of one fingerprint (and category) says alike.
+/// What the windows of one fingerprint (and category) say alike, but the namespace: the same
+/// kind, reason and template recur in many namespaces, and a meta per namespace would hold
+/// them once per namespace (a group holds its namespace as a shared string instead).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct Meta {
-    pub namespace: Option<Box<str>>,
     pub kind: Option<Box<str>>,
     pub reason: Option<Box<str>>,
     pub template: Box<str>,
@@ -107,9 +108,8 @@ pub(crate) struct Meta {
 
 impl Meta {
     fn heap_bytes(&self) -> usize {
-        [self.namespace.as_deref(), self.kind.as_deref(), self.reason.as_deref(), Some(&*self.template)]
+        [self.kind.as_deref(), self.reason.as_deref(), Some(&*self.template), Some(&*self.category)]
             .into_iter()
-            .chain([Some(&*self.category)])
             .map(|s| s.map_or(0, str::len))
             .sum()
     }
@@ -118,7 +118,6 @@ impl Meta {
 /// The parts of a [`Meta`], borrowed, to look one up without building it.
 #[derive(Clone, Copy)]
 pub(crate) struct MetaRef<'a> {
-    pub namespace: Option<&'a str>,
     pub kind: Option<&'a str>,
     pub reason: Option<&'a str>,
     pub template: &'a str,
@@ -127,8 +126,7 @@ pub(crate) struct MetaRef<'a> {
 
 impl MetaRef<'_> {
     fn is(&self, m: &Meta) -> bool {
-        self.namespace == m.namespace.as_deref()
-            && self.kind == m.kind.as_deref()
+        self.kind == m.kind.as_deref()
             && self.reason == m.reason.as_deref()
             && self.template == &*m.template
             && self.category == &*m.category
@@ -137,7 +135,7 @@ impl MetaRef<'_> {
     /// xxh3 of the parts in one pass over `buf`.
     fn hash(&self, buf: &mut Vec<u8>) -> u64 {
         buf.clear();
-        for part in [self.namespace, self.kind, self.reason, Some(self.template), Some(self.category)] {
+        for part in [self.kind, self.reason, Some(self.template), Some(self.category)] {
             // A tag byte per part tells an absent part from an empty one.
             match part {
                 None => buf.push(0),
@@ -153,7 +151,6 @@ impl MetaRef<'_> {
 
     fn to_meta(self) -> Meta {
         Meta {
-            namespace: self.namespace.map(Into::into),
             kind: self.kind.map(Into::into),
             reason: self.reason.map(Into::into),
             template: self.template.into(),
@@ -165,7 +162,6 @@ impl MetaRef<'_> {
 impl Meta {
     fn as_ref(&self) -> MetaRef<'_> {
         MetaRef {
-            namespace: self.namespace.as_deref(),
             kind: self.kind.as_deref(),
             reason: self.reason.as_deref(),
             template: &self.template,
@@ -384,8 +380,8 @@ mod tests {
     #[test]
     fn metas_tell_an_absent_part_from_an_empty_one() {
         let mut i = Interner::default();
-        let m = MetaRef { namespace: None, kind: Some(""), reason: None, template: "t", category: "c" };
-        let n = MetaRef { namespace: Some(""), ..m };
+        let m = MetaRef { kind: None, reason: Some(""), template: "t", category: "c" };
+        let n = MetaRef { kind: Some(""), ..m };
         let (a, b) = (i.meta(m), i.meta(n));
         assert!(!Arc::ptr_eq(&a, &b));
         assert!(Arc::ptr_eq(&a, &i.meta(m)));

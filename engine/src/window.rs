@@ -46,11 +46,15 @@ pub struct Contribution<'a> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(from = "GroupRepr", into = "GroupRepr")]
 struct Group {
-    /// Namespace, kind, reason, template and category: alike in every window of a fingerprint.
+    /// Kind, reason, template and category: alike in every window of a fingerprint, and in
+    /// many namespaces.
     meta: Arc<Meta>,
+    namespace: Option<Text>,
     sample: Option<Text>,
-    /// (object, occurrences), sorted by object.
-    objects: Vec<(Text, i64)>,
+    /// (object, occurrences), sorted by object. Exactly as long as it needs to be, where a
+    /// vector would take a word more and spare room: most groups name a few objects, and a
+    /// new object (one reallocation) is rarer than a new occurrence.
+    objects: Box<[(Text, i64)]>,
     count: i64,
     first: i64,
     last: i64,
@@ -78,13 +82,8 @@ struct GroupRepr {
 impl From<GroupRepr> for Group {
     fn from(r: GroupRepr) -> Self {
         Group {
-            meta: Arc::new(Meta {
-                namespace: r.namespace,
-                kind: r.kind,
-                reason: r.reason,
-                template: r.template,
-                category: r.category,
-            }),
+            meta: Arc::new(Meta { kind: r.kind, reason: r.reason, template: r.template, category: r.category }),
+            namespace: r.namespace.as_deref().map(Text::new),
             sample: r.sample.as_deref().map(Text::new),
             objects: r.objects.iter().map(|(o, n)| (Text::new(o), *n)).collect(),
             count: r.count,
@@ -100,7 +99,7 @@ impl From<Group> for GroupRepr {
     fn from(g: Group) -> Self {
         let m = &*g.meta;
         GroupRepr {
-            namespace: m.namespace.clone(),
+            namespace: g.namespace.as_deref().map(Box::from),
             kind: m.kind.clone(),
             reason: m.reason.clone(),
             template: m.template.clone(),
@@ -160,7 +159,7 @@ impl ClusterWindows {
     pub(crate) fn adopt_strings(&mut self, strings: &mut Interner) {
         for g in self.open.values_mut().chain(self.closed.values_mut()) {
             strings.adopt_meta(&mut g.meta);
-            if let Some(s) = g.sample.as_mut() {
+            for s in g.namespace.iter_mut().chain(g.sample.as_mut()) {
                 strings.adopt(s);
             }
             for (o, _) in g.objects.iter_mut() {
@@ -234,17 +233,12 @@ impl ClusterWindows {
 
 impl Group {
     fn new(strings: &mut Interner, c: &Contribution) -> Self {
-        let meta = MetaRef {
-            namespace: c.namespace,
-            kind: c.kind,
-            reason: c.reason,
-            template: c.template,
-            category: c.category,
-        };
+        let meta = MetaRef { kind: c.kind, reason: c.reason, template: c.template, category: c.category };
         Group {
             meta: strings.meta(meta),
+            namespace: c.namespace.map(|n| strings.str(n)),
             sample: c.message.map(|m| strings.str(m)),
-            objects: Vec::new(),
+            objects: Box::default(),
             count: 0,
             first: c.event_time,
             last: c.event_time,
@@ -261,11 +255,10 @@ impl Group {
         match self.objects.binary_search_by(|(o, _)| (**o).cmp(c.object)) {
             Ok(i) => self.objects[i].1 += c.occurrences,
             Err(i) => {
-                // Most groups name one or two objects: grow by one until a few, then as usual.
-                if self.objects.len() == self.objects.capacity() && self.objects.len() < 4 {
-                    self.objects.reserve_exact(1);
-                }
-                self.objects.insert(i, (strings.str(c.object), c.occurrences))
+                let mut objects = std::mem::take(&mut self.objects).into_vec();
+                objects.reserve_exact(1);
+                objects.insert(i, (strings.str(c.object), c.occurrences));
+                self.objects = objects.into_boxed_slice();
             }
         }
     }
@@ -273,13 +266,14 @@ impl Group {
     /// Gives the shared strings back before the group is dropped.
     fn release(self, strings: &mut Interner) {
         strings.release_meta(self.meta);
+        strings.release_all(self.namespace);
         strings.release_all(self.sample);
-        strings.release_all(self.objects.into_iter().map(|(o, _)| o));
+        strings.release_all(self.objects.into_vec().into_iter().map(|(o, _)| o));
     }
 
     /// Bytes held outside the group itself and the interner.
     fn heap_bytes(&self) -> usize {
-        crate::size::vec(&self.objects)
+        std::mem::size_of_val::<[(Text, i64)]>(&self.objects)
     }
 
     fn aggregate(&self, cluster: &str, fingerprint: u64, start: i64, cfg: &WindowConfig) -> Aggregate {
@@ -292,7 +286,7 @@ impl Group {
             fingerprint: crate::hex16(fingerprint),
             window_start: start,
             window_end: start + cfg.size_us,
-            namespace: m.namespace.as_deref().map(str::to_string),
+            namespace: self.namespace.as_deref().map(str::to_string),
             kind: m.kind.as_deref().map(str::to_string),
             reason: m.reason.as_deref().map(str::to_string),
             template: m.template.to_string(),
