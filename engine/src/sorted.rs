@@ -20,6 +20,21 @@ impl<K, V> Default for SortedVec<K, V> {
 }
 
 impl<K: Ord, V> SortedVec<K, V> {
+    /// From pairs already sorted by key, without duplicates.
+    pub fn from_sorted(mut v: Vec<(K, V)>) -> Self {
+        debug_assert!(v.windows(2).all(|w| w[0].0 < w[1].0));
+        v.shrink_to_fit();
+        Self { v }
+    }
+
+    pub fn reserve_exact(&mut self, additional: usize) {
+        self.v.reserve_exact(additional);
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.v.shrink_to_fit();
+    }
+
     pub fn len(&self) -> usize {
         self.v.len()
     }

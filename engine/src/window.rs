@@ -115,16 +115,100 @@ impl From<Group> for GroupRepr {
     }
 }
 
+/// Groups by (start, fingerprint), in key order so closing and output order are
+/// deterministic: by start, then each window's groups by fingerprint. A window's groups share
+/// its start, so each keeps only its fingerprint (8 bytes a group), and a window closes as a
+/// whole. Saved as a sequence of ((start, fingerprint), group) pairs, as a map by (start,
+/// fingerprint) was.
+#[derive(Debug, Default, Clone)]
+struct Windows(SortedVec<i64, SortedVec<u64, Group>>);
+
+impl Windows {
+    fn len(&self) -> usize {
+        self.0.values().map(SortedVec::len).sum()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Group> {
+        self.0.values().flat_map(SortedVec::values)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Group> {
+        self.0.values_mut().flat_map(SortedVec::values_mut)
+    }
+
+    fn get_or_insert_with(&mut self, (start, fp): (i64, u64), make: impl FnOnce() -> Group) -> &mut Group {
+        self.reserve_window(start);
+        self.0.get_or_insert_with(start, SortedVec::default).get_or_insert_with(fp, make)
+    }
+
+    /// Room for one more window, if `start` is new: a cluster has a few windows at a time, so
+    /// they grow by one, not by a vector's usual step.
+    fn reserve_window(&mut self, start: i64) {
+        if self.0.get(&start).is_none() {
+            self.0.reserve_exact(1);
+        }
+    }
+
+    /// Adds a window's groups: moved when it has none here yet, without the spare room it had
+    /// while open (a closed window takes only late events).
+    fn insert_window(&mut self, start: i64, mut groups: SortedVec<u64, Group>) {
+        self.reserve_window(start);
+        match self.0.get_mut(&start) {
+            None => {
+                groups.shrink_to_fit();
+                self.0.insert(start, groups);
+            }
+            Some(mine) => groups.into_iter().for_each(|(fp, g)| {
+                mine.insert(fp, g);
+            }),
+        }
+    }
+
+    /// Removes the windows whose starts satisfy `front` (true for the first starts, false
+    /// after), in order, handing each to `f`.
+    fn remove_front_while(&mut self, front: impl Fn(i64) -> bool, f: impl FnMut((i64, SortedVec<u64, Group>))) {
+        self.0.remove_front_while(|start| front(*start), f);
+    }
+
+    /// Bytes held, but the shared strings.
+    fn approx_bytes(&self) -> usize {
+        self.0.approx_bytes()
+            + self.0.values().map(SortedVec::approx_bytes).sum::<usize>()
+            + self.values().map(Group::heap_bytes).sum::<usize>()
+    }
+}
+
+impl Serialize for Windows {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().flat_map(|(start, w)| w.iter().map(move |(fp, g)| ((*start, *fp), g))))
+    }
+}
+
+impl<'de> Deserialize<'de> for Windows {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Read as the map it was saved from (sorted, the last of equal keys kept), then split.
+        let flat = SortedVec::<(i64, u64), Group>::deserialize(d)?;
+        let mut windows: Vec<(i64, Vec<(u64, Group)>)> = Vec::new();
+        for ((start, fp), g) in flat {
+            match windows.last_mut() {
+                Some((s, w)) if *s == start => w.push((fp, g)),
+                _ => windows.push((start, vec![(fp, g)])),
+            }
+        }
+        let windows = windows.into_iter().map(|(start, w)| (start, SortedVec::from_sorted(w))).collect();
+        Ok(Windows(SortedVec::from_sorted(windows)))
+    }
+}
+
 /// The windows of one cluster.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ClusterWindows {
     /// Newest event or heartbeat time seen.
     high: Option<i64>,
-    /// Open windows by (start, fingerprint), in key order so closing and output order are
-    /// deterministic.
-    open: SortedVec<(i64, u64), Group>,
-    /// Closed windows kept for late events, by (start, fingerprint).
-    closed: SortedVec<(i64, u64), Group>,
+    /// Open windows.
+    open: Windows,
+    /// Closed windows kept for late events.
+    closed: Windows,
     pub too_late: i64,
     pub late: i64,
 }
@@ -150,9 +234,7 @@ impl ClusterWindows {
     /// Bytes held, for the state-size report (see `crate::size`); the shared strings are
     /// counted once, in the [`Interner`].
     pub fn approx_bytes(&self) -> usize {
-        self.open.approx_bytes()
-            + self.closed.approx_bytes()
-            + self.open.values().chain(self.closed.values()).map(Group::heap_bytes).sum::<usize>()
+        self.open.approx_bytes() + self.closed.approx_bytes()
     }
 
     /// Takes the interner's copies of the strings of a restored state.
@@ -212,22 +294,28 @@ impl ClusterWindows {
         let w = t - cfg.lateness_us;
         let closed = &mut self.closed;
         self.open.remove_front_while(
-            |(start, _)| start + cfg.size_us <= w,
-            |((start, fp), g)| {
-                out.push(g.aggregate(cluster, fp, start, cfg));
-                closed.insert((start, fp), g);
+            |start| start + cfg.size_us <= w,
+            |(start, groups)| {
+                out.extend(groups.iter().map(|(fp, g)| g.aggregate(cluster, *fp, start, cfg)));
+                closed.insert_window(start, groups);
             },
         );
         let horizon = w - cfg.late_retention_us;
-        self.closed.remove_front_while(|(start, _)| start + cfg.size_us <= horizon, |(_, g)| g.release(strings));
+        self.closed.remove_front_while(
+            |start| start + cfg.size_us <= horizon,
+            |(_, groups)| groups.into_iter().for_each(|(_, g)| g.release(strings)),
+        );
     }
 
     /// Closes every open window (end of a bounded replay).
     pub(crate) fn close_all(&mut self, cluster: &str, cfg: &WindowConfig, out: &mut Vec<Aggregate>) {
-        for ((start, fp), g) in std::mem::take(&mut self.open) {
-            out.push(g.aggregate(cluster, fp, start, cfg));
-            self.closed.insert((start, fp), g);
-        }
+        self.open.remove_front_while(
+            |_| true,
+            |(start, groups)| {
+                out.extend(groups.iter().map(|(fp, g)| g.aggregate(cluster, *fp, start, cfg)));
+                self.closed.insert_window(start, groups);
+            },
+        );
     }
 }
 
