@@ -53,16 +53,16 @@ struct Group {
     sample: Option<Text>,
     /// (object, occurrences), sorted by object. Exactly as long as it needs to be, where a
     /// vector would take a word more and spare room: most groups name a few objects, and a
-    /// new object (one reallocation) is rarer than a new occurrence.
+    /// new object (one reallocation) is rarer than a new occurrence. Their occurrences add up
+    /// to the group's count, which is not kept apart (see [`Group::count`]).
     objects: Box<[(Text, i64)]>,
-    count: i64,
     first: i64,
     last: i64,
     late_severity: LateSeverity,
 }
 
-/// The late events a group took and its highest severity, in one word: that makes the group
-/// 72 bytes, not 80. The count keeps 56 bits, signed: exact below 2^55 late events, far more
+/// The late events a group took and its highest severity, in one word, where apart they would
+/// take two (a byte and seven of padding). The count keeps 56 bits, signed: exact below 2^55 late events, far more
 /// than a window can take.
 #[derive(Debug, Clone, Copy)]
 struct LateSeverity(i64);
@@ -118,7 +118,6 @@ impl From<GroupRepr> for Group {
             namespace: r.namespace.as_deref().map(Text::new),
             sample: r.sample.as_deref().map(Text::new),
             objects: r.objects.iter().map(|(o, n)| (Text::new(o), *n)).collect(),
-            count: r.count,
             first: r.first,
             last: r.last,
             late_severity: LateSeverity::new(r.late, r.severity),
@@ -136,7 +135,7 @@ impl From<Group> for GroupRepr {
             template: m.template.clone(),
             category: m.category.clone(),
             severity: g.late_severity.severity(),
-            count: g.count,
+            count: g.count(),
             objects: g.objects.iter().map(|(o, n)| (Box::from(&**o), *n)).collect(),
             first: g.first,
             last: g.last,
@@ -358,7 +357,6 @@ impl Group {
             namespace: c.namespace.map(|n| strings.str(n)),
             sample: c.message.map(|m| strings.str(m)),
             objects: Box::default(),
-            count: 0,
             first: c.event_time,
             last: c.event_time,
             late_severity: LateSeverity::new(0, c.severity),
@@ -366,7 +364,6 @@ impl Group {
     }
 
     fn add(&mut self, strings: &mut Interner, c: &Contribution) {
-        self.count += c.occurrences;
         let ls = self.late_severity;
         self.late_severity = LateSeverity::new(ls.late(), ls.severity().max(c.severity));
         self.first = self.first.min(c.event_time);
@@ -390,6 +387,13 @@ impl Group {
         strings.release_all(self.objects.into_vec().into_iter().map(|(o, _)| o));
     }
 
+    /// Occurrences in the window: every occurrence added goes to one object, so the objects'
+    /// sum is the count, and keeping it apart would take 8 bytes a group. A saved group's
+    /// count is that sum too; one edited by hand to disagree is read as the sum.
+    fn count(&self) -> i64 {
+        self.objects.iter().map(|(_, n)| n).sum()
+    }
+
     /// Bytes held outside the group itself and the interner.
     fn heap_bytes(&self) -> usize {
         std::mem::size_of_val::<[(Text, i64)]>(&self.objects)
@@ -400,6 +404,7 @@ impl Group {
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let m = &*self.meta;
         let minutes = cfg.size_us as f64 / 60_000_000.0;
+        let count = self.count();
         Aggregate {
             cluster: cluster.to_string(),
             fingerprint: crate::hex16(fingerprint),
@@ -411,13 +416,13 @@ impl Group {
             template: m.template.to_string(),
             category: m.category.to_string(),
             severity: self.late_severity.severity(),
-            count: self.count,
+            count,
             distinct_objects: self.objects.len() as i64,
             first_seen: self.first,
             last_seen: self.last,
             top_objects: top.iter().take(cfg.top_objects).map(|(o, _)| o.to_string()).collect(),
             sample_message: self.sample.as_deref().map(str::to_string),
-            recurring: self.count >= 3 && self.count as f64 / minutes > 0.5,
+            recurring: count >= 3 && count as f64 / minutes > 0.5,
             late_events: self.late_severity.late(),
         }
     }
@@ -436,6 +441,6 @@ mod tests {
                 assert_eq!((ls.late(), ls.severity()), (late, s));
             }
         }
-        assert!(std::mem::size_of::<Group>() <= 9 * std::mem::size_of::<usize>());
+        assert!(std::mem::size_of::<Group>() <= 8 * std::mem::size_of::<usize>());
     }
 }
