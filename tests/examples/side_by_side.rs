@@ -686,6 +686,12 @@ async fn main() {
     cfg.commit_interval_ms = 1_000;
     cfg.checkpoint_interval_ms = 60_000;
     cfg.topics.partitions = partitions;
+    // Extra librdkafka properties for every client of the run (the ceiling's, kev's, the
+    // loader's): `KEV_BENCH_KAFKA_PROPERTIES="fetch.wait.max.ms=50;queued.min.messages=200000"`.
+    for kv in std::env::var("KEV_BENCH_KAFKA_PROPERTIES").unwrap_or_default().split(';').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').expect("KEV_BENCH_KAFKA_PROPERTIES: key=value;key=value");
+        cfg.kafka.properties.insert(k.trim().to_string(), v.trim().to_string());
+    }
     topics::create(&cfg.kafka, &cfg.topics).await.unwrap();
     ensure_topic(&cfg.kafka, &cfg.topics.raw, partitions, 1, &[]).await.unwrap();
 
