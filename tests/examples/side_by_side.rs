@@ -11,7 +11,7 @@
 //! (`KEV_BENCH_OUT` = another path without extension) and prints the table.
 //!
 //! The workload: the real dumps scaled by `kev_tests::scale` (the engine bench's scaler) to
-//! `KEV_BENCH_EVENTS` (default 1,000,000) events over `KEV_BENCH_CLUSTERS` (default 8) cluster
+//! `KEV_BENCH_EVENTS` (default 1,000,000) events over `KEV_BENCH_CLUSTERS` (default 16) cluster
 //! ids, each cluster's records in event-time order, encoded as kev's raw records (Avro, Confluent
 //! wire format, kev's development registry in process) and written to the raw topic
 //! (`KEV_BENCH_PARTITIONS`, default 3, keyed by cluster) with the producer's Kafka settings.
@@ -30,7 +30,9 @@
 //! their latency phase, default 500 records/s for 10 s, 0 s to skip it);
 //! `KEV_BENCH_MEMORY_GROUPS` (largest state of the memory runs, default 1,000,000, 0 to skip
 //! them); `KEV_BENCH_HOLD` (`load` or `enricher`: keep the broker and registry up after that
-//! phase, for working on the peer by hand).
+//! phase, for working on the peer by hand); `KEV_BENCH_KAFKA_PROPERTIES` (`key=value;...`:
+//! librdkafka properties for every client of this program, the ceiling's and kev's alike, such
+//! as `queued.max.messages.kbytes=262144`; named in the report's header).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -598,11 +600,14 @@ async fn main() {
     let latency_rate: u64 = env_or("KEV_BENCH_LATENCY_RATE", 500);
     let latency_seconds: u64 = env_or("KEV_BENCH_LATENCY_SECONDS", 10);
     let storage_name = std::env::var("KEV_BENCH_STORAGE").unwrap_or_else(|_| "check".into());
+    let client_properties = std::env::var("KEV_BENCH_KAFKA_PROPERTIES").unwrap_or_default();
     let peer_format = std::env::var("KEV_BENCH_PEER_FORMAT").unwrap_or_else(|_| "avro".into());
     let home = std::env::var("HOME").unwrap_or_default();
     let python =
         std::env::var("KEV_BENCH_PEER_PYTHON").unwrap_or_else(|_| format!("{home}/.cache/kev/quix-venv/bin/python"));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The commit the run starts from: one made while it runs must not be named as its.
+    let commit = command_version("git", &["-C", root.to_str().unwrap(), "rev-parse", "--short", "HEAD"]);
     let out_base =
         std::env::var("KEV_BENCH_OUT").map(PathBuf::from).unwrap_or_else(|_| root.join("BENCHMARKS-side-by-side"));
     let run_started = Instant::now();
@@ -688,7 +693,7 @@ async fn main() {
     cfg.topics.partitions = partitions;
     // Extra librdkafka properties for every client of the run (the ceiling's, kev's, the
     // loader's): `KEV_BENCH_KAFKA_PROPERTIES="fetch.wait.max.ms=50;queued.min.messages=200000"`.
-    for kv in std::env::var("KEV_BENCH_KAFKA_PROPERTIES").unwrap_or_default().split(';').filter(|s| !s.is_empty()) {
+    for kv in client_properties.split(';').filter(|s| !s.is_empty()) {
         let (k, v) = kv.split_once('=').expect("KEV_BENCH_KAFKA_PROPERTIES: key=value;key=value");
         cfg.kafka.properties.insert(k.trim().to_string(), v.trim().to_string());
     }
@@ -831,7 +836,7 @@ async fn main() {
     let avg_bytes = ceil_bytes as f64 / ceil_n.max(1) as f64;
     let versions = json!({
         "kev": env!("CARGO_PKG_VERSION"),
-        "git": command_version("git", &["-C", root.to_str().unwrap(), "rev-parse", "--short", "HEAD"]),
+        "git": commit,
         "rustc": command_version("rustc", &["--version"]),
         "tansu": command_version(tansu_binary().to_str().unwrap(), &["--version"]),
         "librdkafka": rdkafka::util::get_rdkafka_version().1,
@@ -842,6 +847,7 @@ async fn main() {
         "machine": machine(),
         "versions": versions,
         "broker": {"storage": storage_label, "partitions": partitions},
+        "client_properties": client_properties,
         "workload": {"events": events, "clusters": clusters, "clusters_per_partition": per_partition,
             "average_record_bytes": avg_bytes, "built_seconds": built.elapsed().as_secs_f64()},
         "load": {"acknowledged": acked, "failed": failed, "seconds": load_s, "rate": rate(acked, load_s), "high_watermarks": highs},
@@ -909,6 +915,14 @@ async fn main() {
         "- broker: tansu process, {storage_label} storage, loader batches of at most {} records (`batch.num.messages`), raw topic of {partitions} partitions keyed by cluster ({})",
         load_batch,
         per_partition.iter().map(|(p, c)| format!("partition {p}: {}", c.join(", "))).collect::<Vec<_>>().join("; ")
+    ));
+    line(format!(
+        "- client properties: {}",
+        if client_properties.is_empty() {
+            "librdkafka's defaults and kev's own settings".to_string()
+        } else {
+            format!("`{client_properties}` (`KEV_BENCH_KAFKA_PROPERTIES`) on every client of this program: the loader, the ceiling and kev alike; the peer keeps its own")
+        }
     ));
     line(format!(
         "- workload: the real dumps scaled by `kev_tests::scale` to {} events over {clusters} cluster ids, each cluster's records in event-time order; kev's raw records (Avro, Confluent wire format, development registry), {avg_bytes:.0} bytes on average; no heartbeats",
