@@ -31,15 +31,19 @@ fn string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// `["null", "string"]`: the branch index (0 or 1, zig-zagged to 0 or 2), then the value.
-fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
+/// `["null", T]`: the branch index (0 or 1, zig-zagged to 0 or 2), then the value if any.
+fn nullable<T>(out: &mut Vec<u8>, v: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+    match v {
         None => out.push(0),
-        Some(s) => {
+        Some(v) => {
             out.push(2);
-            string(out, s);
+            write(out, v);
         }
     }
+}
+
+fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
+    nullable(out, s, string);
 }
 
 /// Arrays are written as one block of all items, then the empty block that ends them.
@@ -75,13 +79,7 @@ fn resource_ref(out: &mut Vec<u8>, r: &ResourceRef) {
 }
 
 fn opt_resource_ref(out: &mut Vec<u8>, r: Option<&ResourceRef>) {
-    match r {
-        None => out.push(0),
-        Some(r) => {
-            out.push(2);
-            resource_ref(out, r);
-        }
-    }
+    nullable(out, r, resource_ref);
 }
 
 impl AvroWrite for EnrichedEvent {
@@ -152,25 +150,15 @@ impl AvroWrite for Incident {
         array(out, &self.member_uids, |out, s| string(out, s));
         long(out, self.opened_at);
         long(out, self.updated_at);
-        match self.resolved_at {
-            None => out.push(0),
-            Some(t) => {
-                out.push(2);
-                long(out, t);
-            }
-        }
+        nullable(out, self.resolved_at, long);
     }
 }
 
 fn opt_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
-    match b {
-        None => out.push(0),
-        Some(b) => {
-            out.push(2);
-            long(out, b.len() as i64);
-            out.extend_from_slice(b);
-        }
-    }
+    nullable(out, b, |out, b| {
+        long(out, b.len() as i64);
+        out.extend_from_slice(b);
+    });
 }
 
 impl AvroWrite for DeadLetter {

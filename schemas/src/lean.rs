@@ -149,29 +149,21 @@ impl<'a> Body<'a> {
         std::str::from_utf8(bytes).map(str::to_string).map_err(|_| bad("string is not UTF-8"))
     }
 
-    /// The branch of a `["null", T]` union: whether T follows.
-    fn some(&mut self) -> Result<bool, CodecError> {
+    /// A `["null", T]` union: the branch index, then T read by `read` if it is the second.
+    fn nullable<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T, CodecError>) -> Result<Option<T>, CodecError> {
         match self.long()? {
-            0 => Ok(false),
-            1 => Ok(true),
+            0 => Ok(None),
+            1 => read(self).map(Some),
             i => Err(bad(&format!("union branch {i} of a two-branch union"))),
         }
     }
 
     fn opt_string(&mut self) -> Result<Option<String>, CodecError> {
-        if self.some()? {
-            self.string().map(Some)
-        } else {
-            Ok(None)
-        }
+        self.nullable(Self::string)
     }
 
     fn opt_long(&mut self) -> Result<Option<i64>, CodecError> {
-        if self.some()? {
-            self.long().map(Some)
-        } else {
-            Ok(None)
-        }
+        self.nullable(Self::long)
     }
 
     fn symbol(&mut self, count: i64) -> Result<i64, CodecError> {
@@ -223,17 +215,16 @@ impl<'a> Body<'a> {
     }
 
     fn resource_ref(&mut self) -> Result<Option<ResourceRef>, CodecError> {
-        if !self.some()? {
-            return Ok(None);
-        }
-        Ok(Some(ResourceRef {
-            kind: self.opt_string()?,
-            namespace: self.opt_string()?,
-            name: self.opt_string()?,
-            uid: self.opt_string()?,
-            api_version: self.opt_string()?,
-            field_path: self.opt_string()?,
-        }))
+        self.nullable(|b| {
+            Ok(ResourceRef {
+                kind: b.opt_string()?,
+                namespace: b.opt_string()?,
+                name: b.opt_string()?,
+                uid: b.opt_string()?,
+                api_version: b.opt_string()?,
+                field_path: b.opt_string()?,
+            })
+        })
     }
 
     fn normalized(&mut self) -> Result<NormalizedEvent, CodecError> {
@@ -301,8 +292,8 @@ pub fn decode_raw_lean(body: &[u8]) -> Result<RawRecord, CodecError> {
         1 => RawKind::Heartbeat,
         _ => RawKind::Unknown,
     };
-    let event = if b.some()? { Some(b.observation(skips)?) } else { None };
-    let heartbeat = if b.some()? { Some(b.heartbeat()?) } else { None };
+    let event = b.nullable(|b| b.observation(skips))?;
+    let heartbeat = b.nullable(Body::heartbeat)?;
     if !b.0.is_empty() {
         return Err(CodecError::Schema(format!("{} bytes left after the record", b.0.len())));
     }

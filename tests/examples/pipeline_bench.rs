@@ -49,10 +49,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    // The enricher's own logs on stderr (`RUST_LOG=kev_enricher=debug` shows its take-overs
-    // and commit barriers with their durations); stdout keeps the table.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    kev_tests::bench::logs_to_stderr();
     let clusters: usize = env_or("KEV_BENCH_CLUSTERS", 16);
     let partitions: i32 = env_or("KEV_BENCH_PARTITIONS", 3);
     let live_rate: u64 = env_or("KEV_BENCH_LIVE_RATE", 200);

@@ -581,10 +581,7 @@ fn met(ok: bool) -> &'static str {
 
 #[tokio::main]
 async fn main() {
-    // The enricher's own logs on stderr (`RUST_LOG=kev_enricher=info` shows its rebalances and
-    // take-overs with their durations); stdout keeps the table.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    kev_tests::bench::logs_to_stderr();
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 4 && args[1] == "--memory" {
         let max: usize = args[3].parse().unwrap();

@@ -14,6 +14,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use tokio_util::sync::CancellationToken;
 
+/// Logs on stderr, filtered by `RUST_LOG` (default warnings only), so that a benchmark's stdout
+/// keeps only its table (`RUST_LOG=kev_enricher=debug` shows the enricher's take-overs and
+/// commit barriers with their durations).
+pub fn logs_to_stderr() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
