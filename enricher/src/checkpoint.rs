@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use kev_common::kafka::{LogEnds, RangeReader};
 use kev_engine::engine::EngineState;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 /// Largest chunk value in bytes, below the 1 MB default `message.max.bytes` of Kafka.
@@ -116,11 +117,74 @@ pub fn find(
     key: &str,
     accept: impl Fn(&Meta) -> bool,
 ) -> Result<Option<Checkpoint>, CheckpointError> {
+    let Some((low, high)) = extent(ends, topic, partition)? else { return Ok(None) };
+    newest_accepted(consumer, topic, partition, key, low, high, accept)
+}
+
+/// How [`find_before`] placed its search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeLookup {
+    /// The broker's ListOffsets by timestamp, checked against the records on both sides of
+    /// its answer: the search started there.
+    Verified,
+    /// The broker gave no usable answer, or one the records around it contradict (some
+    /// Kafka-protocol brokers answer wrongly): the search read tails from the end instead.
+    Unverified,
+    /// There is no checkpoint to look for.
+    Empty,
+}
+
+impl TimeLookup {
+    pub fn label(self) -> &'static str {
+        match self {
+            TimeLookup::Verified => "verified",
+            TimeLookup::Unverified => "unverified",
+            TimeLookup::Empty => "empty",
+        }
+    }
+}
+
+/// Finds the newest checkpoint under `key` whose newest event time is before `from_us` and that
+/// `accept` takes, for a replay that starts at `from_us`.
+///
+/// A long checkpoint topic would make [`find`]'s newest-first search read most of it for a
+/// range far in the past, so the broker is asked first where `from_us` lies (ListOffsets by
+/// timestamp; a chunk's record timestamp is its checkpoint's newest event time). Its answer is
+/// used only once the records on both sides of it agree with it; since the partition holds the
+/// checkpoints of several raw partitions, whose event times interleave, the search then reads
+/// forward from the answer to this key's first checkpoint at or after `from_us` (each key's
+/// checkpoints are in event-time order) and searches newest-first before that.
+pub fn find_before(
+    consumer: &BaseConsumer,
+    ends: &LogEnds,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    from_us: i64,
+    accept: impl Fn(&Meta) -> bool,
+) -> Result<(Option<Checkpoint>, TimeLookup), CheckpointError> {
+    let Some((low, high)) = extent(ends, topic, partition)? else { return Ok((None, TimeLookup::Empty)) };
+    if low >= high {
+        return Ok((None, TimeLookup::Empty));
+    }
+    let before = |m: &Meta| m.newest_time.is_none_or(|t| t < from_us);
+    let (search_end, how) = match verified_time_offset(consumer, topic, partition, from_us.div_euclid(1000), low, high)?
+    {
+        Some(at) => (first_not_before(consumer, topic, partition, key, at, high, from_us)?, TimeLookup::Verified),
+        None => (high, TimeLookup::Unverified),
+    };
+    metrics::counter!("kev_enricher_checkpoint_time_lookups_total", "result" => how.label()).increment(1);
+    let found = newest_accepted(consumer, topic, partition, key, low, search_end, |m| before(m) && accept(m))?;
+    Ok((found, how))
+}
+
+/// `(low, end)` of the checkpoint partition, or `None` when the topic does not exist.
+fn extent(ends: &LogEnds, topic: &str, partition: i32) -> Result<Option<(i64, i64)>, CheckpointError> {
     // The end read, not listed: checkpoints are written in multi-record batches, and a broker
     // that lists the end short would hide the newest one (a take-over would then re-read far
     // more of the raw log than it needs).
-    let (low, high) = match ends.watermarks(topic, partition, Duration::from_secs(10)) {
-        Ok(w) => w,
+    match ends.watermarks(topic, partition, Duration::from_secs(10)) {
+        Ok(w) => Ok(Some(w)),
         // No checkpoint topic yet: no checkpoint. Any other error (a broker too busy to
         // answer) is not "no checkpoint": starting from the raw log's start instead would be
         // slow, and wrong once retention has deleted its beginning. The caller retries.
@@ -128,9 +192,99 @@ pub fn find(
             RDKafkaErrorCode::UnknownTopicOrPartition
             | RDKafkaErrorCode::UnknownTopic
             | RDKafkaErrorCode::UnknownPartition,
-        )) => return Ok(None),
-        Err(e) => return Err(e.into()),
+        )) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The broker's answer to "the first offset whose timestamp is at or after `at_ms`", if the
+/// records around it bear it out: the first record at or after it is at or after `at_ms`, and
+/// the last record before it is before `at_ms`. An answer past every record is the end.
+fn verified_time_offset(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    at_ms: i64,
+    low: i64,
+    high: i64,
+) -> Result<Option<i64>, CheckpointError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(at_ms))?;
+    let answer = match consumer.offsets_for_times(tpl, Duration::from_secs(10)) {
+        Ok(t) => t.find_partition(topic, partition).map(|e| e.offset()),
+        Err(e) => {
+            tracing::debug!(topic, partition, error = %e, "no answer to ListOffsets by timestamp");
+            None
+        }
     };
+    let at = match answer {
+        Some(Offset::Offset(o)) if (low..=high).contains(&o) => o,
+        Some(Offset::End) => high,
+        other => {
+            tracing::debug!(topic, partition, ?other, "ListOffsets by timestamp gave no offset in the log");
+            return Ok(None);
+        }
+    };
+    let timestamp = |m: &BorrowedMessage<'_>| m.timestamp().to_millis();
+    if at < high {
+        let mut r = RangeReader::new(consumer, topic, partition, at, high)?;
+        let first = r.next_message()?;
+        if first.as_ref().and_then(timestamp).is_none_or(|t| t < at_ms) {
+            tracing::warn!(topic, partition, at, at_ms, "the broker's time lookup names a record before the time");
+            return Ok(None);
+        }
+    }
+    if at > low {
+        // The last record before the answer; offsets without one (transaction markers) are
+        // stepped over, a few at most.
+        let mut r = RangeReader::new(consumer, topic, partition, (at - 8).max(low), at)?;
+        let mut last = None;
+        while let Some(m) = r.next_message()? {
+            last = timestamp(&m);
+        }
+        if last.is_some_and(|t| t >= at_ms) {
+            tracing::warn!(topic, partition, at, at_ms, "the broker's time lookup skips a record at or after the time");
+            return Ok(None);
+        }
+    }
+    Ok(Some(at))
+}
+
+/// The offset of `key`'s first checkpoint at or after `from` whose newest event time is at or
+/// after `from_us`, or `to`: no checkpoint of `key` after it can be before `from_us`.
+fn first_not_before(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    from: i64,
+    to: i64,
+    from_us: i64,
+) -> Result<i64, CheckpointError> {
+    let mut reader = RangeReader::new(consumer, topic, partition, from, to)?;
+    while let Some(msg) = reader.next_message()? {
+        if msg.key() != Some(key.as_bytes()) {
+            continue;
+        }
+        if let Some((meta, 0, _)) = headers(&msg) {
+            if meta.newest_time.is_some_and(|t| t >= from_us) {
+                return Ok(msg.offset());
+            }
+        }
+    }
+    Ok(to)
+}
+
+/// The newest checkpoint under `key` in `[low, high)` that `accept` takes.
+fn newest_accepted(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    low: i64,
+    high: i64,
+    accept: impl Fn(&Meta) -> bool,
+) -> Result<Option<Checkpoint>, CheckpointError> {
     // Newest first: read ever larger tails until one holds a checkpoint that `accept` takes.
     let mut window = 64i64;
     loop {

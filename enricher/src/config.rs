@@ -11,6 +11,15 @@ use kev_engine::EngineConfig;
 use kev_schemas::codec::RegistrySettings;
 use serde::Deserialize;
 
+/// What a consumer of the output topics can count on; see [`EnricherConfig::processing_guarantee`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    #[default]
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnricherConfig {
@@ -43,6 +52,20 @@ pub struct EnricherConfig {
     /// Default 60000.
     #[serde(default = "default_checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
+    /// `at_least_once` (the default): outputs are a deterministic function of the raw log and
+    /// the commit barrier commits the input offsets once Kafka has acknowledged them, so a
+    /// crash re-emits byte-identical records; works on any Kafka-protocol broker.
+    /// `exactly_once`: each barrier commits the outputs, the checkpoints and the input offsets
+    /// in one Kafka transaction (Apache Kafka 2.5 or later), so a `read_committed` reader sees
+    /// every output once.
+    #[serde(default)]
+    pub processing_guarantee: ProcessingGuarantee,
+    /// `transactional.id` of this instance in `exactly_once` mode: unique among the live
+    /// instances and kept across an instance's restarts (a StatefulSet pod's name), so that a
+    /// restarted instance fences its predecessor's open transaction at once instead of
+    /// waiting for it to time out. Default `<group_id>-<HOSTNAME>`.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
     /// Raw records larger than this many bytes are dead-lettered unread. Default 1048576.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
@@ -164,6 +187,24 @@ pub enum LoadError {
 }
 
 impl EnricherConfig {
+    /// The group of the log-end probe's consumer, under the group's own name as a prefix, so
+    /// that the group's prefixed ACL covers it (it never joins or commits).
+    pub fn log_end_group(&self) -> String {
+        format!("{}-log-end", self.group_id)
+    }
+
+    /// The `transactional.id` of this instance in `exactly_once` mode.
+    pub fn transactional_id(&self) -> String {
+        self.transactional_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "kev".into());
+            format!("{}-{host}", self.group_id)
+        })
+    }
+
+    pub fn exactly_once(&self) -> bool {
+        self.processing_guarantee == ProcessingGuarantee::ExactlyOnce
+    }
+
     pub fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.commit_interval_ms.max(10))
     }

@@ -27,6 +27,8 @@ use crate::routes::Router;
 pub struct Deliveries {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// The first failure that was a missing ACL.
+    refused: Mutex<Option<kev_common::kafka::Refused>>,
 }
 
 impl Deliveries {
@@ -49,6 +51,9 @@ impl ProducerContext for Deliveries {
             let before = self.failed.fetch_add(1, Ordering::SeqCst);
             metrics::counter!("kev_enricher_delivery_failures_total").increment(1);
             let text = format!("delivery to {} failed: {e}", msg.topic());
+            if let Some(r) = kev_common::kafka::Refused::of(e, "write to", &format!("topic {}", msg.topic())) {
+                self.refused.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(r);
+            }
             // The first failure says what is wrong; the rest (usually the same) only count.
             if before == 0 {
                 tracing::error!(error = %text, "an output record was not delivered");
@@ -60,21 +65,24 @@ impl ProducerContext for Deliveries {
 
 pub type OutputProducer = ThreadedProducer<Deliveries>;
 
-/// The idempotent producer of the output topics. kev's settings come first; `kafka.properties`
-/// can override any of them.
-pub fn producer(settings: &KafkaSettings) -> Result<OutputProducer, KafkaError> {
-    settings
-        .client_config(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("compression.type", "lz4"),
-            // Java's default partitioner, so that ksqlDB and Flink co-partition with kev by key.
-            ("partitioner", "murmur2_random"),
-            ("linger.ms", "20"),
-            ("message.timeout.ms", "0"),
-            ("queue.buffering.max.messages", "200000"),
-        ])
-        .create_with_context(Deliveries::default())
+/// The idempotent producer of the output topics, transactional under `transactional_id`
+/// (`exactly_once`). kev's settings come first; `kafka.properties` can override any of them.
+pub fn producer(settings: &KafkaSettings, transactional_id: Option<&str>) -> Result<OutputProducer, KafkaError> {
+    let mut config = settings.client_config(&[
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("compression.type", "lz4"),
+        // Java's default partitioner, so that ksqlDB and Flink co-partition with kev by key.
+        ("partitioner", "murmur2_random"),
+        ("linger.ms", "20"),
+        ("message.timeout.ms", "0"),
+        ("queue.buffering.max.messages", "200000"),
+    ]);
+    // A `transactional.id` in `kafka.properties` wins, like every other property there.
+    if let (Some(id), None) = (transactional_id, config.get("transactional.id")) {
+        config.set("transactional.id", id);
+    }
+    config.create_with_context(Deliveries::default())
 }
 
 /// Encodes and sends records, waiting (not dropping) while the registry or the producer queue
@@ -225,6 +233,20 @@ impl Emitter {
                 Err(e) => return Err(EmitError::Encode(e.to_string())),
             }
         }
+    }
+
+    /// The missing ACL a delivery failed on, if one did, or that made the producer fail for
+    /// good (an idempotent producer refused its producer id reports each delivery only as
+    /// "fatal").
+    pub fn refused(&self) -> Option<kev_common::kafka::Refused> {
+        let refused = self.producer.context().refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        refused.or_else(|| {
+            let (code, _) = self.producer.client().fatal_error()?;
+            let t = &self.topics;
+            let topics = [&t.enriched, &t.aggregates, &t.incidents, &t.dead_letters, &t.checkpoints];
+            let names = topics.map(|t| t.as_str()).join(", ");
+            kev_common::kafka::Refused::code(code, "write (idempotently) to", &format!("the output topics {names}"))
+        })
     }
 
     /// Waits until Kafka has acknowledged everything sent. `Ok(false)` on timeout.

@@ -15,12 +15,18 @@
 //! - Giving a partition up (revocation, shutdown): wait for acknowledgements, commit, write a
 //!   checkpoint, so that the next owner starts exactly where this one stopped, with no
 //!   duplicates.
+//!
+//! With `processing_guarantee = exactly_once` the barrier is a Kafka transaction instead: the
+//! outputs sent since the last barrier, the checkpoints due and the input offsets (sent with the
+//! consumer's group metadata, so that a member fenced by a rebalance cannot commit) are
+//! committed together, and a crash aborts what was not. A `read_committed` reader then sees each
+//! output once; the take-over is the same, reading only committed checkpoints.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kev_common::kafka::{partition_count, LogEnds, RangeReader};
+use kev_common::kafka::{partition_count, LogEnds, RangeReader, Refused};
 use kev_common::shutdown::sleep_or_stop;
 use kev_common::telemetry::Health;
 use kev_schemas::Codec;
@@ -53,6 +59,46 @@ pub enum RunError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error(transparent)]
     Routes(#[from] crate::routes::RouteError),
+    /// An ACL is missing: retrying cannot help.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// A transaction could not be committed; the run starts over from the last committed one.
+    #[error("Kafka transaction: {0}")]
+    Transaction(KafkaError),
+    /// Another producer took this instance's `transactional.id`.
+    #[error(
+        "fenced: another instance uses transactional.id {0}; give each instance its own (transactional_id, \
+         or a distinct HOSTNAME)"
+    )]
+    Fenced(String),
+}
+
+/// Why the enricher stops for good: no retry can get past these.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error("{0}")]
+    Fenced(String),
+}
+
+impl RunError {
+    /// The missing ACL behind this error, if that is what it is, with the resource named
+    /// from `cfg` (librdkafka's consumer errors do not say which topic or group).
+    fn refusal(&self, cfg: &EnricherConfig) -> Option<Refused> {
+        let kafka = match self {
+            RunError::Refused(r) => return Some(r.clone()),
+            RunError::Kafka(k) => (k, cfg.topics.raw.as_str()),
+            RunError::Checkpoint(checkpoint::CheckpointError::Kafka(k)) => (k, cfg.topics.checkpoints.as_str()),
+            _ => return None,
+        };
+        match kafka.0.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
+                Refused::of(kafka.0, "join and commit in", &format!("group {}", cfg.group_id))
+            }
+            _ => Refused::of(kafka.0, "read", &format!("topic {}", kafka.1)),
+        }
+    }
 }
 
 /// What a run did, for logs and tests.
@@ -75,7 +121,12 @@ struct Shared {
     checkpoint_topic: String,
     checkpoint_partitions: i32,
     spec_fingerprint: String,
+    /// `exactly_once`: barriers and hand-overs commit a transaction.
+    exactly_once: bool,
 }
+
+/// How long a transaction call may take before it is retried or the run starts over.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Ctx {
     shared: Arc<Shared>,
@@ -128,6 +179,19 @@ impl Shared {
     /// and drops their engines. If Kafka does not acknowledge in time nothing is committed, and
     /// the next owner re-emits from the last commit.
     fn hand_over<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K, partitions: &[i32]) {
+        if self.exactly_once {
+            // The open transaction holds outputs of every owned partition: commit it with all
+            // their offsets, and checkpoints of the partitions leaving.
+            let mut parts = self.lock();
+            if !partitions.iter().any(|p| parts.contains_key(p)) {
+                return;
+            }
+            if let Err(e) = self.commit_transaction(consumer, &parts, |p| partitions.contains(&p)) {
+                tracing::warn!(?partitions, error = %e, "transaction at hand-over failed; the next owner starts from the last committed one");
+            }
+            partitions.iter().for_each(|p| drop(parts.remove(p)));
+            return;
+        }
         let mut parts = self.lock();
         let owned: Vec<PartitionEngine> = partitions.iter().filter_map(|p| parts.remove(p)).collect();
         drop(parts);
@@ -153,6 +217,40 @@ impl Shared {
             }
         }
         let _ = self.producer.flush(Duration::from_secs(30));
+    }
+
+    /// `exactly_once`: commits the open transaction with checkpoints of the partitions
+    /// `checkpoint` takes and the next offset of every partition in `parts`, then opens the next.
+    fn commit_transaction<C: ConsumerContext, K: Consumer<C>>(
+        &self,
+        consumer: &K,
+        parts: &BTreeMap<i32, PartitionEngine>,
+        checkpoint: impl Fn(i32) -> bool,
+    ) -> Result<(), KafkaError> {
+        for pe in parts.values().filter(|pe| checkpoint(pe.partition)) {
+            self.write_checkpoint(pe)?;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for pe in parts.values() {
+            tpl.add_partition_offset(&self.raw_topic, pe.partition, Offset::Offset(pe.next_offset))?;
+        }
+        if tpl.count() > 0 {
+            let metadata =
+                consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId))?;
+            self.producer.send_offsets_to_transaction(&tpl, &metadata, TXN_TIMEOUT)?;
+        }
+        let mut tries = 0;
+        loop {
+            match self.producer.commit_transaction(TXN_TIMEOUT) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 3 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, "transaction commit not done yet; retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.producer.begin_transaction()
     }
 
     /// Sends a checkpoint of `pe`. Call only once `pe.next_offset` is committed or about to be:
@@ -211,11 +309,21 @@ pub async fn run(
     alerts: Option<AlertSender>,
     stop: CancellationToken,
 ) -> Result<RunStats, RunError> {
-    let producer = Arc::new(emit::producer(&cfg.kafka)?);
+    let transactional_id = cfg.exactly_once().then(|| cfg.transactional_id());
+    let producer = Arc::new(emit::producer(&cfg.kafka, transactional_id.as_deref())?);
+    if let Some(id) = &transactional_id {
+        // Fences a predecessor with the same id and aborts what it left open.
+        producer.init_transactions(TXN_TIMEOUT).map_err(|e| transaction_error(e, id))?;
+        producer.begin_transaction().map_err(|e| transaction_error(e, id))?;
+        tracing::info!(transactional_id = %id, "exactly_once: transactions initialised");
+    }
     let checkpoint_partitions = loop {
         match partition_count(&cfg.kafka, &cfg.topics.checkpoints, Duration::from_secs(10)) {
             Ok(n) => break n,
             Err(e) => {
+                if let Some(r) = Refused::of(&e, "describe", &format!("topic {}", cfg.topics.checkpoints)) {
+                    return Err(r.into());
+                }
                 health.set_ready(false, format!("checkpoint topic {}: {e}", cfg.topics.checkpoints));
                 tracing::warn!(error = %e, topic = %cfg.topics.checkpoints, "checkpoint topic not available yet");
                 if sleep_or_stop(Duration::from_secs(2), &stop).await {
@@ -232,6 +340,7 @@ pub async fn run(
         checkpoint_topic: cfg.topics.checkpoints.clone(),
         checkpoint_partitions,
         spec_fingerprint: spec.fingerprint.clone(),
+        exactly_once: cfg.exactly_once(),
     });
     let consumer: StreamConsumer<Ctx> = cfg
         .kafka
@@ -243,6 +352,8 @@ pub async fn run(
             ("partition.assignment.strategy", "cooperative-sticky"),
             ("enable.partition.eof", "false"),
             ("statistics.interval.ms", "5000"),
+            // librdkafka's default too: outputs of aborted transactions are never read.
+            ("isolation.level", "read_committed"),
         ])
         .create_with_context(Ctx { shared: shared.clone() })?;
     consumer.subscribe(&[&cfg.topics.raw])?;
@@ -252,7 +363,7 @@ pub async fn run(
         .create()?;
     // One probe for every take-over of this run: a new client per take-over cost about 100 ms
     // of connecting before the first fetch, while the partition's records waited.
-    let log_ends = LogEnds::new(&cfg.kafka)?;
+    let log_ends = LogEnds::new(&cfg.kafka, &cfg.log_end_group())?;
     let emitter = Emitter {
         producer,
         codec: codec.clone(),
@@ -279,7 +390,11 @@ pub async fn run(
                 _ = tick.tick() => {
                     let checkpoint_due = last_checkpoint.elapsed() >= cfg.checkpoint_interval();
                     let t = Instant::now();
-                    let r = barrier(&consumer, &shared, &emitter, &health, checkpoint_due, &mut stats);
+                    let r = barrier(&consumer, &shared, &emitter, &health, checkpoint_due, &mut stats)
+                        .map_err(|e| match (e, &transactional_id) {
+                            (RunError::Transaction(k), Some(id)) => transaction_error(k, id),
+                            (e, _) => e,
+                        });
                     tracing::debug!(elapsed = ?t.elapsed(), records_in = stats.records_in, "barrier");
                     if r? && checkpoint_due {
                         last_checkpoint = Instant::now();
@@ -291,6 +406,9 @@ pub async fn run(
             let msg = match msg {
                 Ok(m) => m,
                 Err(e) => {
+                    if let Some(r) = RunError::Kafka(e.clone()).refusal(cfg) {
+                        return Err(r.into());
+                    }
                     tracing::warn!(error = %e, "consumer error");
                     health.set_ready(false, format!("Kafka consumer: {e}"));
                     continue;
@@ -370,14 +488,14 @@ pub async fn run(
 /// Runs the enricher until `stop`, starting over after a pause whenever a run fails (a broker
 /// that stays away mid-recovery, a delivery Kafka refused): each new run takes its partitions
 /// over from the last commit, so nothing is lost, and readiness says why meanwhile. Returns the
-/// totals of all runs.
+/// totals of all runs, or what no retry can get past (a missing ACL, a fenced transactional id).
 pub async fn run_until_stopped(
     cfg: &EnricherConfig,
     spec: &EngineSpec,
     codec: Arc<Codec>,
     health: Arc<Health>,
     stop: CancellationToken,
-) -> RunStats {
+) -> Result<RunStats, Fatal> {
     let mut total = RunStats::default();
     let mut backoff = Duration::from_secs(1);
     // One alerter for all runs: it keeps re-sending the alerts of open incidents while a
@@ -394,14 +512,22 @@ pub async fn run_until_stopped(
         match result {
             Ok(s) => {
                 total.add(s);
-                return total;
+                return Ok(total);
             }
             Err(e) => {
+                if let Some(refused) = e.refusal(cfg) {
+                    health.set_ready(false, refused.to_string());
+                    return Err(refused.into());
+                }
+                if let RunError::Fenced(_) = &e {
+                    health.set_ready(false, e.to_string());
+                    return Err(Fatal::Fenced(e.to_string()));
+                }
                 metrics::counter!("kev_enricher_run_restarts_total").increment(1);
                 tracing::error!(error = %e, retry_in = ?backoff, "enricher run failed; starting over from the last commit");
                 health.set_ready(false, format!("restarting after: {e}"));
                 if sleep_or_stop(backoff, &stop).await {
-                    return total;
+                    return Ok(total);
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }
@@ -514,8 +640,21 @@ fn barrier(
     checkpoint_due: bool,
     stats: &mut RunStats,
 ) -> Result<bool, RunError> {
+    if shared.exactly_once {
+        let parts = shared.lock();
+        if parts.is_empty() {
+            return Ok(false);
+        }
+        if let Err(e) = shared.commit_transaction(consumer, &parts, |_| checkpoint_due) {
+            return Err(emitter.refused().map_or(RunError::Transaction(e), RunError::Refused));
+        }
+        stats.commits += 1;
+        health.set_ready(true, "consuming");
+        report_state(&parts);
+        return Ok(true);
+    }
     match emitter.flush(Duration::from_secs(5)) {
-        Err(e) => return Err(RunError::Delivery(e)),
+        Err(e) => return Err(emitter.refused().map_or(RunError::Delivery(e), RunError::Refused)),
         Ok(false) => {
             health.set_ready(false, "waiting for Kafka to acknowledge outputs");
             metrics::counter!("kev_enricher_commit_delays_total").increment(1);
@@ -565,4 +704,19 @@ fn report_state(parts: &BTreeMap<i32, PartitionEngine>) {
     metrics::gauge!("kev_enricher_open_windows").set(open as f64);
     metrics::gauge!("kev_enricher_correlation_entries").set(incidents as f64);
     metrics::gauge!("kev_enricher_state_bytes").set(bytes as f64);
+}
+
+/// A transaction call's error as the run sees it: a fenced producer (another one took `id`) is
+/// fatal, a missing ACL on the id is a refusal, anything else starts the run over.
+fn transaction_error(e: KafkaError, id: &str) -> RunError {
+    if let Some(r) = Refused::of(&e, "use", &format!("transactional id {id}")) {
+        return RunError::Refused(r);
+    }
+    match &e {
+        KafkaError::Transaction(t) if t.is_fatal() => {
+            tracing::error!(transactional_id = id, error = %t, "fenced");
+            RunError::Fenced(id.to_string())
+        }
+        _ => RunError::Transaction(e),
+    }
 }

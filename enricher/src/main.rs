@@ -106,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
             if cfg.topics.create {
                 topics::create(&cfg.kafka, &cfg.topics).await.context("creating topics")?;
             }
-            let stats = live::run_until_stopped(&cfg, &spec, codec, health, stop.clone()).await;
+            let stats = live::run_until_stopped(&cfg, &spec, codec, health, stop.clone()).await?;
             eprintln!(
                 "stopped: {} raw records in, {} records out ({} dead letters), {} re-read to rebuild state, {} commits",
                 stats.records_in, stats.records_out, stats.dead_letters, stats.recovered_records, stats.commits
@@ -141,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
                     if cfg.topics.create {
                         topics::create(&cfg.kafka, &t).await.context("creating the replay topics")?;
                     }
-                    let producer = Arc::new(emit::producer(&cfg.kafka)?);
+                    let producer = Arc::new(emit::producer(&cfg.kafka, None)?);
                     let router = Router::for_topics(&t).context("topics.routes")?;
                     // A postmortem replay re-tells the past: it raises no alerts.
                     Sink::Topics(Box::new(emit::Emitter {
@@ -161,8 +161,8 @@ async fn main() -> anyhow::Result<()> {
                 w.flush().context("writing the replay")?;
             }
             eprintln!(
-                "replay done: {} raw records read, {} records in range written; started at {:?}",
-                stats.records_read, stats.records_written, stats.started_at
+                "replay done: {} raw records read, {} records in range written; started at {:?}; checkpoint time lookups {:?}",
+                stats.records_read, stats.records_written, stats.started_at, stats.time_lookups
             );
         }
     }

@@ -8,8 +8,10 @@
 //! every record of the range being made, in the state the live run was in. It reads each
 //! partition from there to its current end, because a straggler may still add to the range.
 //!
-//! No broker timestamp lookup (ListOffsets by time) is involved: brokers differ in how well
-//! they answer it, and the checkpoints already say which event time each position stands at.
+//! The checkpoint to start from is found with the broker's timestamp lookup (ListOffsets by
+//! time) on the checkpoint topic, checked against the records around its answer
+//! ([`checkpoint::find_before`]): brokers differ in how well they answer it, and a wrong answer
+//! falls back to reading the checkpoint topic newest first.
 
 use std::io::Write;
 use std::time::Duration;
@@ -71,6 +73,8 @@ pub struct ReplayStats {
     pub records_written: u64,
     /// Per partition: the offset it was read from and whether a checkpoint gave it.
     pub started_at: Vec<(i32, i64, bool)>,
+    /// Per partition: how its checkpoint was looked for.
+    pub time_lookups: Vec<(i32, checkpoint::TimeLookup)>,
 }
 
 /// Replays `range` over every partition of the raw topic into `sink`.
@@ -89,20 +93,23 @@ pub async fn replay(
     let from_us = range.from_ms.saturating_mul(1000);
 
     // Where each partition starts, first, so that the progress bar knows the total.
-    let ends = LogEnds::new(&cfg.kafka)?;
+    let ends = LogEnds::new(&cfg.kafka, &cfg.log_end_group())?;
     let mut plan = Vec::new();
+    let mut lookups = Vec::new();
     for p in 0..partitions {
         let (low, high) = ends.watermarks(&cfg.topics.raw, p, timeout)?;
         let key = checkpoint::key(&cfg.group_id, &cfg.topics.raw, p);
-        let found = checkpoint::find(
+        let (found, lookup) = checkpoint::find_before(
             &consumer,
             &ends,
             &cfg.topics.checkpoints,
             checkpoint::partition_of(p, ckpt_partitions),
             &key,
-            |m| m.newest_time.is_none_or(|t| t < from_us) && (low..=high).contains(&m.next_offset),
+            from_us,
+            |m| (low..=high).contains(&m.next_offset),
         )?;
         plan.push((p, low, high, found));
+        lookups.push((p, lookup));
     }
     let total: i64 = plan.iter().map(|(_, low, high, c)| high - c.as_ref().map_or(*low, |c| c.next_offset)).sum();
     let bar = ProgressBar::new(total.max(0) as u64);
@@ -111,7 +118,7 @@ pub async fn replay(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
-    let mut stats = ReplayStats::default();
+    let mut stats = ReplayStats { time_lookups: lookups, ..Default::default() };
     let mut out = Vec::new();
     // Nobody asks a replay for readiness; the retries report through their logs.
     let health = kev_common::telemetry::Health::new();

@@ -242,7 +242,7 @@ impl Alertmanager {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("prometheus-alertmanager must be installed (scripts/prerequisites.sh --with-tansu)");
+            .expect("prometheus-alertmanager must be installed (scripts/prerequisites.sh --for-tests)");
         let url = format!("http://127.0.0.1:{port}");
         let started = std::time::Instant::now();
         while !reqwest::get(format!("{url}/-/ready")).await.is_ok_and(|r| r.status().is_success()) {
@@ -298,7 +298,14 @@ fn start_alerting(s: &Setup) -> (CancellationToken, tokio::task::JoinHandle<live
     let spec = EngineSpec::load(&cfg).unwrap();
     let codec = std::sync::Arc::new(cfg.registry.codec().unwrap());
     let st = stop.clone();
-    (stop, tokio::spawn(async move { live::run_until_stopped(&cfg, &spec, codec, Health::new(), st).await }))
+    (
+        stop,
+        tokio::spawn(async move {
+            live::run_until_stopped(&cfg, &spec, codec, Health::new(), st)
+                .await
+                .expect("the mock cluster refuses nothing")
+        }),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

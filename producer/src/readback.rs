@@ -24,13 +24,13 @@ pub async fn read_all(settings: &KafkaSettings, topic: &str, codec: &Codec) -> R
     let timeout = Duration::from_secs(10);
     let consumer: BaseConsumer = settings
         .client_config(&[
-            ("group.id", "kev-readback"),
+            ("group.id", "kev-producer-readback"),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "false"),
         ])
         .create()?;
     let partitions = kev_common::kafka::partition_count(settings, topic, timeout)?;
-    let ends = kev_common::kafka::LogEnds::new(settings)?;
+    let ends = kev_common::kafka::LogEnds::new(settings, "kev-producer-readback")?;
     let mut out = Vec::new();
     for p in 0..partitions {
         let (low, high) = ends.watermarks(topic, p, timeout)?;

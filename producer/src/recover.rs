@@ -24,6 +24,22 @@ pub enum RecoverError {
     Registry(String),
 }
 
+impl RecoverError {
+    /// The missing ACL that made reading `topic` back fail, if that is what it was.
+    pub fn refused(&self, topic: &str) -> Option<kev_common::kafka::Refused> {
+        use rdkafka::error::RDKafkaErrorCode::GroupAuthorizationFailed;
+        match self {
+            RecoverError::Kafka(e) if e.rdkafka_error_code() == Some(GroupAuthorizationFailed) => {
+                kev_common::kafka::Refused::of(e, "describe", "the groups named kev-producer-* of its readers")
+            }
+            RecoverError::Kafka(e) => {
+                kev_common::kafka::Refused::of(e, "read (describe, fetch)", &format!("topic {topic}"))
+            }
+            RecoverError::Registry(_) => None,
+        }
+    }
+}
+
 /// What recovery found, for logs and tests.
 #[derive(Debug)]
 pub struct Recovered {
@@ -57,7 +73,8 @@ pub async fn rebuild(
         .create()?;
     // The end read, not only listed: a broker that lists it short would have this producer
     // publish its own tail again.
-    let (low, high) = LogEnds::new(settings)?.watermarks(topic, partition, TIMEOUT)?;
+    let (low, high) =
+        LogEnds::new(settings, &format!("kev-producer-log-end-{cluster}"))?.watermarks(topic, partition, TIMEOUT)?;
     let mut records_read = 0;
 
     // Find the newest heartbeat of this cluster, reading ever larger tails of the partition.

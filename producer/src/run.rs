@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kev_common::kafka::Refused;
 use kev_common::shutdown::sleep_or_stop;
 use kev_common::telemetry::Health;
 use kev_schemas::Codec;
@@ -27,6 +28,9 @@ pub enum RunError {
     Dump(#[from] crate::dump::DumpError),
     #[error("configuration: {0}")]
     Config(String),
+    /// An ACL is missing: retrying cannot help.
+    #[error(transparent)]
+    Refused(#[from] Refused),
 }
 
 /// The idempotent producer kev publishes with. kev's settings come first; `kafka.properties`
@@ -54,10 +58,15 @@ pub fn codec(cfg: &ProducerConfig) -> Result<Arc<Codec>, RunError> {
 }
 
 /// Creates the raw topic when configured to and it is missing.
-pub async fn prepare_topic(cfg: &ProducerConfig) -> Result<(), KafkaError> {
+pub async fn prepare_topic(cfg: &ProducerConfig) -> Result<(), RunError> {
     if cfg.topic.create {
-        kev_common::kafka::ensure_topic(&cfg.kafka, &cfg.topic.name, cfg.topic.partitions, cfg.topic.replication, &[])
-            .await?;
+        let t = &cfg.topic;
+        kev_common::kafka::ensure_topic(&cfg.kafka, &t.name, t.partitions, t.replication, &[]).await.map_err(|e| {
+            match Refused::of(&e, "describe or create", &format!("topic {}", t.name)) {
+                Some(r) => RunError::Refused(r),
+                None => RunError::Kafka(e),
+            }
+        })?;
     }
     Ok(())
 }
@@ -96,6 +105,10 @@ where
         let recovered = match recover::rebuild(&cfg.kafka, &cfg.topic.name, &cfg.cluster_id, &codec).await {
             Ok(r) => r,
             Err(e) => {
+                if let Some(refused) = e.refused(&cfg.topic.name) {
+                    health.set_ready(false, refused.to_string());
+                    return Err(refused.into());
+                }
                 metrics::counter!("kev_producer_session_restarts_total", "reason" => "recovery").increment(1);
                 tracing::warn!(error = %e, retry_in = ?backoff, "cannot rebuild state from Kafka yet");
                 health.set_ready(false, format!("recovery: {e}"));
@@ -126,6 +139,18 @@ where
                 }
             }
             Err(e) => {
+                if let session::SessionError::Delivery(k) = &e {
+                    let topic = format!("topic {}", cfg.topic.name);
+                    // An idempotent producer refused its producer id has a fatal error, which
+                    // each delivery reports only as "fatal".
+                    let fatal = producer.client().fatal_error().map(|(code, _)| code);
+                    let refused = Refused::of(k, "write to", &topic)
+                        .or_else(|| fatal.and_then(|code| Refused::code(code, "write (idempotently) to", &topic)));
+                    if let Some(refused) = refused {
+                        health.set_ready(false, refused.to_string());
+                        return Err(refused.into());
+                    }
+                }
                 metrics::counter!("kev_producer_session_restarts_total", "reason" => "delivery").increment(1);
                 tracing::warn!(error = %e, ?stats, retry_in = ?backoff, "session failed; restarting from the raw topic");
                 health.set_ready(false, format!("session failed: {e}"));

@@ -5,7 +5,8 @@
 //! 3. the pass-through ceiling: the same read, every record re-produced unchanged to another
 //!    topic with the enricher's producer settings and acknowledged (what any consume-transform-
 //!    produce job pays the broker, with no processing at all);
-//! 4. the enricher over the whole raw topic, from the start, until it has committed all of it;
+//! 4. the enricher over the whole raw topic, from the start, until it has committed all of it,
+//!    in its default mode and then (its own group and output topics) in `exactly_once` mode;
 //! 5. latency: a fresh raw topic fed at a steady rate well under capacity while an enricher
 //!    runs on it; for each raw record, the time from handing it to the producer to seeing its
 //!    enriched record in the output topic (matched by the `kev.source` header).
@@ -16,12 +17,9 @@
 //! over `KEV_BENCH_PARTITIONS` (default 3) partitions; `KEV_BENCH_LIVE_RATE` (records/s, default
 //! 200) and `KEV_BENCH_LIVE_SECONDS` (default 20) shape phase 5; `KEV_BENCH_COMMIT_MS` (the
 //! commit barrier's interval, default 1,000) and `KEV_BENCH_FETCH_WAIT_MS` (the latency phase's
-//! `fetch.wait.max.ms`) try the enricher's two knobs. tansu runs with its memory
-//! storage: every phase reads from the start of a topic, which that storage serves correctly
-//! (it lists a partition's end short, which kev's readers do not trust, and cannot serve a
-//! fetch from inside a batch, which no phase here does; see the README's testing notes).
-//! `KEV_BENCH_STORAGE=sqlite` runs it on sqlite in `/dev/shm`, as the figures of sessions 2-5
-//! in BENCHMARKS.md were, when the memory storage was wrongly thought to lose records.
+//! `fetch.wait.max.ms`) try the enricher's two knobs. The broker is Apache Kafka (one KRaft
+//! node, `kev_tests::broker`) with its log in `/dev/shm` where there is one, so that the disk of
+//! a shared machine is not what is measured.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use kev_common::kafka::ensure_topic;
 use kev_common::telemetry::Health;
+use kev_enricher::config::ProcessingGuarantee;
 use kev_enricher::partition::EngineSpec;
 use kev_enricher::{emit, live, replay, topics};
 use kev_producer::run as producer;
@@ -36,7 +35,7 @@ use kev_tests::bench::{
     caught_up, cpu_seconds, enrich_all, env_or, percentile, progress, read_all, threads_cpu, threads_cpu_since,
     SourceWatch,
 };
-use kev_tests::broker::{Broker, Storage};
+use kev_tests::broker::{Broker, KAFKA_VERSION};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{data, expect};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -54,11 +53,9 @@ async fn main() {
     let partitions: i32 = env_or("KEV_BENCH_PARTITIONS", 3);
     let live_rate: u64 = env_or("KEV_BENCH_LIVE_RATE", 200);
     let live_seconds: u64 = env_or("KEV_BENCH_LIVE_SECONDS", 20);
-    let sqlite = std::env::var("KEV_BENCH_STORAGE").is_ok_and(|s| s == "sqlite");
     let shm = std::path::Path::new("/dev/shm");
     let tmp = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
-    let broker =
-        Broker::start(if sqlite { Storage::Sqlite(tmp.path().join("tansu.db")) } else { Storage::Memory }, tmp.path());
+    let broker = Broker::start(tmp.path());
     let cancel = CancellationToken::new();
     let registry = expect::registry(&cancel).await;
     let mut cfg = enricher_config(broker.settings(), &registry.url);
@@ -95,7 +92,7 @@ async fn main() {
     // 3. The pass-through ceiling: the same read, each record re-produced as it is, until the
     // broker has acknowledged every one.
     ensure_topic(&cfg.kafka, "kev.bench.passthrough", partitions, 1, &[]).await.unwrap();
-    let out = emit::producer(&cfg.kafka).unwrap();
+    let out = emit::producer(&cfg.kafka, None).unwrap();
     // The latency feed of phase 5 is kept from this read: the first cluster's first records.
     let mut feed = Vec::new();
     let want = (live_rate * live_seconds) as usize;
@@ -132,6 +129,23 @@ async fn main() {
     let (enrich_cpu, enrich_broker_cpu) = (cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
     let enrich_rate = stats.records_in as f64 / enrich_s;
     eprintln!("enricher: {stats:?} in {enrich_s:.2}s");
+
+    // 4b. The same in `exactly_once` mode: its own group and output topics, one transaction per
+    // commit barrier.
+    let mut ecfg = cfg.clone();
+    ecfg.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
+    ecfg.transactional_id = Some("kev-bench-eos-0".into());
+    ecfg.group_id = "kev-bench-eos".into();
+    let raw = cfg.topics.raw.clone();
+    ecfg.topics = replay::suffixed(&cfg.topics, ".eos");
+    ecfg.topics.raw = raw;
+    ecfg.topics.checkpoints.push_str(".eos");
+    topics::create(&ecfg.kafka, &ecfg.topics).await.unwrap();
+    let (cpu, broker_cpu) = (cpu_seconds(), broker.cpu_seconds());
+    let (eos_stats, eos_s) = enrich_all(&ecfg, 1, &cancel).await;
+    let (eos_cpu, eos_broker_cpu) = (cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
+    let eos_rate = eos_stats.records_in as f64 / eos_s;
+    eprintln!("enricher, exactly_once: {eos_stats:?} in {eos_s:.2}s");
 
     // 5. Latency: a fresh raw topic, fed at a steady rate with the first cluster's records while
     // an enricher (its own group and output topics) runs on it.
@@ -198,7 +212,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seen = watch.stop();
     stop.cancel();
-    run.await.unwrap();
+    run.await.unwrap().expect("the enricher was refused nothing");
     let sent = sent.lock().unwrap();
     let mut latencies: Vec<f64> =
         seen.iter().filter_map(|((_, o), at)| sent.get(o).map(|s| at.duration_since(*s).as_secs_f64() * 1e3)).collect();
@@ -209,11 +223,13 @@ async fn main() {
         feed.len()
     );
 
-    let storage = if sqlite { "sqlite (in /dev/shm when present)" } else { "memory" };
+    let storage = if tmp.path().starts_with(shm) { "log in /dev/shm" } else { "log on disk" };
     println!();
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| broker | tansu 0.6.0, {storage} storage, {partitions} partitions |");
+    println!(
+        "| broker | Apache Kafka {KAFKA_VERSION} (one KRaft node, 512 MiB heap), {storage}, {partitions} partitions |"
+    );
     println!("| raw records | {raw_records} ({clusters} clusters x 13,800 real events + heartbeats), {:.0} bytes each on average |", ceiling_bytes as f64 / ceiling_records.max(1) as f64);
     println!("| producer (dump replay, publish, acks) | {:.0} records/s |", published as f64 / produce_s);
     println!("| ceiling: consume-only reader of the raw topic | {ceiling_rate:.0} records/s |");
@@ -224,16 +240,22 @@ async fn main() {
         stats.records_out as f64 / stats.records_in.max(1) as f64
     );
     println!(
-        "| CPU time of this process per raw record (all its threads; tansu's not counted): ceiling, pass-through, enricher | {:.1} us, {:.1} us, {:.1} us |",
-        1e6 * ceiling_cpu / ceiling_records.max(1) as f64,
-        1e6 * through_cpu / passed.max(1) as f64,
-        1e6 * enrich_cpu / stats.records_in.max(1) as f64
+        "| enricher end to end, `exactly_once` (one transaction per commit barrier, {} commits) | {eos_rate:.0} records/s, {} records out |",
+        eos_stats.commits, eos_stats.records_out
     );
     println!(
-        "| CPU time of the broker process per raw record in the same phases: ceiling, pass-through, enricher | {:.1} us, {:.1} us, {:.1} us |",
+        "| CPU time of this process per raw record (all its threads; the broker's not counted): ceiling, pass-through, enricher, enricher exactly_once | {:.1} us, {:.1} us, {:.1} us, {:.1} us |",
+        1e6 * ceiling_cpu / ceiling_records.max(1) as f64,
+        1e6 * through_cpu / passed.max(1) as f64,
+        1e6 * enrich_cpu / stats.records_in.max(1) as f64,
+        1e6 * eos_cpu / eos_stats.records_in.max(1) as f64
+    );
+    println!(
+        "| CPU time of the broker process per raw record in the same phases: ceiling, pass-through, enricher, enricher exactly_once | {:.1} us, {:.1} us, {:.1} us, {:.1} us |",
         1e6 * ceiling_broker_cpu / ceiling_records.max(1) as f64,
         1e6 * through_broker_cpu / passed.max(1) as f64,
-        1e6 * enrich_broker_cpu / stats.records_in.max(1) as f64
+        1e6 * enrich_broker_cpu / stats.records_in.max(1) as f64,
+        1e6 * eos_broker_cpu / eos_stats.records_in.max(1) as f64
     );
     let busiest: Vec<String> = enrich_threads
         .iter()
@@ -242,6 +264,7 @@ async fn main() {
         .collect();
     println!("| the enricher phase's CPU time per raw record by thread name, busiest first | {} |", busiest.join(", "));
     println!("| enricher / ceiling | {:.0}% (target >= 50%) |", 100.0 * enrich_rate / ceiling_rate);
+    println!("| enricher exactly_once / ceiling | {:.0}% |", 100.0 * eos_rate / ceiling_rate);
     println!("| enricher / pass-through | {:.0}% |", 100.0 * enrich_rate / through_rate);
     if latencies.is_empty() {
         println!("| latency | not measured: no enriched record of the feed was matched to its raw record |");

@@ -1,4 +1,4 @@
-//! Side by side, on one tansu broker process, in one run: the ceiling (a consume-only reader of
+//! Side by side, on one Apache Kafka broker process, in one run: the ceiling (a consume-only reader of
 //! the raw topic), the raw log a take-over re-reads (recovery), a peer stream processor (Quix
 //! Streams) computing the same 1-minute tumbling-window counts per fingerprint, and kev's
 //! enricher end to end; then the enricher with 1, 2 and 4 partitions and as many instances (each
@@ -18,10 +18,7 @@
 //! The loader writes the records directly; the dump replay of `kev-producer` is measured by
 //! `pipeline_bench`.
 //!
-//! Other settings: `KEV_BENCH_STORAGE` (`memory`, `sqlite` (in /dev/shm), or by default the
-//! memory storage when a check of it on a broker of its own shows it keeps what it acknowledges,
-//! first in the loader's batches (`KEV_BENCH_LOAD_BATCH`, `batch.num.messages`, default 10000),
-//! then in single-record batches, else sqlite); `KEV_BENCH_PEER_FORMAT` (`avro`, the default:
+//! Other settings: `KEV_BENCH_LOAD_BATCH` (the loader's `batch.num.messages`, default 10000); `KEV_BENCH_PEER_FORMAT` (`avro`, the default:
 //! Quix reads the raw topic itself through the registry; `json`: a JSON copy of the workload in
 //! its own topic, whose ceiling is then measured too); `KEV_BENCH_PEER_PYTHON` (default
 //! `~/.cache/kev/quix-venv/bin/python`, see `benches/peer/requirements.txt`; `none` skips the
@@ -51,7 +48,7 @@ use kev_schemas::{EventObservation, RawRecord};
 use kev_tests::bench::{
     children_cpu_seconds, cpu_seconds, enrich_all, env_or, percentile, progress, read_all, status_kib, SourceWatch,
 };
-use kev_tests::broker::{tansu_binary, Broker, Storage};
+use kev_tests::broker::{Broker, KAFKA_VERSION};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{expect, scale};
 use rdkafka::consumer::BaseConsumer;
@@ -127,11 +124,15 @@ impl ProducerContext for Acks {
     }
 }
 
+/// The loaded raw topics keep their records forever: they carry the dumps' event times as
+/// record timestamps, years old, and Kafka deletes by record time.
+const KEEP: &[(&str, &str)] = &[("retention.ms", "-1")];
+
 /// Writes `records` to `topic` keyed by cluster, with the producer's settings (idempotent,
 /// acks=all, lz4, linger 10 ms), until every one is acknowledged; each record to its cluster's
 /// partition as the producer's murmur2_random partitioner places it. One client per partition,
-/// so that no produce request holds more than one partition: tansu 0.6.0's memory storage was
-/// seen here to file the records of a request for several partitions under one of them.
+/// as the loader always has (tansu 0.6.0's memory storage, the broker of the first runs, was
+/// seen to file the records of a request for several partitions under one of them).
 /// Returns (acknowledged, failed, seconds).
 fn load(
     settings: &KafkaSettings,
@@ -406,7 +407,7 @@ async fn latency(
     let seen = watch.stop();
     stop.cancel();
     for r in runs {
-        r.await.unwrap();
+        r.await.unwrap().expect("the enricher was refused nothing");
     }
     let sent = p.context().0.lock().unwrap();
     let warm = started + Duration::from_secs(2);
@@ -433,7 +434,7 @@ async fn recovery(cfg: &EnricherConfig, partition: i32, len: i64) -> (u64, f64, 
     let codec = cfg.registry.codec().unwrap();
     let c: BaseConsumer =
         cfg.kafka.client_config(&[("group.id", "bench-recovery"), ("enable.auto.commit", "false")]).create().unwrap();
-    let (low, high) = kev_common::kafka::LogEnds::new(&cfg.kafka)
+    let (low, high) = kev_common::kafka::LogEnds::new(&cfg.kafka, "kev-bench-log-end")
         .unwrap()
         .watermarks(&cfg.topics.raw, partition, Duration::from_secs(10))
         .unwrap();
@@ -596,7 +597,6 @@ async fn main() {
     let memory_max: usize = env_or("KEV_BENCH_MEMORY_GROUPS", 1_000_000);
     let latency_rate: u64 = env_or("KEV_BENCH_LATENCY_RATE", 500);
     let latency_seconds: u64 = env_or("KEV_BENCH_LATENCY_SECONDS", 10);
-    let storage_name = std::env::var("KEV_BENCH_STORAGE").unwrap_or_else(|_| "check".into());
     let client_properties = std::env::var("KEV_BENCH_KAFKA_PROPERTIES").unwrap_or_default();
     let peer_format = std::env::var("KEV_BENCH_PEER_FORMAT").unwrap_or_else(|_| "avro".into());
     let home = std::env::var("HOME").unwrap_or_default();
@@ -644,46 +644,9 @@ async fn main() {
         per_partition.entry(partition_for_key(n.as_bytes(), partitions)).or_default().push(n);
     }
 
-    // Which storage keeps what it acknowledges: tansu's memory storage is checked with the
-    // first records of the workload (batched as the producer batches them) on a broker of its
-    // own, and used only when it holds exactly those records where they belong.
-    let check_n = avro.len().min(50_000);
-    let mut memory_checks = Vec::new();
-    let mut load_batch: usize = env_or("KEV_BENCH_LOAD_BATCH", 10_000);
-    let mut memory_ok = false;
-    // The producer's batching first, then single-record batches, until one is kept.
-    for batch in [load_batch, 1] {
-        let check_dir = tempfile::tempdir().unwrap();
-        let b = Broker::start(Storage::Memory, check_dir.path());
-        ensure_topic(&b.settings(), "kev.bench.check", partitions, 1, &[]).await.unwrap();
-        let (a, f, _) = load(&b.settings(), "kev.bench.check", partitions, batch, &names, &avro[..check_n]);
-        let highs = high_watermarks(&b.settings(), "kev.bench.check");
-        let (n, _, _) = ceiling(&b.settings(), "kev.bench.check", "bench-check");
-        let expected = expected_per_partition(partitions, &names, &avro[..check_n]);
-        let ok = a == check_n as u64 && f == 0 && highs == expected && n == a;
-        eprintln!(
-            "memory storage check, batches of {batch}: {a} acknowledged, high watermarks {highs:?}, expected {expected:?}, {n} read back"
-        );
-        memory_checks.push(json!({"records": check_n, "batch": batch, "acknowledged": a, "failed": f, "high_watermarks": highs, "expected": expected, "read_back": n, "consistent": ok}));
-        if ok {
-            (memory_ok, load_batch) = (true, batch);
-            break;
-        }
-    }
-    let use_memory = match storage_name.as_str() {
-        "memory" => true,
-        "sqlite" => false,
-        _ => memory_ok,
-    };
-    if !use_memory || !memory_ok {
-        load_batch = env_or("KEV_BENCH_LOAD_BATCH", 10_000);
-    }
-    let storage = if use_memory { Storage::Memory } else { Storage::Sqlite(tmp.path().join("tansu.db")) };
-    let storage_label = match storage {
-        Storage::Memory => "memory (`memory://tansu/`)".to_string(),
-        Storage::Sqlite(_) => "sqlite in /dev/shm".to_string(),
-    };
-    let broker = Broker::start(storage, tmp.path());
+    let load_batch: usize = env_or("KEV_BENCH_LOAD_BATCH", 10_000);
+    let storage_label = if tmp.path().starts_with(shm) { "log in /dev/shm" } else { "log on disk" };
+    let broker = Broker::start(tmp.path());
     let mut cfg = enricher_config(broker.settings(), &registry.url);
     cfg.commit_interval_ms = 1_000;
     cfg.checkpoint_interval_ms = 60_000;
@@ -695,7 +658,7 @@ async fn main() {
         cfg.kafka.properties.insert(k.trim().to_string(), v.trim().to_string());
     }
     topics::create(&cfg.kafka, &cfg.topics).await.unwrap();
-    ensure_topic(&cfg.kafka, &cfg.topics.raw, partitions, 1, &[]).await.unwrap();
+    ensure_topic(&cfg.kafka, &cfg.topics.raw, partitions, 1, KEEP).await.unwrap();
 
     // 1. Load the raw topic; check the broker holds what it acknowledged.
     let (acked, failed, load_s) = load(&cfg.kafka, &cfg.topics.raw, partitions, load_batch, &names, &avro);
@@ -726,12 +689,12 @@ async fn main() {
         recovery_rows.push(json!({"partition": fullest, "records": n, "seconds": secs, "first_record_after": first, "rate": rate(n, secs)}));
     }
 
-    // 4. The peer, before the enricher: tansu 0.6.0 (sqlite) was seen here to stop answering
-    // when Quix joined its group after the enricher had run on it, never the other way round.
+    // 4. The peer, before the enricher (as in the runs on tansu, whose sqlite storage was seen
+    // to stop answering when Quix joined its group after the enricher had run on it).
     let mut json_ceiling = None;
     let peer_topic = if want_json {
         let topic = format!("{}.json", cfg.topics.raw);
-        ensure_topic(&cfg.kafka, &topic, partitions, 1, &[]).await.unwrap();
+        ensure_topic(&cfg.kafka, &topic, partitions, 1, KEEP).await.unwrap();
         let (a, f, s) = load(&cfg.kafka, &topic, partitions, load_batch, &names, &json_recs);
         eprintln!("JSON copy: {a} acknowledged, {f} failed in {s:.1}s");
         let (n, b, s) = ceiling(&cfg.kafka, &topic, "bench-ceiling-json");
@@ -777,8 +740,7 @@ async fn main() {
     if scale_events > 0 {
         for n in [1, 2, 4] {
             let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
-            let storage = if use_memory { Storage::Memory } else { Storage::Sqlite(dir.path().join("tansu.db")) };
-            let b = Broker::start(storage, dir.path());
+            let b = Broker::start(dir.path());
             let mut s = cfg.clone();
             s.kafka = b.settings();
             let suffix = format!(".p{n}");
@@ -788,7 +750,7 @@ async fn main() {
             s.topics.partitions = n;
             s.group_id = format!("kev-bench-p{n}");
             topics::create(&s.kafka, &s.topics).await.unwrap();
-            ensure_topic(&s.kafka, &s.topics.raw, n, 1, &[]).await.unwrap();
+            ensure_topic(&s.kafka, &s.topics.raw, n, 1, KEEP).await.unwrap();
             let (a, f, ls) =
                 load(&s.kafka, &s.topics.raw, n, load_batch, &names, &avro[..scale_events.min(avro.len())]);
             let slice = &avro[..scale_events.min(avro.len())];
@@ -835,7 +797,8 @@ async fn main() {
         "kev": env!("CARGO_PKG_VERSION"),
         "git": commit,
         "rustc": command_version("rustc", &["--version"]),
-        "tansu": command_version(tansu_binary().to_str().unwrap(), &["--version"]),
+        "kafka": format!("Apache Kafka {KAFKA_VERSION}"),
+        "java": command_version("java", &["-version"]).lines().next().unwrap_or("").to_string(),
         "librdkafka": rdkafka::util::get_rdkafka_version().1,
         "peer": peer_result.as_ref().ok().map(|v| format!("quixstreams {} on Python {}", v["quixstreams"].as_str().unwrap_or("?"), v["python"].as_str().unwrap_or("?"))),
     });
@@ -863,7 +826,6 @@ async fn main() {
         "scale": scale_rows,
         "memory_engine": match &mem_engine { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
         "memory_producer": match &mem_producer { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
-        "memory_storage_checks": memory_checks,
         "load_batch": load_batch,
         "recovery": recovery_rows,
         "run_seconds": run_started.elapsed().as_secs_f64(),
@@ -887,29 +849,12 @@ async fn main() {
         versions["kev"].as_str().unwrap_or(""),
         versions["git"].as_str().unwrap_or(""),
         versions["rustc"].as_str().unwrap_or(""),
-        versions["tansu"].as_str().unwrap_or(""),
+        versions["kafka"].as_str().unwrap_or(""),
         versions["librdkafka"].as_str().unwrap_or(""),
         versions["peer"].as_str().unwrap_or("not run")
     ));
-    for c in &memory_checks {
-        line(format!(
-            "- storage check: tansu's memory storage given the first {} records of the workload in batches of at most {} on a broker of its own: {} acknowledged, high watermarks {}, expected {}, {} read back: {}",
-            c["records"], c["batch"], c["acknowledged"], c["high_watermarks"], c["expected"], c["read_back"],
-            if c["consistent"].as_bool().unwrap_or(false) { "kept" } else { "**it did not keep what it acknowledged**" }
-        ));
-    }
     line(format!(
-        "- storage used: {storage_label}{}",
-        if use_memory && memory_ok {
-            format!(", as it kept batches of {load_batch}; the raw topics are written so. The outputs (kev's, the peer's) are written in the clients' own batches and are not checked but for the count below")
-        } else if use_memory {
-            " (forced by KEV_BENCH_STORAGE=memory although the check failed)".to_string()
-        } else {
-            " (the memory storage kept no batching it was checked with, or KEV_BENCH_STORAGE=sqlite)".to_string()
-        }
-    ));
-    line(format!(
-        "- broker: tansu process, {storage_label} storage, loader batches of at most {} records (`batch.num.messages`), raw topic of {partitions} partitions keyed by cluster ({})",
+        "- broker: one Apache Kafka KRaft node (512 MiB heap), {storage_label}, loader batches of at most {} records (`batch.num.messages`), raw topic of {partitions} partitions keyed by cluster ({})",
         load_batch,
         per_partition.iter().map(|(p, c)| format!("partition {p}: {}", c.join(", "))).collect::<Vec<_>>().join("; ")
     ));
@@ -972,7 +917,7 @@ async fn main() {
         if outputs_held == stats.records_out as i64 { "" } else { " (**not what was acknowledged**)" }
     ));
     line(String::new());
-    line("CPU time per raw record in the same phases (user + system, all threads; the peer's is its Python process's, read once it has ended; the broker's is the tansu process's in the same phase), steadier than the rates when the machine is shared:".into());
+    line("CPU time per raw record in the same phases (user + system, all threads; the peer's is its Python process's, read once it has ended; the broker's is the Kafka process's in the same phase), steadier than the rates when the machine is shared:".into());
     line(String::new());
     line("| phase | its process, us per record | the broker, us per record |".into());
     line("|---|---|---|".into());
@@ -1041,7 +986,7 @@ async fn main() {
         line(String::new());
         line("Latency: after the catch-up run, the same number of enricher instances start again (caught up) and, once they have joined and rebuilt their partitions (at least 8 s, then until every instance reports ready), the next records of the workload are written to the raw topic at a steady rate; for each, the time from handing it to the producer to reading its enriched record back from the output topic (matched by its `kev.source` header, the first copy read). When the raw topics are written in single-record batches (the storage check above), the enrichers of this phase write their outputs so too. The first 2 s of the feed are a warm-up and not counted; records whose enriched record was not read back are left out (see the counts).".into());
         line(String::new());
-        line("With several instances, a partition can change hands mid-run (the members join one after another) and its new owner resumes from the offset the old one committed. tansu's memory storage serves a fetch only from a batch's first offset (README, testing notes), so when that offset lies inside a batch the rest of the batch is skipped: the enrichers then take in fewer records than were loaded (the column above), and that row's rate is not comparable. On Kafka, and on tansu's sqlite storage, the new owner reads on from that offset.".into());
+        line("With several instances, a partition can change hands mid-run (the members join one after another) and its new owner resumes from the offset the old one committed.".into());
     }
     line(String::new());
     line("## Memory as state grows (in process, one child process per table)".into());

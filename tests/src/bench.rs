@@ -33,7 +33,7 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 pub fn read_all(settings: &KafkaSettings, topic: &str, group: &str, mut each: impl FnMut(&[u8], &[u8])) -> (u64, f64) {
     let c: BaseConsumer =
         settings.client_config(&[("group.id", group), ("enable.auto.commit", "false")]).create().unwrap();
-    let ends = LogEnds::new(settings).unwrap();
+    let ends = LogEnds::new(settings, "kev-bench-log-end").unwrap();
     let n = partition_count(settings, topic, Duration::from_secs(10)).unwrap();
     let (mut next, mut highs) = (Vec::new(), Vec::new());
     let mut tpl = rdkafka::TopicPartitionList::new();
@@ -108,7 +108,7 @@ pub async fn enrich_all(cfg: &EnricherConfig, instances: usize, cancel: &Cancell
     stop.cancel();
     let mut total = live::RunStats::default();
     for r in runs {
-        let s = r.await.unwrap();
+        let s = r.await.unwrap().expect("the enricher was refused nothing");
         total.records_in += s.records_in;
         total.records_out += s.records_out;
         total.dead_letters += s.dead_letters;
@@ -176,7 +176,17 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// A line of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`), 0 where there is none.
 pub fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    process_status_kib("/proc/self/status", field)
+}
+
+/// Peak resident memory (`VmHWM`) of process `pid`, bytes; 0 where there is no procfs.
+pub fn peak_rss_bytes(pid: u32) -> u64 {
+    process_status_kib(&format!("/proc/{pid}/status"), "VmHWM") * 1024
+}
+
+/// A line of the `status` file at `path` in KiB, 0 where there is none.
+fn process_status_kib(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()

@@ -34,7 +34,7 @@ fn consumer(settings: &KafkaSettings) -> BaseConsumer {
 pub fn read_topic(settings: &KafkaSettings, topic: &str) -> Vec<(i32, i64, Rec)> {
     let c = consumer(settings);
     let n = partition_count(settings, topic, Duration::from_secs(10)).unwrap();
-    let ends = LogEnds::new(settings).unwrap();
+    let ends = LogEnds::new(settings, "kev-test-log-end").unwrap();
     let mut out = Vec::new();
     for p in 0..n {
         let (low, high) = ends.watermarks(topic, p, Duration::from_secs(10)).unwrap();
@@ -70,7 +70,7 @@ pub async fn reference(cfg: &EnricherConfig, codec: &Codec) -> ByKey {
     let n = partition_count(&cfg.kafka, &cfg.topics.raw, Duration::from_secs(10)).unwrap();
     let mut all = ByKey::new();
     let mut out = Vec::new();
-    let ends = LogEnds::new(&cfg.kafka).unwrap();
+    let ends = LogEnds::new(&cfg.kafka, "kev-test-log-end").unwrap();
     for p in 0..n {
         let (low, high) = ends.watermarks(&cfg.topics.raw, p, Duration::from_secs(10)).unwrap();
         let mut pe = PartitionEngine::new(p, spec.engine(Default::default()), low);
@@ -139,18 +139,33 @@ pub fn counts(by: &ByKey) -> BTreeMap<Stream, usize> {
     by.iter().map(|(s, m)| (*s, m.values().map(Vec::len).sum())).collect()
 }
 
-/// An enricher configuration for tests: fast commits and checkpoints, a free HTTP port.
+/// An enricher configuration for tests: fast commits and checkpoints, a free HTTP port, and
+/// topics kept forever: their records carry the event times of the dumps (2019-2024), and Kafka
+/// deletes by record time, so a 7-day retention would delete them within a minute of writing.
 pub fn enricher_config(kafka: KafkaSettings, registry_url: &str) -> EnricherConfig {
     let mut cfg =
         EnricherConfig { kafka, commit_interval_ms: 200, checkpoint_interval_ms: 1_000, ..Default::default() };
+    cfg.topics.retention_ms = -1;
     cfg.registry.url = registry_url.to_string();
     cfg.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     cfg
 }
 
-/// The group's committed offset and the high watermark of each raw partition.
+/// The group's committed offset and the high watermark of each raw partition, asked again
+/// for up to 30 s while the broker answers with an error (a topic just created has no leader
+/// for a moment).
 pub fn progress(cfg: &EnricherConfig) -> (Vec<i64>, Vec<i64>) {
-    kev_enricher::topics::group_progress(cfg).unwrap()
+    let started = std::time::Instant::now();
+    loop {
+        match kev_enricher::topics::group_progress(cfg) {
+            Ok(p) => return p,
+            Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                tracing::debug!(error = %e, "group progress not answered; asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("group progress: {e}"),
+        }
+    }
 }
 
 /// Waits until the group has committed some raw records, not necessarily all.

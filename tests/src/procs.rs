@@ -11,3 +11,37 @@ pub fn binary(name: &str) -> PathBuf {
     assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
     path
 }
+
+/// A command running binary `name`. The enricher keeps its topics forever
+/// (`KEV_TOPICS__RETENTION_MS=-1`): its records carry the dumps' event times, years old, and
+/// Kafka deletes by record time, so the default 7-day retention would delete them within a
+/// minute of their writing.
+pub fn command(name: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(binary(name));
+    if name == "kev-enricher" {
+        c.env("KEV_TOPICS__RETENTION_MS", "-1");
+    }
+    c
+}
+
+/// Runs `command` to its end with its output piped, killed after `limit`. Returns the output,
+/// how long it ran, and whether it had to be killed.
+pub fn run_to_end(
+    mut command: std::process::Command,
+    limit: std::time::Duration,
+) -> (std::process::Output, std::time::Duration, bool) {
+    use std::process::Stdio;
+    let started = std::time::Instant::now();
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("starting a binary");
+    let mut killed = false;
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            killed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (child.wait_with_output().unwrap(), started.elapsed(), killed)
+}

@@ -1,12 +1,9 @@
-//! Throwaway certificates and a TLS-terminating proxy, for the secure-connection tests.
+//! Throwaway certificates, and a TLS-terminating proxy for the Schema Registry test double.
 //!
-//! tansu 0.6.0 takes `--cert` and `--key` but never uses them (its broker builds a TLS acceptor
-//! and drops it: `let _acceptor = ...` in tansu-broker's `broker.rs`), so it only speaks
-//! plaintext. The tests therefore put this proxy in front of it: clients speak TLS to the proxy,
-//! which forwards the plaintext Kafka protocol to tansu, and tansu advertises the proxy's address
-//! so that every connection librdkafka makes goes through TLS. The same proxy serves the Schema
-//! Registry test double over HTTPS. What is tested is the client side (kev's settings,
-//! certificate checks, error messages), which is what kev owns.
+//! Kafka itself speaks TLS (the broker of `kev_tests::broker` takes the CA's server
+//! certificate, and client certificates it signs for mutual TLS); the registry test double is
+//! plain HTTP, so the proxy serves it over HTTPS. What is tested there is the client side (kev's
+//! settings, certificate checks, error messages), which is what kev owns.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,10 +14,20 @@ use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 /// A CA made for one test, and a server certificate it signed for `127.0.0.1` and `localhost`.
+#[derive(Clone)]
 pub struct TestCa {
     pub ca_pem: String,
     pub server_cert_pem: String,
+    /// PKCS#8, unencrypted.
     pub server_key_pem: String,
+    ca_key_pem: String,
+    ca_params: CertificateParams,
+}
+
+/// A client certificate and its key (PKCS#8), signed by a [`TestCa`].
+pub struct ClientCert {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl TestCa {
@@ -29,13 +36,31 @@ impl TestCa {
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.distinguished_name.push(DnType::CommonName, format!("kev test CA {name}"));
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
+        let ca_cert = ca.clone().self_signed(&ca_key).unwrap();
+        let ca_key_pem = ca_key.serialize_pem();
+        let issuer = Issuer::new(ca.clone(), ca_key);
         let server_key = KeyPair::generate().unwrap();
         let mut server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         server.distinguished_name.push(DnType::CommonName, "127.0.0.1");
         let server_cert = server.signed_by(&server_key, &issuer).unwrap();
-        TestCa { ca_pem: ca_cert.pem(), server_cert_pem: server_cert.pem(), server_key_pem: server_key.serialize_pem() }
+        TestCa {
+            ca_pem: ca_cert.pem(),
+            server_cert_pem: server_cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
+            ca_key_pem,
+            ca_params: ca,
+        }
+    }
+
+    /// A client certificate with common name `cn` (the principal Kafka's mutual TLS sees).
+    pub fn client(&self, cn: &str) -> ClientCert {
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem).unwrap();
+        let issuer = Issuer::new(self.ca_params.clone(), ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        ClientCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
     }
 
     fn server_config(&self) -> rustls::ServerConfig {

@@ -33,7 +33,7 @@ fn run(tool: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .current_dir(repo())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool} ({e}): scripts/prerequisites.sh --with-tansu installs it"));
+        .unwrap_or_else(|e| panic!("cannot run {tool} ({e}): scripts/prerequisites.sh --for-tests installs it"));
     assert!(
         out.status.success(),
         "{tool} {args:?} failed:\n{}{}",

@@ -1,4 +1,4 @@
-//! The enricher as processes against a tansu broker process (sqlite storage), the registry test
+//! The enricher as processes against an Apache Kafka broker process, the registry test
 //! double and the real dumps: SIGKILLs, a rebalance, poison records and a postmortem replay, each
 //! compared with the reference (the same engine run in process over the raw log as it ended up).
 
@@ -12,7 +12,7 @@ use kev_common::telemetry::Health;
 use kev_enricher::records::Stream;
 use kev_enricher::EnricherConfig;
 use kev_producer::{run as producer, ProducerConfig};
-use kev_tests::broker::{Broker, Storage};
+use kev_tests::broker::Broker;
 use kev_tests::outputs::{self, assert_matches, counts, enricher_config, progress, read_outputs, wait_caught_up};
 use kev_tests::{data, expect, init_logs, procs};
 use rand::Rng;
@@ -33,7 +33,7 @@ async fn env() -> Env {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     eprintln!("logs in {} (kept when TEST_KEEP_LOGS is set)", dir.display());
-    let broker = Broker::start(Storage::Sqlite(dir.join("tansu.db")), &dir);
+    let broker = Broker::start(&dir);
     let cancel = CancellationToken::new();
     let registry = expect::registry(&cancel).await;
     let mut kafka = broker.settings();
@@ -57,15 +57,22 @@ async fn env() -> Env {
 /// Writes `cfg`'s settings that the processes need as a TOML file, with `properties` added to the
 /// librdkafka pass-through ones.
 fn write_config(path: &std::path::Path, cfg: &EnricherConfig, properties: &[(&str, &str)]) {
+    write_config_with(path, cfg, properties, "")
+}
+
+/// The same, with `top` (TOML lines of top-level settings) first.
+fn write_config_with(path: &std::path::Path, cfg: &EnricherConfig, properties: &[(&str, &str)], top: &str) {
     let mut props: BTreeMap<&str, &str> = cfg.kafka.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     props.extend(properties.iter().copied());
     let mut text = format!(
-        "commit_interval_ms = {}\ncheckpoint_interval_ms = {}\nmax_record_bytes = {}\n\n[registry]\nurl = \"{}\"\n\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n[kafka.properties]\n",
+        "{top}\ncommit_interval_ms = {}\ncheckpoint_interval_ms = {}\nmax_record_bytes = {}\n\n[registry]\nurl = \"{}\"\n\n\
+         [topics]\nretention_ms = {}\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[kafka]\nbootstrap_servers = \"{}\"\n\n\
+         [kafka.properties]\n",
         cfg.commit_interval_ms,
         cfg.checkpoint_interval_ms,
         cfg.max_record_bytes,
         cfg.registry.url,
+        cfg.topics.retention_ms,
         cfg.kafka.bootstrap_servers
     );
     for (k, v) in props {
@@ -108,8 +115,13 @@ impl Env {
 
     /// An enricher process with extra librdkafka properties.
     fn enricher_with(&self, args: &[&str], log: &str, properties: &[(&str, &str)]) -> Child {
+        self.enricher_configured(args, log, properties, "")
+    }
+
+    /// An enricher process with extra librdkafka properties and top-level settings (TOML).
+    fn enricher_configured(&self, args: &[&str], log: &str, properties: &[(&str, &str)], top: &str) -> Child {
         let config = self.dir.join(format!("{log}.toml"));
-        write_config(&config, &self.cfg, properties);
+        write_config_with(&config, &self.cfg, properties, top);
         let log = std::fs::File::create(self.dir.join(log)).unwrap();
         Command::new(procs::binary("kev-enricher"))
             .arg("--config")
@@ -155,17 +167,34 @@ fn terminate(mut child: Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_changes_no_output() {
+    sigkill_at_random_points("").await;
+}
+
+/// `exactly_once`: the same kills, and a `read_committed` reader of every output topic sees no
+/// duplicate at all: each key's records are the uninterrupted run's, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_in_exactly_once_mode_duplicates_nothing() {
+    // One transactional id for every restart, as a StatefulSet pod keeps its name: each new
+    // process fences the killed one and aborts its open transaction.
+    sigkill_at_random_points("processing_guarantee = \"exactly_once\"\ntransactional_id = \"kev-enricher-test-0\"")
+        .await;
+}
+
+/// Kills an enricher process 12 times while events arrive, restarting it each time, with the
+/// top-level settings `top`; then compares the outputs with the reference, exactly (no
+/// duplicate) in `exactly_once` mode.
+async fn sigkill_at_random_points(top: &str) {
+    let exactly_once = top.contains("exactly_once");
     let env = env().await;
     // Events keep arriving for about two minutes while the enricher is killed and restarted.
     let feed = env.feed(150);
     // A killed member stays in the group until its session expires and the group rebalances:
-    // short timeouts keep each restart quick. (Static membership, `group.instance.id`, would
-    // avoid the wait, but tansu 0.6 then assigns a restarted member nothing.)
+    // short timeouts keep each restart quick.
     let member = [("session.timeout.ms", "3000"), ("heartbeat.interval.ms", "500"), ("max.poll.interval.ms", "15000")];
     let mut rng = rand::rng();
     let (mut kills, mut mid_stream, mut at) = (0, 0, Vec::new());
     while kills < 12 {
-        let mut child = env.enricher_with(&["run"], &format!("run-{kills}.log"), &member);
+        let mut child = env.enricher_configured(&["run"], &format!("run-{kills}.log"), &member, top);
         // Wait until this instance has committed something, then kill it at a random point.
         let before: i64 = progress(&env.cfg).0.iter().sum();
         let started = Instant::now();
@@ -185,18 +214,29 @@ async fn sigkill_at_random_points_changes_no_output() {
         at.push(committed.iter().sum::<i64>());
     }
     feed.await.unwrap().unwrap();
-    let last = env.enricher_with(&["run"], "final.log", &member);
+    let last = env.enricher_configured(&["run"], "final.log", &member, top);
     wait_for_log(&env.dir.join("final.log"), "partitions assigned").await;
     wait_caught_up(&env.cfg, Duration::from_secs(300)).await;
     terminate(last);
 
-    let cmp = assert_matches(&read_outputs(&env.cfg), &env.reference().await, false);
+    // The test's reader is librdkafka's default, read_committed.
+    let cmp = assert_matches(&read_outputs(&env.cfg), &env.reference().await, exactly_once);
     println!(
-        "{kills} SIGKILLs ({mid_stream} mid-stream; offsets committed at each kill {at:?}); outputs equal the \
+        "{} {kills} SIGKILLs ({mid_stream} mid-stream; offsets committed at each kill {at:?}); outputs equal the \
          uninterrupted run's (distinct records and final value per key); the log holds {} records for the \
-         reference's {}: {} re-emitted duplicates",
-        cmp.records, cmp.reference_records, cmp.duplicates
+         reference's {}: {} re-emitted duplicates visible to read_committed",
+        if exactly_once { "exactly_once:" } else { "at_least_once:" },
+        cmp.records,
+        cmp.reference_records,
+        cmp.duplicates
     );
+    if exactly_once {
+        assert_eq!(cmp.duplicates, 0);
+        let logs: String = (0..kills)
+            .map(|k| std::fs::read_to_string(env.dir.join(format!("run-{k}.log"))).unwrap_or_default())
+            .collect();
+        assert!(logs.contains("exactly_once: transactions initialised"), "the runs were transactional");
+    }
     assert!(mid_stream >= 10, "only {mid_stream} kills landed mid-stream");
     env.cancel.cancel();
 }
@@ -254,6 +294,12 @@ async fn a_member_joins_and_one_leaves_mid_stream_and_a_replay_gives_the_live_re
     assert!(status.success());
     let replay_text = std::fs::read_to_string(&replay_log).unwrap();
     assert!(replay_text.contains(", true)"), "some partition started from a checkpoint:\n{replay_text}");
+    // On Kafka the checkpoint was found by the broker's timestamp lookup, checked, not by
+    // reading the checkpoint topic newest first.
+    assert!(
+        replay_text.contains("Verified") && !replay_text.contains("Unverified"),
+        "the time lookups were verified:\n{replay_text}"
+    );
 
     let mut replayed_cfg = env.cfg.clone();
     replayed_cfg.topics = kev_enricher::replay::suffixed(&env.cfg.topics, ".replay");

@@ -1,4 +1,4 @@
-//! The producer replaying the real dumps into a tansu broker process: every (uid,
+//! The producer replaying the real dumps into an Apache Kafka broker process: every (uid,
 //! resourceVersion) exactly once, each record equal to its source object, across restarts,
 //! SIGKILLs, a broker outage and a registry outage.
 
@@ -10,7 +10,7 @@ use kev_common::kafka::partition_for_key;
 use kev_common::telemetry::Health;
 use kev_producer::readback;
 use kev_producer::run;
-use kev_tests::broker::{Broker, Storage};
+use kev_tests::broker::Broker;
 use kev_tests::expect::{assert_exactly_once, config, registry};
 use kev_tests::{data, init_logs, procs};
 use rand::Rng;
@@ -19,23 +19,14 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_of_the_real_dumps_publishes_every_version_once_field_by_field() {
     let tmp = tempfile::tempdir().unwrap();
-    replay_twice(Storage::Sqlite(tmp.path().join("tansu.db")), tmp.path()).await;
-}
-
-/// On tansu's memory storage, which lists a partition's end short of its newest batch: the
-/// restarted producer must read the end (`kev_common::kafka::LogEnds`) to know it published
-/// that batch. With the listed end it published the tail again (checked).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_producer_publishes_nothing_twice_on_memory_storage() {
-    let tmp = tempfile::tempdir().unwrap();
-    replay_twice(Storage::Memory, tmp.path()).await;
+    replay_twice(tmp.path()).await;
 }
 
 /// Replays the real dumps, then again as a restarted producer would: every version published
 /// once, field by field, and the second run publishes nothing.
-async fn replay_twice(storage: Storage, dir: &std::path::Path) {
+async fn replay_twice(dir: &std::path::Path) {
     init_logs();
-    let broker = Broker::start(storage, dir);
+    let broker = Broker::start(dir);
     let cancel = CancellationToken::new();
     let registry = registry(&cancel).await;
     let cfg = config(&broker, &registry, "real-dumps");
@@ -59,7 +50,7 @@ async fn replay_twice(storage: Storage, dir: &std::path::Path) {
     });
     assert_eq!(shapes.get("events.k8s.io/v1"), Some(&9), "{shapes:?}");
     println!(
-        "replayed {} real events ({shapes:?}) into tansu: {events} published exactly once, 0 lost, 0 duplicated; \
+        "replayed {} real events ({shapes:?}) into Kafka: {events} published exactly once, 0 lost, 0 duplicated; \
          second run suppressed {} duplicates",
         sources.len(),
         second.duplicates
@@ -71,7 +62,7 @@ async fn replay_twice(storage: Storage, dir: &std::path::Path) {
 async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     init_logs();
     let tmp = tempfile::tempdir().unwrap();
-    let broker = Broker::start(Storage::Sqlite(tmp.path().join("tansu.db")), tmp.path());
+    let broker = Broker::start(tmp.path());
     let cancel = CancellationToken::new();
     let registry = registry(&cancel).await;
     let cfg = config(&broker, &registry, "killed");
@@ -152,7 +143,7 @@ async fn sigkill_at_random_points_loses_and_duplicates_nothing() {
 async fn broker_down_for_a_while_loses_and_duplicates_nothing() {
     init_logs();
     let tmp = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start(Storage::Sqlite(tmp.path().join("tansu.db")), tmp.path());
+    let mut broker = Broker::start(tmp.path());
     let cancel = CancellationToken::new();
     let registry = registry(&cancel).await;
     let mut cfg = config(&broker, &registry, "outage");
@@ -190,7 +181,7 @@ async fn broker_down_for_a_while_loses_and_duplicates_nothing() {
 async fn registry_down_for_a_while_loses_and_duplicates_nothing() {
     init_logs();
     let tmp = tempfile::tempdir().unwrap();
-    let broker = Broker::start(Storage::Sqlite(tmp.path().join("tansu.db")), tmp.path());
+    let broker = Broker::start(tmp.path());
     let cancel = CancellationToken::new();
     let registry = registry(&cancel).await;
     let cfg = config(&broker, &registry, "registry-outage");

@@ -1,5 +1,5 @@
 //! The producer watching a fake API server (the real list/watch protocol, fed with the real
-//! events) into a tansu broker process: every (uid, resourceVersion) the server produced lands in
+//! events) into an Apache Kafka broker process: every (uid, resourceVersion) the server produced lands in
 //! the raw topic exactly once and equals what the server sent, through drops, 410 Gone, the
 //! 200-then-close of kubernetes#104171, malformed input, the core/v1 fallback and a leader
 //! handover.
@@ -13,7 +13,7 @@ use kev_producer::readback::{self, Published};
 use kev_producer::session::SessionStats;
 use kev_producer::{run, ProducerConfig};
 use kev_schemas::{RawKind, WatchVerb};
-use kev_tests::broker::{Broker, Storage};
+use kev_tests::broker::Broker;
 use kev_tests::expect::{assert_exactly_once, config, registry};
 use kev_tests::fakeapi::FakeApi;
 use kev_tests::{data, init_logs, procs};
@@ -38,7 +38,7 @@ impl Harness {
         init_logs();
         kev_common::telemetry::metrics_handle();
         let tmp = tempfile::tempdir().unwrap();
-        let broker = Broker::start(Storage::Sqlite(tmp.path().join("tansu.db")), tmp.path());
+        let broker = Broker::start(tmp.path());
         let cancel = CancellationToken::new();
         let registry_cancel = CancellationToken::new();
         let registry = registry(&registry_cancel).await;

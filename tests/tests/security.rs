@@ -1,18 +1,19 @@
-//! Secure connections, end to end with both binaries as processes: Kafka over TLS with
-//! SASL/SCRAM-SHA-512 (a tansu broker with `--authentication`, behind the TLS proxy of
-//! `kev_tests::tls`, since tansu 0.6.0 speaks plaintext only), the Schema Registry test double
-//! over HTTPS with basic auth, a CA made by the test. Credentials come from files (a mounted
-//! Secret) and an environment variable, and must never show in logs or metrics. A wrong
-//! password for either, or an untrusted CA, ends each binary at once with the reason.
+//! Secure connections, end to end with both binaries as processes: Kafka's own SASL_SSL
+//! listener with SCRAM-SHA-512 users made at format time, and an SSL listener that requires
+//! client certificates (mutual TLS), each with a certificate from a CA the test makes; the
+//! Schema Registry test double over HTTPS (the proxy of `kev_tests::tls`) with basic auth.
+//! Credentials come from files (a mounted Secret) and an environment variable, and must never
+//! show in logs or metrics. A wrong password for either, an untrusted CA, or a missing or
+//! untrusted client certificate ends each binary within seconds with the reason.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kev_common::devregistry::DevRegistry;
 use kev_common::kafka::KafkaSettings;
-use kev_tests::broker::{Broker, BrokerOptions, Storage};
+use kev_tests::broker::{Broker, BrokerOptions, Security};
 use kev_tests::tls::{self, TestCa};
 use kev_tests::{data, init_logs, outputs, procs};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,7 @@ struct Secure {
     dir: tempfile::TempDir,
     _broker: Broker,
     kafka_port: u16,
+    mtls_port: u16,
     registry_url: String,
     cancel: CancellationToken,
 }
@@ -41,14 +43,14 @@ async fn secure() -> Secure {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("trusted");
     let cancel = CancellationToken::new();
-    // TLS in front of tansu; tansu advertises the proxy, so every connection goes through TLS.
-    let kafka_tls = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let kafka_port = kafka_tls.local_addr().unwrap().port();
-    let options = BrokerOptions { authentication: false, advertised_port: Some(kafka_port) };
-    let mut broker = Broker::start_with(Storage::Sqlite(dir.path().join("tansu.db")), dir.path(), options);
-    broker.create_user(KAFKA_USER, KAFKA_PASSWORD);
-    broker.restart_with(BrokerOptions { authentication: true, ..options });
-    tls::proxy(kafka_tls, SocketAddr::from(([127, 0, 0, 1], broker.port)), &ca, cancel.clone());
+    let security = Security {
+        ca: ca.clone(),
+        scram_users: vec![(KAFKA_USER.into(), KAFKA_PASSWORD.into())],
+        mutual_tls: true,
+        acls: false,
+    };
+    let broker = Broker::start_with(dir.path(), BrokerOptions { security: Some(security), ..Default::default() });
+    let kafka_port = broker.port;
     // The registry double wants basic auth, behind HTTPS.
     let registry = DevRegistry::start_with_basic_auth(
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -68,7 +70,15 @@ async fn secure() -> Secure {
     let secret = dir.path().join("kafka-secret");
     std::fs::create_dir(&secret).unwrap();
     std::fs::write(secret.join("sasl.password"), format!("{KAFKA_PASSWORD}\n")).unwrap();
-    Secure { dir, _broker: broker, kafka_port, registry_url, cancel }
+    // Client certificates for mutual TLS: one from the broker's CA, one from another.
+    let client = ca.client("kev");
+    std::fs::write(dir.path().join("client.pem"), &client.cert_pem).unwrap();
+    std::fs::write(dir.path().join("client.key"), &client.key_pem).unwrap();
+    let stranger = TestCa::new("stranger").client("kev");
+    std::fs::write(dir.path().join("stranger.pem"), &stranger.cert_pem).unwrap();
+    std::fs::write(dir.path().join("stranger.key"), &stranger.key_pem).unwrap();
+    let mtls_port = broker.mtls_port.unwrap();
+    Secure { dir, _broker: broker, kafka_port, mtls_port, registry_url, cancel }
 }
 
 impl Secure {
@@ -83,7 +93,7 @@ impl Secure {
 
     /// The same, with `registry_extra` lines added to the `[registry]` table.
     fn config_with(&self, name: &str, ca: &str, registry_extra: &str) -> PathBuf {
-        let text = format!(
+        let kafka = format!(
             r#"
 [kafka]
 bootstrap_servers = "127.0.0.1:{port}"
@@ -94,7 +104,42 @@ secret_properties_dir = "{secret}"
 "sasl.mechanism" = "SCRAM-SHA-512"
 "sasl.username" = "{KAFKA_USER}"
 "ssl.ca.location" = "{ca}"
+"#,
+            port = self.kafka_port,
+            secret = self.path("kafka-secret").display(),
+            ca = self.path(ca).display(),
+        );
+        self.write_config(name, &kafka, registry_extra)
+    }
 
+    /// A configuration for the mutual-TLS listener with the client certificate `cert` (and
+    /// its key `cert` with `.key` for `.pem`), or none.
+    fn mtls_config(&self, name: &str, cert: Option<&str>) -> PathBuf {
+        let mut kafka = format!(
+            r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:{port}"
+
+[kafka.properties]
+"security.protocol" = "SSL"
+"ssl.ca.location" = "{ca}"
+"#,
+            port = self.mtls_port,
+            ca = self.path("ca.pem").display(),
+        );
+        if let Some(cert) = cert {
+            kafka.push_str(&format!(
+                "\"ssl.certificate.location\" = \"{}\"\n\"ssl.key.location\" = \"{}\"\n",
+                self.path(cert).display(),
+                self.path(&cert.replace(".pem", ".key")).display()
+            ));
+        }
+        self.write_config(name, &kafka, "")
+    }
+
+    fn write_config(&self, name: &str, kafka: &str, registry_extra: &str) -> PathBuf {
+        let text = format!(
+            r#"{kafka}
 [registry]
 url = "{registry}"
 username = "{REGISTRY_USER}"
@@ -104,15 +149,22 @@ ca_file = "{registry_ca}"
 [http]
 listen = "127.0.0.1:0"
 "#,
-            port = self.kafka_port,
-            secret = self.path("kafka-secret").display(),
-            ca = self.path(ca).display(),
             registry = self.registry_url,
             registry_ca = self.path("ca.pem").display(),
         );
         let path = self.path(name);
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// The enricher configuration the test reads the outputs with, over the secured
+    /// connections.
+    fn reader_config(&self) -> kev_enricher::EnricherConfig {
+        let mut cfg = outputs::enricher_config(self.kafka(), &self.registry_url);
+        cfg.registry.username = Some(REGISTRY_USER.into());
+        cfg.registry.password = Some(REGISTRY_PASSWORD.into());
+        cfg.registry.ca_file = Some(self.path("ca.pem"));
+        cfg
     }
 
     /// The settings the test itself reads the topics with.
@@ -135,33 +187,20 @@ listen = "127.0.0.1:0"
 /// as a Secret exposed through `env` would be, and debug logs so that the effective
 /// configuration is printed.
 fn run(binary: &str, config: &Path, args: &[&str], limit: Duration) -> (Output, Duration) {
-    let started = Instant::now();
-    let mut child = Command::new(procs::binary(binary))
+    let mut command = procs::command(binary);
+    command
         .arg("--config")
         .arg(config)
         .args(args)
         .env("KEV_REGISTRY__PASSWORD", REGISTRY_PASSWORD)
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{binary} {args:?} still running after {limit:?}:\n{}",
-                String::from_utf8_lossy(&out.stderr).lines().rev().take(30).collect::<Vec<_>>().join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (child.wait_with_output().unwrap(), started.elapsed())
+        .env("RUST_LOG", "debug");
+    let (out, took, killed) = procs::run_to_end(command, limit);
+    assert!(
+        !killed,
+        "{binary} {args:?} still running after {limit:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr).lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    (out, took)
 }
 
 /// A process killed when the test ends, passed or not.
@@ -205,7 +244,7 @@ async fn both_binaries_work_over_tls_and_scram_and_never_print_a_secret() {
     let enricher_log = s.path("enricher.log");
     let log_file = std::fs::File::create(&enricher_log).unwrap();
     let mut enricher = KillOnDrop(
-        Command::new(procs::binary("kev-enricher"))
+        procs::command("kev-enricher")
             .arg("--config")
             .arg(&config)
             .arg("run")
@@ -217,10 +256,7 @@ async fn both_binaries_work_over_tls_and_scram_and_never_print_a_secret() {
             .spawn()
             .unwrap(),
     );
-    let mut cfg = outputs::enricher_config(s.kafka(), &s.registry_url);
-    cfg.registry.username = Some(REGISTRY_USER.into());
-    cfg.registry.password = Some(REGISTRY_PASSWORD.into());
-    cfg.registry.ca_file = Some(s.path("ca.pem"));
+    let cfg = s.reader_config();
     outputs::wait_caught_up(&cfg, Duration::from_secs(120)).await;
     let enriched = outputs::read_topic(&s.kafka(), &cfg.topics.enriched);
     assert_eq!(enriched.len(), events, "one enriched event per raw event");
@@ -268,6 +304,65 @@ async fn a_wrong_password_or_an_untrusted_ca_ends_the_process_with_the_reason() 
             println!(
                 "{binary} with {}: exit after {took:?}: {}",
                 config.display(),
+                log.lines().find(|l| l.starts_with("Error:")).unwrap_or("")
+            );
+        }
+    }
+}
+
+/// Mutual TLS: both binaries work with a client certificate from the broker's CA, given as
+/// librdkafka's file properties (a mounted Secret), and end within seconds, saying why, with
+/// none or with one from another CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_takes_a_trusted_client_certificate_and_refuses_others() {
+    let s = secure().await;
+    let dump = data::dir().join("sbctl.jsonl.gz");
+    let events = data::objects("sbctl.jsonl.gz").len();
+    let trusted = s.mtls_config("mtls.toml", Some("client.pem"));
+    let (out, _) = run("kev-producer", &trusted, &["replay", dump.to_str().unwrap()], Duration::from_secs(120));
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains(&format!("{events} published")), "{log}");
+    assert_no_secret("kev-producer", &log);
+    let mut enricher = KillOnDrop(
+        procs::command("kev-enricher")
+            .arg("--config")
+            .arg(&trusted)
+            .arg("run")
+            .env("KEV_REGISTRY__PASSWORD", REGISTRY_PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let cfg = s.reader_config();
+    outputs::wait_caught_up(&cfg, Duration::from_secs(120)).await;
+    assert_eq!(outputs::read_topic(&s.kafka(), &cfg.topics.enriched).len(), events, "one enriched event per raw event");
+    Command::new("kill").args(["-TERM", &enricher.0.id().to_string()]).status().unwrap();
+    assert!(enricher.0.wait().unwrap().success());
+
+    let cases = [
+        (s.mtls_config("no-client-cert.toml", None), "no client certificate"),
+        (s.mtls_config("stranger.toml", Some("stranger.pem")), "a certificate from another CA"),
+    ];
+    for (config, what) in &cases {
+        for (binary, args) in [("kev-producer", vec!["replay", dump.to_str().unwrap()]), ("kev-enricher", vec!["run"])]
+        {
+            let (out, took) = run(binary, config, &args, Duration::from_secs(60));
+            let log = text(&out);
+            assert!(!out.status.success(), "{binary} with {what}: {log}");
+            assert!(
+                log.contains("TLS with Kafka at 127.0.0.1"),
+                "{binary} with {what}: expected the TLS failure in:\n{log}"
+            );
+            assert!(
+                log.contains("ssl.certificate.location"),
+                "{binary} with {what}: the message names the setting:\n{log}"
+            );
+            assert!(took < Duration::from_secs(30), "{binary} took {took:?} to give up");
+            println!(
+                "{binary} with {what}: exit after {took:?}: {}",
                 log.lines().find(|l| l.starts_with("Error:")).unwrap_or("")
             );
         }

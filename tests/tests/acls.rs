@@ -1,0 +1,220 @@
+//! Kafka ACLs for real: Kafka's `StandardAuthorizer`, one SCRAM principal per binary, each
+//! granted exactly what the README's "ACLs" section lists for it, and nothing on the harness's
+//! side but its own super-user listener. Both binaries work so; with one ACL taken away, each
+//! ends within seconds with a message naming what Kafka refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use kev_enricher::EnricherConfig;
+use kev_tests::broker::{Broker, BrokerOptions, Security};
+use kev_tests::tls::TestCa;
+use kev_tests::{data, expect, init_logs, outputs, procs};
+use tokio_util::sync::CancellationToken;
+
+const PRODUCER: (&str, &str) = ("kev-producer", "producer-pw-51c9");
+const ENRICHER: (&str, &str) = ("kev-enricher", "enricher-pw-0b7e");
+
+/// The README's grants for the producer: its raw topic, and Describe on its readers' groups.
+fn grant_producer(broker: &Broker, op: &str, raw: &str) {
+    let principal = format!("User:{}", PRODUCER.0);
+    broker.acl_command(&[
+        op,
+        "--force",
+        "--allow-principal",
+        &principal,
+        "--operation",
+        "Describe",
+        "--operation",
+        "Read",
+        "--operation",
+        "Write",
+        "--operation",
+        "Create",
+        "--topic",
+        raw,
+    ]);
+    broker.acl_command(&[
+        op,
+        "--force",
+        "--allow-principal",
+        &principal,
+        "--operation",
+        "Describe",
+        "--resource-pattern-type",
+        "prefixed",
+        "--group",
+        "kev-producer",
+    ]);
+}
+
+/// The README's grants for the enricher, less `without` (an argument list to leave out).
+fn grant_enricher(broker: &Broker, op: &str, t: &kev_enricher::config::TopicsSettings, group: &str, without: &str) {
+    let principal = format!("User:{}", ENRICHER.0);
+    let read_raw = ["--operation", "Describe", "--operation", "Read", "--topic", &t.raw];
+    let mut outputs_args = vec!["--operation", "Describe", "--operation", "Write", "--operation", "Create"];
+    for topic in [&t.enriched, &t.aggregates, &t.incidents, &t.dead_letters, &t.checkpoints] {
+        outputs_args.extend(["--topic", topic.as_str()]);
+    }
+    let read_checkpoints = ["--operation", "Read", "--topic", &t.checkpoints];
+    let groups =
+        ["--operation", "Describe", "--operation", "Read", "--resource-pattern-type", "prefixed", "--group", group];
+    for (name, args) in [
+        ("raw", &read_raw[..]),
+        ("outputs", &outputs_args[..]),
+        ("checkpoints", &read_checkpoints[..]),
+        ("group", &groups[..]),
+    ] {
+        if name == without {
+            continue;
+        }
+        let mut all = vec![op, "--force", "--allow-principal", &principal];
+        all.extend_from_slice(args);
+        broker.acl_command(&all);
+    }
+}
+
+fn config(dir: &Path, name: &str, broker: &Broker, user: (&str, &str), registry: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+
+[kafka.properties]
+"security.protocol" = "SASL_SSL"
+"sasl.mechanism" = "SCRAM-SHA-512"
+"sasl.username" = "{name}"
+"sasl.password" = "{password}"
+"ssl.ca.location" = "{ca}"
+
+[registry]
+url = "{registry}"
+
+[http]
+listen = "127.0.0.1:0"
+"#,
+        bootstrap = broker.bootstrap(),
+        name = user.0,
+        password = user.1,
+        ca = dir.join("ca.pem").display(),
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs a binary to its end, killed after `limit` (the caller's assertions then say so).
+fn run(binary: &str, config: &Path, args: &[&str], limit: Duration) -> (Output, Duration) {
+    let mut command = procs::command(binary);
+    command.arg("--config").arg(config).args(args);
+    let (out, took, _) = procs::run_to_end(command, limit);
+    (out, took)
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_binary_works_with_exactly_its_acls_and_names_what_is_refused_without_one() {
+    init_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = TestCa::new("acls");
+    std::fs::write(dir.join("ca.pem"), &ca.ca_pem).unwrap();
+    let security = Security {
+        ca,
+        scram_users: vec![(PRODUCER.0.into(), PRODUCER.1.into()), (ENRICHER.0.into(), ENRICHER.1.into())],
+        mutual_tls: false,
+        acls: true,
+    };
+    let broker = Broker::start_with(dir, BrokerOptions { security: Some(security), ..Default::default() });
+    let cancel = CancellationToken::new();
+    let registry = expect::registry(&cancel).await;
+    let defaults = EnricherConfig::default();
+    let (topics, group) = (&defaults.topics, defaults.group_id.as_str());
+    grant_producer(&broker, "--add", &topics.raw);
+    grant_enricher(&broker, "--add", topics, group, "");
+    let producer_cfg = config(dir, "producer.toml", &broker, PRODUCER, &registry.url);
+    let enricher_cfg = config(dir, "enricher.toml", &broker, ENRICHER, &registry.url);
+
+    // With exactly those grants: the producer creates the raw topic and publishes a dump, the
+    // enricher creates its topics and enriches all of it.
+    let dump = |name: &str| data::dir().join(name).display().to_string();
+    let (out, _) = run("kev-producer", &producer_cfg, &["replay", &dump("sbctl.jsonl.gz")], Duration::from_secs(120));
+    assert!(out.status.success(), "the producer with its ACLs:\n{}", text(&out));
+    let events = data::objects("sbctl.jsonl.gz").len();
+    let log_path = dir.join("enricher.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut enricher = procs::command("kev-enricher")
+        .arg("--config")
+        .arg(&enricher_cfg)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // The harness reads on its own (super-user) listener.
+    let reader = outputs::enricher_config(broker.internal_settings(), &registry.url);
+    outputs::wait_caught_up(&reader, Duration::from_secs(120)).await;
+    let enriched = outputs::read_topic(&reader.kafka, &reader.topics.enriched).len();
+    Command::new("kill").args(["-TERM", &enricher.id().to_string()]).status().unwrap();
+    let status = enricher.wait().unwrap();
+    assert!(status.success(), "the enricher with its ACLs:\n{}", std::fs::read_to_string(&log_path).unwrap());
+    assert_eq!(enriched, events, "one enriched event per raw event");
+
+    // One grant taken away at a time: each binary ends, naming what was refused.
+    let mut refusals = Vec::new();
+    broker.acl_command(&[
+        "--remove",
+        "--force",
+        "--allow-principal",
+        &format!("User:{}", PRODUCER.0),
+        "--operation",
+        "Write",
+        "--topic",
+        &topics.raw,
+    ]);
+    let (out, took) =
+        run("kev-producer", &producer_cfg, &["replay", &dump("troubleshoot.jsonl.gz")], Duration::from_secs(60));
+    refusals.push(("kev-producer without Write on the raw topic", out, took, format!("to topic {}", topics.raw)));
+    grant_producer(&broker, "--add", &topics.raw);
+
+    for (without, expected) in [
+        ("group", format!("group {group}")),
+        ("raw", format!("topic {}", topics.raw)),
+        ("outputs", "topic kev.".to_string()),
+    ] {
+        grant_enricher(&broker, "--remove", topics, group, "");
+        grant_enricher(&broker, "--add", topics, group, without);
+        // New events, so that the enricher has something to write.
+        let (out, _) =
+            run("kev-producer", &producer_cfg, &["replay", &dump("kspan.jsonl.gz")], Duration::from_secs(120));
+        assert!(out.status.success(), "{}", text(&out));
+        let (out, took) = run("kev-enricher", &enricher_cfg, &["run"], Duration::from_secs(60));
+        refusals.push(("kev-enricher without its grant on", out, took, expected));
+        refusals.last_mut().unwrap().0 = match without {
+            "group" => "kev-enricher without Read on its group",
+            "raw" => "kev-enricher without Read on the raw topic",
+            _ => "kev-enricher without Write on its output topics",
+        };
+    }
+    for (what, out, took, _) in &refusals {
+        let log = text(out);
+        println!(
+            "{what}: exit {} after {took:?}: {}",
+            out.status,
+            log.lines().find(|l| l.starts_with("Error:")).unwrap_or("")
+        );
+    }
+    for (what, out, took, expected) in &refusals {
+        let log = text(out);
+        assert!(!out.status.success(), "{what}: {log}");
+        assert!(log.contains("Kafka refused to let this principal"), "{what}: expected the refusal in:\n{log}");
+        assert!(log.contains(expected.as_str()), "{what}: expected {expected:?} in:\n{log}");
+        assert!(*took < Duration::from_secs(30), "{what}: took {took:?} to give up");
+    }
+    cancel.cancel();
+}
