@@ -82,6 +82,12 @@ pub fn producer(settings: &KafkaSettings, transactional_id: Option<&str>) -> Res
     if let (Some(id), None) = (transactional_id, config.get("transactional.id")) {
         config.set("transactional.id", id);
     }
+    // An instance that dies without a successor of the same id leaves its transaction open
+    // until this passes, and every read_committed reader of its output partitions waits that
+    // long: 10 s, as Kafka Streams sets it for exactly-once, not librdkafka's 60 s.
+    if transactional_id.is_some() && config.get("transaction.timeout.ms").is_none() {
+        config.set("transaction.timeout.ms", "10000");
+    }
     config.create_with_context(Deliveries::default())
 }
 

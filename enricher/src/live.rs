@@ -65,12 +65,13 @@ pub enum RunError {
     /// A transaction could not be committed; the run starts over from the last committed one.
     #[error("Kafka transaction: {0}")]
     Transaction(KafkaError),
-    /// Another producer took this instance's `transactional.id`.
+    /// The transactional producer failed for good: another producer took this instance's
+    /// `transactional.id` (fenced), or the broker refuses the transaction protocol.
     #[error(
-        "fenced: another instance uses transactional.id {0}; give each instance its own (transactional_id, \
-         or a distinct HOSTNAME)"
+        "the transactional producer failed for good ({reason}); if another instance uses transactional.id \
+         {id}, give each instance its own (transactional_id, or a distinct HOSTNAME)"
     )]
-    Fenced(String),
+    Fenced { id: String, reason: String },
 }
 
 /// Why the enricher stops for good: no retry can get past these.
@@ -519,7 +520,7 @@ pub async fn run_until_stopped(
                     health.set_ready(false, refused.to_string());
                     return Err(refused.into());
                 }
-                if let RunError::Fenced(_) = &e {
+                if let RunError::Fenced { .. } = &e {
                     health.set_ready(false, e.to_string());
                     return Err(Fatal::Fenced(e.to_string()));
                 }
@@ -714,8 +715,8 @@ fn transaction_error(e: KafkaError, id: &str) -> RunError {
     }
     match &e {
         KafkaError::Transaction(t) if t.is_fatal() => {
-            tracing::error!(transactional_id = id, error = %t, "fenced");
-            RunError::Fenced(id.to_string())
+            tracing::error!(transactional_id = id, error = %t, "the transactional producer failed for good");
+            RunError::Fenced { id: id.to_string(), reason: t.to_string() }
         }
         _ => RunError::Transaction(e),
     }

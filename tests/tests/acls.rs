@@ -75,9 +75,10 @@ fn grant_enricher(broker: &Broker, op: &str, t: &kev_enricher::config::TopicsSet
     }
 }
 
-fn config(dir: &Path, name: &str, broker: &Broker, user: (&str, &str), registry: &str) -> PathBuf {
+/// A configuration for `user`, with `top` (top-level TOML settings) first.
+fn config(dir: &Path, name: &str, broker: &Broker, user: (&str, &str), registry: &str, top: &str) -> PathBuf {
     let text = format!(
-        r#"
+        r#"{top}
 [kafka]
 bootstrap_servers = "{bootstrap}"
 
@@ -112,6 +113,25 @@ fn run(binary: &str, config: &Path, args: &[&str], limit: Duration) -> (Output, 
     (out, took)
 }
 
+/// Runs `kev-enricher run` with `config` until the group has committed every raw record, then
+/// stops it with SIGTERM. Returns whether it exited cleanly, and its log.
+async fn enrich_until_caught_up(config: &Path, log_path: &Path, reader: &EnricherConfig) -> (bool, String) {
+    let log = std::fs::File::create(log_path).unwrap();
+    let mut enricher = procs::command("kev-enricher")
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    outputs::wait_caught_up(reader, Duration::from_secs(120)).await;
+    Command::new("kill").args(["-TERM", &enricher.id().to_string()]).status().unwrap();
+    let status = enricher.wait().unwrap();
+    (status.success(), std::fs::read_to_string(log_path).unwrap())
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -136,8 +156,8 @@ async fn each_binary_works_with_exactly_its_acls_and_names_what_is_refused_witho
     let (topics, group) = (&defaults.topics, defaults.group_id.as_str());
     grant_producer(&broker, "--add", &topics.raw);
     grant_enricher(&broker, "--add", topics, group, "");
-    let producer_cfg = config(dir, "producer.toml", &broker, PRODUCER, &registry.url);
-    let enricher_cfg = config(dir, "enricher.toml", &broker, ENRICHER, &registry.url);
+    let producer_cfg = config(dir, "producer.toml", &broker, PRODUCER, &registry.url, "");
+    let enricher_cfg = config(dir, "enricher.toml", &broker, ENRICHER, &registry.url, "");
 
     // With exactly those grants: the producer creates the raw topic and publishes a dump, the
     // enricher creates its topics and enriches all of it.
@@ -145,24 +165,11 @@ async fn each_binary_works_with_exactly_its_acls_and_names_what_is_refused_witho
     let (out, _) = run("kev-producer", &producer_cfg, &["replay", &dump("sbctl.jsonl.gz")], Duration::from_secs(120));
     assert!(out.status.success(), "the producer with its ACLs:\n{}", text(&out));
     let events = data::objects("sbctl.jsonl.gz").len();
-    let log_path = dir.join("enricher.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut enricher = procs::command("kev-enricher")
-        .arg("--config")
-        .arg(&enricher_cfg)
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
     // The harness reads on its own (super-user) listener.
     let reader = outputs::enricher_config(broker.internal_settings(), &registry.url);
-    outputs::wait_caught_up(&reader, Duration::from_secs(120)).await;
+    let (ok, log) = enrich_until_caught_up(&enricher_cfg, &dir.join("enricher.log"), &reader).await;
+    assert!(ok, "the enricher with its ACLs:\n{log}");
     let enriched = outputs::read_topic(&reader.kafka, &reader.topics.enriched).len();
-    Command::new("kill").args(["-TERM", &enricher.id().to_string()]).status().unwrap();
-    let status = enricher.wait().unwrap();
-    assert!(status.success(), "the enricher with its ACLs:\n{}", std::fs::read_to_string(&log_path).unwrap());
     assert_eq!(enriched, events, "one enriched event per raw event");
 
     // One grant taken away at a time: each binary ends, naming what was refused.
@@ -201,6 +208,43 @@ async fn each_binary_works_with_exactly_its_acls_and_names_what_is_refused_witho
             _ => "kev-enricher without Write on its output topics",
         };
     }
+
+    // exactly_once: with the README's grant on its transactional ids as well the enricher works;
+    // without that grant it ends, naming the id.
+    grant_enricher(&broker, "--remove", topics, group, "");
+    grant_enricher(&broker, "--add", topics, group, "");
+    let txn_id = "kev-enricher-acl-test";
+    let eos_top = format!("processing_guarantee = \"exactly_once\"\ntransactional_id = \"{txn_id}\"\n");
+    let eos_cfg = config(dir, "enricher-eos.toml", &broker, ENRICHER, &registry.url, &eos_top);
+    let principal = format!("User:{}", ENRICHER.0);
+    let txn_acl = |op: &str| {
+        broker.acl_command(&[
+            op,
+            "--force",
+            "--allow-principal",
+            &principal,
+            "--operation",
+            "Describe",
+            "--operation",
+            "Write",
+            "--resource-pattern-type",
+            "prefixed",
+            "--transactional-id",
+            group,
+        ])
+    };
+    txn_acl("--add");
+    let (ok, eos_text) = enrich_until_caught_up(&eos_cfg, &dir.join("enricher-eos.log"), &reader).await;
+    assert!(ok && eos_text.contains("transactions initialised"), "exactly_once with its ACLs:\n{eos_text}");
+    txn_acl("--remove");
+    let (out, took) = run("kev-enricher", &eos_cfg, &["run"], Duration::from_secs(60));
+    refusals.push((
+        "kev-enricher, exactly_once, without its transactional-id grant",
+        out,
+        took,
+        format!("transactional id {txn_id}"),
+    ));
+
     for (what, out, took, _) in &refusals {
         let log = text(out);
         println!(

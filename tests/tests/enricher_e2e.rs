@@ -180,6 +180,37 @@ async fn sigkill_at_random_points_in_exactly_once_mode_duplicates_nothing() {
         .await;
 }
 
+/// `exactly_once` with two enricher processes (transactional ids of their own): one is killed
+/// mid-stream and not restarted, the other takes its partitions over once the group notices;
+/// the killed one's open transaction is aborted when it times out. A `read_committed` reader
+/// sees no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_exactly_once_members_one_killed_mid_stream_duplicate_nothing() {
+    let env = env().await;
+    env.publish("small", &["kspan.jsonl.gz", "sbctl.jsonl.gz"]).await;
+    let feed = env.feed(40);
+    let member = [("session.timeout.ms", "3000"), ("heartbeat.interval.ms", "500"), ("max.poll.interval.ms", "15000")];
+    let top = |id: &str| format!("processing_guarantee = \"exactly_once\"\ntransactional_id = \"{id}\"");
+    let mut a = env.enricher_configured(&["run"], "a.log", &member, &top("kev-enricher-test-a"));
+    outputs::wait_started(&env.cfg, Duration::from_secs(60)).await;
+    let b = env.enricher_configured(&["run"], "b.log", &member, &top("kev-enricher-test-b"));
+    wait_for_log(&env.dir.join("b.log"), "partitions assigned").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!feed.is_finished(), "events were still arriving at the kill");
+    a.kill().unwrap(); // SIGKILL, with a transaction open
+    a.wait().unwrap();
+    let killed_at = progress(&env.cfg).0;
+    feed.await.unwrap().unwrap();
+    wait_caught_up(&env.cfg, Duration::from_secs(300)).await;
+    terminate(b);
+    let cmp = assert_matches(&read_outputs(&env.cfg), &env.reference().await, true);
+    assert_eq!(cmp.duplicates, 0);
+    let b_log = std::fs::read_to_string(env.dir.join("b.log")).unwrap();
+    assert!(b_log.contains("partition taken over"), "B took A's partitions over:\n{b_log}");
+    println!("exactly_once, two members, one SIGKILLed at committed offsets {killed_at:?}: {cmp:?}, none duplicated");
+    env.cancel.cancel();
+}
+
 /// Kills an enricher process 12 times while events arrive, restarting it each time, with the
 /// top-level settings `top`; then compares the outputs with the reference, exactly (no
 /// duplicate) in `exactly_once` mode.
