@@ -13,6 +13,17 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
+/// What a reader of a binary's output topics can count on (`processing_guarantee`).
+/// `at_least_once` needs nothing of the broker beyond idempotent produce; `exactly_once` uses
+/// Kafka transactions, so that a `read_committed` reader sees each record once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    #[default]
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
 /// How to reach Kafka. `properties` passes any librdkafka property through unchanged (TLS,
 /// SASL, tuning); kev's own settings are applied first, so a property given here wins.
 #[derive(Clone, Deserialize, serde::Serialize)]
@@ -101,6 +112,27 @@ impl KafkaSettings {
         Ok(names)
     }
 
+    /// Refuses pass-through properties that kev sets per client: one value for every client
+    /// would break them all (a `group.id` merges the recovery readers into the main group, a
+    /// `transactional.id` makes every producer transactional, an `isolation.level` or
+    /// `enable.auto.commit` undoes the delivery guarantee). Each has a setting of its own.
+    pub fn validate(&self) -> Result<(), String> {
+        const OWNED: [(&str, &str); 4] = [
+            ("group.id", "group_id (enricher); the producer's groups are named per cluster"),
+            ("transactional.id", "transactional_id (enricher, with processing_guarantee = \"exactly_once\")"),
+            ("enable.auto.commit", "nothing: kev commits offsets itself, after the outputs are acknowledged"),
+            ("isolation.level", "nothing: kev reads read_committed wherever the guarantee needs it"),
+        ];
+        for (key, instead) in OWNED {
+            if self.properties.contains_key(key) {
+                return Err(format!(
+                    "kafka.properties sets {key:?}, which kev sets per client; remove it (use {instead})"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A client config with the bootstrap servers and the pass-through properties.
     pub fn client_config(&self, base: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -113,6 +145,34 @@ impl KafkaSettings {
         }
         c
     }
+}
+
+/// An instance's transactions may stay open this long (`transaction.timeout.ms`, unless
+/// `kafka.properties` says otherwise): a crashed instance without a successor holds every
+/// `read_committed` reader of its partitions that long. 10 s, as Kafka Streams sets it for
+/// exactly-once, not librdkafka's 60 s.
+pub const TRANSACTION_TIMEOUT_MS: &str = "10000";
+
+/// Commits `producer`'s open transaction, retrying what librdkafka calls retriable (a
+/// coordinator that is moving) a few times, then opens the next one. Blocks up to a few times
+/// `timeout` (librdkafka flushes first).
+pub fn commit_transaction<C, P>(producer: &P, timeout: Duration) -> Result<(), KafkaError>
+where
+    C: rdkafka::producer::ProducerContext,
+    P: rdkafka::producer::Producer<C>,
+{
+    let mut tries = 0;
+    loop {
+        match producer.commit_transaction(timeout) {
+            Ok(()) => break,
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 3 => {
+                tries += 1;
+                tracing::warn!(error = %e, "transaction commit not done yet; retrying");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    producer.begin_transaction()
 }
 
 /// Java's and librdkafka's `murmur2` partitioner: the partition a key lands in. kev computes it
@@ -284,9 +344,23 @@ impl LogEnds {
     /// coordinator, for which Kafka's authorizer wants Describe on the group. Each binary names
     /// its own, under the group prefix its ACLs grant (README, "ACLs").
     pub fn new(settings: &KafkaSettings, group: &str) -> Result<Self, KafkaError> {
+        Self::with_isolation(settings, group, "read_committed")
+    }
+
+    /// A probe that finds the end of everything written, committed or not (the high
+    /// watermark), where [`LogEnds::new`]'s stops at the first open transaction (the last
+    /// stable offset). A transactional producer reads its own partition back to this end,
+    /// waiting for other producers' open transactions there to end: its own committed records
+    /// may lie after them.
+    pub fn uncommitted(settings: &KafkaSettings, group: &str) -> Result<Self, KafkaError> {
+        Self::with_isolation(settings, group, "read_uncommitted")
+    }
+
+    fn with_isolation(settings: &KafkaSettings, group: &str, isolation: &str) -> Result<Self, KafkaError> {
         let consumer = settings
             .client_config(&[
                 ("group.id", group),
+                ("isolation.level", isolation),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("enable.partition.eof", "true"),
@@ -380,6 +454,12 @@ impl<'c> RangeReader<'c> {
             if msg.offset() < self.next {
                 continue;
             }
+            if msg.offset() >= self.to {
+                // The range ended in offsets without a record a reader sees (transaction
+                // markers, aborted records): this one is past it, and not the range's.
+                self.next = self.to;
+                return Ok(None);
+            }
             self.next = msg.offset() + 1;
             return Ok(Some(msg));
         }
@@ -401,6 +481,19 @@ impl Drop for RangeReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn properties_that_kev_sets_per_client_are_refused_by_name() {
+        let mut s = KafkaSettings::default();
+        s.properties.insert("session.timeout.ms".into(), "6000".into());
+        assert_eq!(s.validate(), Ok(()));
+        s.properties.insert("transactional.id".into(), "x".into());
+        let e = s.validate().unwrap_err();
+        assert!(e.contains("\"transactional.id\"") && e.contains("transactional_id"), "{e}");
+        s.properties.remove("transactional.id");
+        s.properties.insert("group.id".into(), "g".into());
+        assert!(s.validate().unwrap_err().contains("group_id"));
+    }
 
     /// Vectors from Kafka's own `UtilsTest.testMurmur2`.
     #[test]

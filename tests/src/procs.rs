@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 /// The path of a binary of this workspace, built by `cargo test --workspace` (the producer
-/// package's own integration tests make cargo build it before any test runs).
+/// package's own integration tests make cargo build it before any test runs). A run of one
+/// test file (`cargo test --workspace --test enricher_e2e`) does not rebuild it: run `cargo
+/// build --workspace --bins` first, or the test exercises the binary of an older build.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
