@@ -229,22 +229,37 @@ fn verified_time_offset(
     if at < high {
         let mut r = RangeReader::new(consumer, topic, partition, at, high)?;
         let first = r.next_message()?;
-        if first.as_ref().and_then(timestamp).is_none_or(|t| t < at_ms) {
+        // None visible from there (an aborted transaction's records) bears the answer out.
+        if first.as_ref().and_then(timestamp).is_some_and(|t| t < at_ms) {
             tracing::warn!(topic, partition, at, at_ms, "the broker's time lookup names a record before the time");
             return Ok(None);
         }
     }
-    if at > low {
-        // The last record before the answer; offsets without one (transaction markers) are
-        // stepped over, a few at most.
-        let mut r = RangeReader::new(consumer, topic, partition, (at - 8).max(low), at)?;
+    // The last record before the answer. Offsets that hold none a reader sees (transaction
+    // markers, and under exactly_once the chunks of aborted checkpoints) are stepped over by
+    // reading ever longer stretches back: a check that found no record would prove nothing.
+    let mut span = 8;
+    let mut start = at;
+    while start > low {
+        start = (at - span).max(low);
+        let mut r = RangeReader::new(consumer, topic, partition, start, at)?;
         let mut last = None;
         while let Some(m) = r.next_message()? {
             last = timestamp(&m);
         }
-        if last.is_some_and(|t| t >= at_ms) {
-            tracing::warn!(topic, partition, at, at_ms, "the broker's time lookup skips a record at or after the time");
-            return Ok(None);
+        match last {
+            Some(t) if t >= at_ms => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    at,
+                    at_ms,
+                    "the broker's time lookup skips a record at or after the time"
+                );
+                return Ok(None);
+            }
+            Some(_) => break,
+            None => span *= 8,
         }
     }
     Ok(Some(at))

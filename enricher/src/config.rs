@@ -11,14 +11,7 @@ use kev_engine::EngineConfig;
 use kev_schemas::codec::RegistrySettings;
 use serde::Deserialize;
 
-/// What a consumer of the output topics can count on; see [`EnricherConfig::processing_guarantee`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProcessingGuarantee {
-    #[default]
-    AtLeastOnce,
-    ExactlyOnce,
-}
+pub use kev_common::kafka::ProcessingGuarantee;
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]

@@ -78,15 +78,13 @@ pub fn producer(settings: &KafkaSettings, transactional_id: Option<&str>) -> Res
         ("message.timeout.ms", "0"),
         ("queue.buffering.max.messages", "200000"),
     ]);
-    // A `transactional.id` in `kafka.properties` wins, like every other property there.
-    if let (Some(id), None) = (transactional_id, config.get("transactional.id")) {
+    // `kafka.properties` cannot hold a `transactional.id` (KafkaSettings::validate): it would
+    // make every producer of the process transactional.
+    if let Some(id) = transactional_id {
         config.set("transactional.id", id);
     }
-    // An instance that dies without a successor of the same id leaves its transaction open
-    // until this passes, and every read_committed reader of its output partitions waits that
-    // long: 10 s, as Kafka Streams sets it for exactly-once, not librdkafka's 60 s.
     if transactional_id.is_some() && config.get("transaction.timeout.ms").is_none() {
-        config.set("transaction.timeout.ms", "10000");
+        config.set("transaction.timeout.ms", kev_common::kafka::TRANSACTION_TIMEOUT_MS);
     }
     config.create_with_context(Deliveries::default())
 }

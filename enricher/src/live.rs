@@ -20,9 +20,16 @@
 //! outputs sent since the last barrier, the checkpoints due and the input offsets (sent with the
 //! consumer's group metadata, so that a member fenced by a rebalance cannot commit) are
 //! committed together, and a crash aborts what was not. A `read_committed` reader then sees each
-//! output once; the take-over is the same, reading only committed checkpoints.
+//! output once; the take-over is the same, reading only committed checkpoints. Whatever breaks
+//! the open transaction (an output not sent, a commit or hand-over that fails) aborts it and
+//! starts the run over from the committed offsets, since every owned partition's outputs were
+//! in it. No transaction stays open across a take-over's rebuild or a wait for the registry, so
+//! that neither outlives `transaction.timeout.ms`; one that does anyway is aborted by the
+//! coordinator, which librdkafka reports as fencing, and a new run gets past it. Fenced
+//! [`MAX_FENCINGS`] times in [`FENCING_WINDOW`], an instance stops for good: another live
+//! instance has its transactional id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,11 +72,17 @@ pub enum RunError {
     /// A transaction could not be committed; the run starts over from the last committed one.
     #[error("Kafka transaction: {0}")]
     Transaction(KafkaError),
+    /// The open transaction was aborted (an output not sent, a hand-over that could not
+    /// commit): every engine is ahead of what is committed, so the run starts over.
+    #[error("the open transaction was aborted: {0}")]
+    Aborted(String),
     /// The transactional producer failed for good: another producer took this instance's
-    /// `transactional.id` (fenced), or the broker refuses the transaction protocol.
+    /// `transactional.id`, or the coordinator aborted a transaction that outlived
+    /// `transaction.timeout.ms` (librdkafka reports both as fenced). A new run, with a new
+    /// producer, gets past the second; [`run_until_stopped`] stops on the first.
     #[error(
-        "the transactional producer failed for good ({reason}); if another instance uses transactional.id \
-         {id}, give each instance its own (transactional_id, or a distinct HOSTNAME)"
+        "the transactional producer was fenced ({reason}); if another instance uses transactional.id {id}, \
+         give each instance its own (transactional_id, or a distinct HOSTNAME)"
     )]
     Fenced { id: String, reason: String },
 }
@@ -124,10 +137,17 @@ struct Shared {
     spec_fingerprint: String,
     /// `exactly_once`: barriers and hand-overs commit a transaction.
     exactly_once: bool,
+    /// `exactly_once`: the open transaction was aborted and the engines dropped, inside a
+    /// rebalance callback that cannot return an error; the main loop ends the run on it.
+    aborted: Mutex<Option<String>>,
 }
 
 /// How long a transaction call may take before it is retried or the run starts over.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Fenced this many times within [`FENCING_WINDOW`], the enricher stops for good.
+const MAX_FENCINGS: usize = 3;
+const FENCING_WINDOW: Duration = Duration::from_secs(600);
 
 struct Ctx {
     shared: Arc<Shared>,
@@ -152,6 +172,8 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Revoke(tpl) = rebalance {
             let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(?revoked, "partitions revoked: handing over");
+            // Inside poll: every record returned so far is applied.
+            self.shared.skip_markers(consumer);
             self.shared.hand_over(consumer, &revoked);
             // The new owner reports these partitions' lag from now on; a last value left here
             // would keep a lag alert firing on this member.
@@ -187,10 +209,13 @@ impl Shared {
             if !partitions.iter().any(|p| parts.contains_key(p)) {
                 return;
             }
-            if let Err(e) = self.commit_transaction(consumer, &parts, |p| partitions.contains(&p)) {
-                tracing::warn!(?partitions, error = %e, "transaction at hand-over failed; the next owner starts from the last committed one");
+            match self.commit_transaction(consumer, &parts, |p| partitions.contains(&p)) {
+                Ok(()) => partitions.iter().for_each(|p| drop(parts.remove(p))),
+                // Outputs of partitions kept are in the failed transaction too: none can go on.
+                Err(e) => {
+                    self.abort(&mut parts, &format!("the transaction at hand-over of {partitions:?} failed: {e}"))
+                }
             }
-            partitions.iter().for_each(|p| drop(parts.remove(p)));
             return;
         }
         let mut parts = self.lock();
@@ -240,18 +265,41 @@ impl Shared {
                 consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId))?;
             self.producer.send_offsets_to_transaction(&tpl, &metadata, TXN_TIMEOUT)?;
         }
-        let mut tries = 0;
-        loop {
-            match self.producer.commit_transaction(TXN_TIMEOUT) {
-                Ok(()) => break,
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 3 => {
-                    tries += 1;
-                    tracing::warn!(error = %e, "transaction commit not done yet; retrying");
-                }
-                Err(e) => return Err(e),
+        kev_common::kafka::commit_transaction(&*self.producer, TXN_TIMEOUT)
+    }
+
+    /// Moves each engine's next offset past what the consumer stepped over after its last
+    /// record: the transaction markers (and aborted records) of a raw topic written by a
+    /// transactional producer, which a read_committed consumer never returns. Without this the
+    /// committed offsets would stop one short of the log's end, a lag that never drains. Call
+    /// only when every record the consumer has returned is applied: its position counts them.
+    fn skip_markers<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K) {
+        let Ok(positions) = consumer.position() else { return };
+        let mut parts = self.lock();
+        for e in positions.elements_for_topic(&self.raw_topic) {
+            if let (Offset::Offset(o), Some(pe)) = (e.offset(), parts.get_mut(&e.partition())) {
+                pe.next_offset = pe.next_offset.max(o);
             }
         }
-        self.producer.begin_transaction()
+    }
+
+    /// `exactly_once`: aborts the open transaction and drops every engine, all of which have
+    /// taken in records whose outputs are now aborted. The run must then start over from the
+    /// committed offsets (see [`Shared::aborted`]).
+    fn abort(&self, parts: &mut BTreeMap<i32, PartitionEngine>, why: &str) {
+        tracing::warn!(why, "aborting the open transaction; the run starts over from the last committed one");
+        metrics::counter!("kev_enricher_transactions_aborted_total").increment(1);
+        if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
+            // A fenced or failed producer cannot abort; the coordinator does, when it times out.
+            tracing::warn!(error = %e, "the abort failed; the transaction coordinator aborts it on its timeout");
+        }
+        parts.clear();
+        self.aborted.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| why.to_string());
+    }
+
+    /// The abort that ended this run, if one did.
+    fn aborted(&self) -> Option<RunError> {
+        self.aborted.lock().unwrap_or_else(|e| e.into_inner()).clone().map(RunError::Aborted)
     }
 
     /// Sends a checkpoint of `pe`. Call only once `pe.next_offset` is committed or about to be:
@@ -312,10 +360,15 @@ pub async fn run(
 ) -> Result<RunStats, RunError> {
     let transactional_id = cfg.exactly_once().then(|| cfg.transactional_id());
     let producer = Arc::new(emit::producer(&cfg.kafka, transactional_id.as_deref())?);
+    // What a failure of the transactional producer means (fenced, refused, or start over).
+    let classify = |e: RunError| match &transactional_id {
+        Some(id) => transaction_failure(&producer, id, cfg, e),
+        None => e,
+    };
     if let Some(id) = &transactional_id {
         // Fences a predecessor with the same id and aborts what it left open.
-        producer.init_transactions(TXN_TIMEOUT).map_err(|e| transaction_error(e, id))?;
-        producer.begin_transaction().map_err(|e| transaction_error(e, id))?;
+        producer.init_transactions(TXN_TIMEOUT).map_err(|e| classify(RunError::Transaction(e)))?;
+        producer.begin_transaction().map_err(|e| classify(RunError::Transaction(e)))?;
         tracing::info!(transactional_id = %id, "exactly_once: transactions initialised");
     }
     let checkpoint_partitions = loop {
@@ -342,6 +395,7 @@ pub async fn run(
         checkpoint_partitions,
         spec_fingerprint: spec.fingerprint.clone(),
         exactly_once: cfg.exactly_once(),
+        aborted: Mutex::new(None),
     });
     let consumer: StreamConsumer<Ctx> = cfg
         .kafka
@@ -366,7 +420,7 @@ pub async fn run(
     // of connecting before the first fetch, while the partition's records waited.
     let log_ends = LogEnds::new(&cfg.kafka, &cfg.log_end_group())?;
     let emitter = Emitter {
-        producer,
+        producer: producer.clone(),
         codec: codec.clone(),
         topics: cfg.topics.clone(),
         health: health.clone(),
@@ -389,13 +443,11 @@ pub async fn run(
                 biased;
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {
+                    // Between records: every one the consumer returned is applied.
+                    shared.skip_markers(&consumer);
                     let checkpoint_due = last_checkpoint.elapsed() >= cfg.checkpoint_interval();
                     let t = Instant::now();
-                    let r = barrier(&consumer, &shared, &emitter, &health, checkpoint_due, &mut stats)
-                        .map_err(|e| match (e, &transactional_id) {
-                            (RunError::Transaction(k), Some(id)) => transaction_error(k, id),
-                            (e, _) => e,
-                        });
+                    let r = barrier(&consumer, &shared, &emitter, &health, checkpoint_due, &mut stats).map_err(classify);
                     tracing::debug!(elapsed = ?t.elapsed(), records_in = stats.records_in, "barrier");
                     if r? && checkpoint_due {
                         last_checkpoint = Instant::now();
@@ -404,6 +456,10 @@ pub async fn run(
                 }
                 m = consumer.recv() => m,
             };
+            // A hand-over inside recv() aborted the transaction: nothing owned can go on.
+            if let Some(e) = shared.aborted() {
+                return Err(classify(e));
+            }
             let msg = match msg {
                 Ok(m) => m,
                 Err(e) => {
@@ -418,6 +474,11 @@ pub async fn run(
             let (p, offset) = (msg.partition(), msg.offset());
             let has_engine = shared.lock().contains_key(&p);
             if !has_engine {
+                if shared.exactly_once {
+                    // The rebuild can outlast transaction.timeout.ms: commit what the other
+                    // partitions did first, so that no transaction is open meanwhile.
+                    barrier(&consumer, &shared, &emitter, &health, false, &mut stats).map_err(classify)?;
+                }
                 let Some(pe) = take_over(
                     cfg,
                     spec,
@@ -450,9 +511,20 @@ pub async fn run(
             }
             stats.records_in += 1;
             records_in.increment(1);
-            let Some(decoded) = decode_retrying(&codec, Source::of(&msg), cfg.max_record_bytes, &health, &stop).await
-            else {
-                break;
+            let decoded = match decode(&codec, Source::of(&msg), cfg.max_record_bytes).await {
+                Ok(d) => d,
+                Err(_) => {
+                    if shared.exactly_once {
+                        // The registry may stay away longer than transaction.timeout.ms: commit
+                        // the records done so far before waiting.
+                        barrier(&consumer, &shared, &emitter, &health, false, &mut stats).map_err(classify)?;
+                    }
+                    let src = Source::of(&msg);
+                    let Some(d) = decode_retrying(&codec, src, cfg.max_record_bytes, &health, &stop).await else {
+                        break;
+                    };
+                    d
+                }
             };
             if let Some(pe) = shared.lock().get_mut(&p) {
                 pe.apply(decoded, offset, &mut out);
@@ -462,16 +534,23 @@ pub async fn run(
                     stats.dead_letters += 1;
                 }
                 let sent = emitter.emit(&r, p, offset, &stop).await;
-                if sent.is_err() {
+                if let Err(e) = &sent {
                     // The engine has taken this record in but not all its outputs are sent:
                     // committing or checkpointing the partition now would lose them. Drop it
-                    // unfinished; its next owner re-emits from the last commit.
-                    shared.lock().remove(&p);
+                    // unfinished; its next owner re-emits from the last commit. In
+                    // exactly_once mode the open transaction holds every partition's outputs
+                    // since the last commit: abort them all.
+                    let mut parts = shared.lock();
+                    if shared.exactly_once {
+                        shared.abort(&mut parts, &format!("an output of partition {p} offset {offset} was not sent: {e}"));
+                    } else {
+                        parts.remove(&p);
+                    }
                 }
                 match sent {
                     Ok(()) => stats.records_out += 1,
                     Err(EmitError::Stopped) => return Ok(()),
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(classify(e.into())),
                 }
             }
         }
@@ -499,6 +578,10 @@ pub async fn run_until_stopped(
 ) -> Result<RunStats, Fatal> {
     let mut total = RunStats::default();
     let mut backoff = Duration::from_secs(1);
+    // When this instance's producer was fenced lately: a new run gets past a transaction the
+    // coordinator timed out, but two live instances with one transactional id would fence
+    // each other for ever.
+    let mut fencings: VecDeque<Instant> = VecDeque::new();
     // One alerter for all runs: it keeps re-sending the alerts of open incidents while a
     // failed run starts over.
     let alerts = match alerts::start(&cfg.alerting, stop.clone()) {
@@ -521,8 +604,14 @@ pub async fn run_until_stopped(
                     return Err(refused.into());
                 }
                 if let RunError::Fenced { .. } = &e {
-                    health.set_ready(false, e.to_string());
-                    return Err(Fatal::Fenced(e.to_string()));
+                    fencings.retain(|t| t.elapsed() < FENCING_WINDOW);
+                    fencings.push_back(Instant::now());
+                    if fencings.len() >= MAX_FENCINGS {
+                        let why =
+                            format!("fenced {MAX_FENCINGS} times in {} minutes: {e}", FENCING_WINDOW.as_secs() / 60);
+                        health.set_ready(false, why.clone());
+                        return Err(Fatal::Fenced(why));
+                    }
                 }
                 metrics::counter!("kev_enricher_run_restarts_total").increment(1);
                 tracing::error!(error = %e, retry_in = ?backoff, "enricher run failed; starting over from the last commit");
@@ -642,12 +731,14 @@ fn barrier(
     stats: &mut RunStats,
 ) -> Result<bool, RunError> {
     if shared.exactly_once {
-        let parts = shared.lock();
+        let mut parts = shared.lock();
         if parts.is_empty() {
             return Ok(false);
         }
         if let Err(e) = shared.commit_transaction(consumer, &parts, |_| checkpoint_due) {
-            return Err(emitter.refused().map_or(RunError::Transaction(e), RunError::Refused));
+            let e = emitter.refused().map_or(RunError::Transaction(e), RunError::Refused);
+            shared.abort(&mut parts, &format!("the commit failed: {e}"));
+            return Err(e);
         }
         stats.commits += 1;
         health.set_ready(true, "consuming");
@@ -707,17 +798,40 @@ fn report_state(parts: &BTreeMap<i32, PartitionEngine>) {
     metrics::gauge!("kev_enricher_state_bytes").set(bytes as f64);
 }
 
-/// A transaction call's error as the run sees it: a fenced producer (another one took `id`) is
-/// fatal, a missing ACL on the id is a refusal, anything else starts the run over.
-fn transaction_error(e: KafkaError, id: &str) -> RunError {
-    if let Some(r) = Refused::of(&e, "use", &format!("transactional id {id}")) {
-        return RunError::Refused(r);
-    }
-    match &e {
-        KafkaError::Transaction(t) if t.is_fatal() => {
-            tracing::error!(transactional_id = id, error = %t, "the transactional producer failed for good");
-            RunError::Fenced { id: id.to_string(), reason: t.to_string() }
+/// What a failure in `exactly_once` mode means: a missing ACL (named by what the broker
+/// refused), a producer that failed for good (fenced, or a transaction the coordinator timed
+/// out), or else a reason to start the run over.
+fn transaction_failure(producer: &OutputProducer, id: &str, cfg: &EnricherConfig, e: RunError) -> RunError {
+    let refusal = |code| {
+        use RDKafkaErrorCode::*;
+        let (operation, resource) = match code {
+            GroupAuthorizationFailed => ("commit offsets (in a transaction) to", format!("group {}", cfg.group_id)),
+            TopicAuthorizationFailed => {
+                let t = &cfg.topics;
+                let names = [&t.enriched, &t.aggregates, &t.incidents, &t.dead_letters, &t.checkpoints];
+                ("write (in a transaction) to", format!("one of the topics {}", names.map(|n| n.as_str()).join(", ")))
+            }
+            ClusterAuthorizationFailed => ("use transactions on", "the cluster".to_string()),
+            _ => ("use", format!("transactional id {id}")),
+        };
+        Refused::code(code, operation, &resource)
+    };
+    if let RunError::Transaction(k) = &e {
+        if let Some(r) = k.rdkafka_error_code().and_then(refusal) {
+            return RunError::Refused(r);
         }
-        _ => RunError::Transaction(e),
+    }
+    if matches!(e, RunError::Refused(_) | RunError::Fenced { .. }) {
+        return e;
+    }
+    match producer.client().fatal_error() {
+        Some((code, reason)) => match refusal(code) {
+            Some(r) => RunError::Refused(r),
+            None => {
+                tracing::error!(transactional_id = id, error = %reason, "the transactional producer failed for good");
+                RunError::Fenced { id: id.to_string(), reason }
+            }
+        },
+        None => e,
     }
 }

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kev_common::devregistry::DevRegistry;
+use kev_common::kafka::ProcessingGuarantee;
 use kev_common::telemetry::Health;
 use kev_enricher::records::Stream;
 use kev_enricher::EnricherConfig;
@@ -99,7 +100,18 @@ impl Env {
     /// background, at most `gap_ms` apart, so that events keep arriving while enrichers come
     /// and go.
     fn feed(&self, gap_ms: u64) -> tokio::task::JoinHandle<Result<(), kev_producer::run::RunError>> {
+        self.feed_with(gap_ms, ProcessingGuarantee::AtLeastOnce)
+    }
+
+    /// The same, published under `guarantee`: in `exactly_once` mode the raw topic then holds
+    /// transactions, whose markers the enricher must commit past.
+    fn feed_with(
+        &self,
+        gap_ms: u64,
+        guarantee: ProcessingGuarantee,
+    ) -> tokio::task::JoinHandle<Result<(), kev_producer::run::RunError>> {
         let mut p = self.producer_config("troubleshoot");
+        p.processing_guarantee = guarantee;
         p.source.speed = 1.0;
         p.source.max_gap_ms = gap_ms;
         let cancel = self.cancel.clone();
@@ -211,14 +223,106 @@ async fn two_exactly_once_members_one_killed_mid_stream_duplicate_nothing() {
     env.cancel.cancel();
 }
 
+/// `exactly_once` with two live processes given one transactional id (a configuration
+/// mistake): each new run of one fences the other's producer, until one has been fenced three
+/// times and stops for good, naming the id. The other goes on alone, and a `read_committed`
+/// reader sees every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_live_members_with_one_transactional_id_one_stops_naming_it_and_nothing_is_duplicated() {
+    let env = env().await;
+    env.publish("small", &["kspan.jsonl.gz", "sbctl.jsonl.gz"]).await;
+    let feed = env.feed(40);
+    let member = [("session.timeout.ms", "3000"), ("heartbeat.interval.ms", "500"), ("max.poll.interval.ms", "15000")];
+    let id = "kev-enricher-test-shared";
+    let top = format!("processing_guarantee = \"exactly_once\"\ntransactional_id = \"{id}\"");
+    let a = env.enricher_configured(&["run"], "a.log", &member, &top);
+    outputs::wait_started(&env.cfg, Duration::from_secs(60)).await;
+    let b = env.enricher_configured(&["run"], "b.log", &member, &top);
+    let started = Instant::now();
+    let mut members = [(a, "a.log"), (b, "b.log")];
+    let (stopped, status) = loop {
+        if let Some((i, status)) =
+            members.iter_mut().enumerate().find_map(|(i, (c, _))| c.try_wait().unwrap().map(|s| (i, s)))
+        {
+            break (i, status);
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "neither member stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let took = started.elapsed();
+    let [(a, a_log), (b, b_log)] = members;
+    let (survivor, stopped_log) = if stopped == 0 { (b, a_log) } else { (a, b_log) };
+    let text = std::fs::read_to_string(env.dir.join(stopped_log)).unwrap();
+    assert!(!status.success(), "the fenced member exited with {status}:\n{text}");
+    assert!(text.contains("fenced 3 times in 10 minutes") && text.contains(id), "{text}");
+    feed.await.unwrap().unwrap();
+    wait_caught_up(&env.cfg, Duration::from_secs(300)).await;
+    terminate(survivor);
+    let cmp = assert_matches(&read_outputs(&env.cfg), &env.reference().await, true);
+    assert_eq!(cmp.duplicates, 0);
+    let error = text.lines().find(|l| l.contains("Error:")).unwrap_or_default();
+    println!("one transactional id, two live members: {stopped_log} stopped after {took:?} ({error}); {cmp:?}");
+    env.cancel.cancel();
+}
+
+/// The broker SIGKILLed mid-stream and restarted on its log directory, in both delivery modes
+/// (of the producer feeding the raw topic, and of the enricher): both wait out the outage and
+/// carry on; nothing is lost, and in `exactly_once` mode nothing is duplicated either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_sigkilled_mid_stream_loses_nothing() {
+    broker_sigkilled_mid_stream("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_sigkilled_mid_stream_in_exactly_once_mode_duplicates_nothing() {
+    broker_sigkilled_mid_stream("processing_guarantee = \"exactly_once\"\ntransactional_id = \"kev-enricher-test-0\"")
+        .await;
+}
+
+async fn broker_sigkilled_mid_stream(top: &str) {
+    let exactly_once = top.contains("exactly_once");
+    let mut env = env().await;
+    env.publish("small", &["kspan.jsonl.gz", "sbctl.jsonl.gz"]).await;
+    // In exactly_once mode the feeding producer's transactions live through the outage too.
+    let guarantee = if exactly_once { ProcessingGuarantee::ExactlyOnce } else { ProcessingGuarantee::AtLeastOnce };
+    let feed = env.feed_with(40, guarantee);
+    let enricher = env.enricher_configured(&["run"], "enricher.log", &[], top);
+    outputs::wait_started(&env.cfg, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (before, _) = progress(&env.cfg);
+    env.broker.kill();
+    let down = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!feed.is_finished(), "events were still arriving when the broker died");
+    env.broker.start_again();
+    feed.await.unwrap().unwrap();
+    wait_caught_up(&env.cfg, Duration::from_secs(300)).await;
+    let outage = down.elapsed();
+    terminate(enricher);
+    let cmp = assert_matches(&read_outputs(&env.cfg), &env.reference().await, exactly_once);
+    if exactly_once {
+        assert_eq!(cmp.duplicates, 0);
+    }
+    let log = std::fs::read_to_string(env.dir.join("enricher.log")).unwrap();
+    let restarts = log.matches("starting over from the last commit").count();
+    println!(
+        "{} broker SIGKILLed at committed offsets {before:?}, back after 5 s, all caught up {outage:?} after the \
+         kill; {restarts} runs started over; {cmp:?}",
+        if exactly_once { "exactly_once:" } else { "at_least_once:" }
+    );
+    env.cancel.cancel();
+}
+
 /// Kills an enricher process 12 times while events arrive, restarting it each time, with the
 /// top-level settings `top`; then compares the outputs with the reference, exactly (no
 /// duplicate) in `exactly_once` mode.
 async fn sigkill_at_random_points(top: &str) {
     let exactly_once = top.contains("exactly_once");
     let env = env().await;
-    // Events keep arriving for about two minutes while the enricher is killed and restarted.
-    let feed = env.feed(150);
+    // Events keep arriving for about two minutes while the enricher is killed and restarted;
+    // in exactly_once mode they are published in transactions too.
+    let guarantee = if exactly_once { ProcessingGuarantee::ExactlyOnce } else { ProcessingGuarantee::AtLeastOnce };
+    let feed = env.feed_with(150, guarantee);
     // A killed member stays in the group until its session expires and the group rebalances:
     // short timeouts keep each restart quick.
     let member = [("session.timeout.ms", "3000"), ("heartbeat.interval.ms", "500"), ("max.poll.interval.ms", "15000")];
