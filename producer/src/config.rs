@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kev_common::kafka::KafkaSettings;
+use kev_common::kafka::{KafkaSettings, ProcessingGuarantee};
 use kev_common::telemetry::HttpSettings;
 use kev_schemas::codec::RegistrySettings;
 use serde::Deserialize;
@@ -30,6 +30,23 @@ pub struct ProducerConfig {
     /// Milliseconds between heartbeats (in replay mode, of replayed event time). Default 10000.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_interval_ms: u64,
+    /// `at_least_once` (the default): idempotent produce and de-duplication state rebuilt from
+    /// the raw topic, on any Kafka-protocol broker (README, "Delivery"). `exactly_once`: the
+    /// records and the heartbeats that name their recovery offset are written in Kafka
+    /// transactions (Apache Kafka 2.5 or later), and a new session fences the previous
+    /// producer of its cluster before it reads the topic back, which closes the one duplicate
+    /// window left without them. Readers must use `isolation.level=read_committed`.
+    #[serde(default)]
+    pub processing_guarantee: ProcessingGuarantee,
+    /// `transactional.id` in `exactly_once` mode. One per cluster source, shared by the
+    /// replicas that take turns holding its Lease: the new leader's producer fences the old
+    /// one's. Default `kev-producer-<cluster_id>`.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// `exactly_once`: milliseconds between transaction commits, which is also how late
+    /// `read_committed` readers see a record. Default 1000.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
     #[serde(default)]
     pub source: SourceSettings,
     #[serde(default)]
@@ -151,6 +168,9 @@ fn default_producer_id() -> String {
 fn default_heartbeat_ms() -> u64 {
     10_000
 }
+fn default_commit_interval_ms() -> u64 {
+    1_000
+}
 fn default_topic() -> String {
     "kev.events.raw".into()
 }
@@ -205,6 +225,17 @@ defaults_from_serde!(ProducerConfig, TopicSettings, SourceSettings, LeaderSettin
 impl ProducerConfig {
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms.max(1))
+    }
+
+    /// The `transactional.id` of this cluster's producer in `exactly_once` mode, `None` in
+    /// `at_least_once` mode.
+    pub fn transactional_id(&self) -> Option<String> {
+        (self.processing_guarantee == ProcessingGuarantee::ExactlyOnce)
+            .then(|| self.transactional_id.clone().unwrap_or_else(|| format!("kev-producer-{}", self.cluster_id)))
+    }
+
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms.max(10))
     }
 
     pub fn lease_name(&self) -> String {

@@ -51,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let mut cfg: ProducerConfig = kev_common::config::load(cli.config.as_deref(), &cli.set)?;
     telemetry::init_logging(cfg.log_json);
     let secrets = cfg.kafka.load_secret_properties()?;
+    cfg.kafka.validate().map_err(anyhow::Error::msg)?;
     if !secrets.is_empty() {
         tracing::info!(properties = ?secrets, "kafka properties read from the secret directory");
     }

@@ -59,6 +59,7 @@ pub async fn rebuild(
     topic: &str,
     cluster: &str,
     codec: &Codec,
+    transactional: bool,
 ) -> Result<Recovered, RecoverError> {
     let started = std::time::Instant::now();
     let partitions = partition_count(settings, topic, TIMEOUT)?;
@@ -72,9 +73,13 @@ pub async fn rebuild(
         ])
         .create()?;
     // The end read, not only listed: a broker that lists it short would have this producer
-    // publish its own tail again.
-    let (low, high) =
-        LogEnds::new(settings, &format!("kev-producer-log-end-{cluster}"))?.watermarks(topic, partition, TIMEOUT)?;
+    // publish its own tail again. A transactional producer (which has fenced its predecessor,
+    // so that none of its own transactions is open) reads to the high watermark: records its
+    // predecessor committed can lie after another cluster's open transaction, and this
+    // read_committed reader then waits for that to end.
+    let group = format!("kev-producer-log-end-{cluster}");
+    let ends = if transactional { LogEnds::uncommitted(settings, &group)? } else { LogEnds::new(settings, &group)? };
+    let (low, high) = ends.watermarks(topic, partition, TIMEOUT)?;
     let mut records_read = 0;
 
     // Find the newest heartbeat of this cluster, reading ever larger tails of the partition.

@@ -31,25 +31,67 @@ pub enum RunError {
     /// An ACL is missing: retrying cannot help.
     #[error(transparent)]
     Refused(#[from] Refused),
+    /// `exactly_once`: this producer was fenced again and again; another live producer has
+    /// its transactional id (two leaders for one cluster, or one id for two clusters).
+    #[error(
+        "fenced {times} times in {minutes} minutes ({reason}): another producer uses transactional.id {id}; \
+         give each cluster source its own (transactional_id), and one Lease per cluster"
+    )]
+    Fenced { id: String, reason: String, times: usize, minutes: u64 },
 }
 
-/// The idempotent producer kev publishes with. kev's settings come first; `kafka.properties`
-/// can override any of them.
+/// Fenced this many times within [`FENCING_WINDOW`], the producer stops for good. Fewer is a
+/// transaction the coordinator timed out (librdkafka reports that as fencing too), or a
+/// leader that lost its Lease to a new one and goes on standing by.
+const MAX_FENCINGS: usize = 3;
+const FENCING_WINDOW: Duration = Duration::from_secs(600);
+
+/// How long a transaction call may block before the session is given up.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The idempotent producer kev publishes with, transactional in `exactly_once` mode. kev's
+/// settings come first; `kafka.properties` can override any of them.
 pub fn kafka_producer(cfg: &ProducerConfig) -> Result<FutureProducer, KafkaError> {
-    cfg.kafka
-        .client_config(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("compression.type", "lz4"),
-            // Java's default partitioner, so Java and Flink consumers co-partition with kev.
-            ("partitioner", "murmur2_random"),
-            ("linger.ms", "10"),
-            // Never give up on a record: while Kafka is down, records wait (bounded by
-            // buffer.max_in_flight) instead of being dropped.
-            ("message.timeout.ms", "0"),
-            ("queue.buffering.max.messages", "200000"),
-        ])
-        .create()
+    let mut config = cfg.kafka.client_config(&[
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("compression.type", "lz4"),
+        // Java's default partitioner, so Java and Flink consumers co-partition with kev.
+        ("partitioner", "murmur2_random"),
+        ("linger.ms", "10"),
+        // Never give up on a record: while Kafka is down, records wait (bounded by
+        // buffer.max_in_flight) instead of being dropped.
+        ("message.timeout.ms", "0"),
+        ("queue.buffering.max.messages", "200000"),
+    ]);
+    if let Some(id) = cfg.transactional_id() {
+        config.set("transactional.id", id);
+        if config.get("transaction.timeout.ms").is_none() {
+            config.set("transaction.timeout.ms", kev_common::kafka::TRANSACTION_TIMEOUT_MS);
+        }
+    }
+    config.create()
+}
+
+/// `exactly_once`: makes `producer` the one producer of its transactional id, fencing the
+/// previous one (a crashed or deposed leader) and waiting until its transactions are
+/// committed or aborted, so that the topic read back afterwards holds all it will ever hold
+/// of them.
+async fn init_transactions(producer: &FutureProducer) -> Result<(), KafkaError> {
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT)).await.unwrap_or(Err(KafkaError::Canceled))
+}
+
+/// The missing ACL behind a transaction call's failure, named by what the broker refused.
+fn transaction_refusal(e: &KafkaError, id: &str, topic: &str) -> Option<Refused> {
+    use rdkafka::error::RDKafkaErrorCode::*;
+    let code = e.rdkafka_error_code()?;
+    let (operation, resource) = match code {
+        TopicAuthorizationFailed => ("write (in a transaction) to", format!("topic {topic}")),
+        ClusterAuthorizationFailed => ("use transactions on", "the cluster".to_string()),
+        _ => ("use", format!("transactional id {id}")),
+    };
+    Refused::code(code, operation, &resource)
 }
 
 /// Builds the registry codec from the configuration.
@@ -93,33 +135,53 @@ where
         clock,
         heartbeat_interval: cfg.heartbeat_interval(),
         max_in_flight: cfg.buffer.max_in_flight.max(1),
+        commit_interval: cfg.transactional_id().map(|_| cfg.commit_interval()),
         codec: codec.clone(),
         health: health.clone(),
         redactor: Arc::new(cfg.redactor().map_err(|e| RunError::Config(e.to_string()))?),
         filter: Arc::new(cfg.filter().map_err(|e| RunError::Config(e.to_string()))?),
     };
+    let transactional_id = cfg.transactional_id();
     let mut total = SessionStats::default();
     let mut backoff = Duration::from_millis(200);
+    let mut fencings: std::collections::VecDeque<std::time::Instant> = Default::default();
     while !stop.is_cancelled() {
+        // Made before the state is read back: in exactly_once mode, fencing the previous
+        // producer first is what makes the read-back complete.
+        let producer = kafka_producer(cfg)?;
+        if let Some(id) = &transactional_id {
+            health.set_ready(false, "initialising transactions");
+            if let Err(e) = init_transactions(&producer).await {
+                if let Some(refused) = transaction_refusal(&e, id, &cfg.topic.name) {
+                    health.set_ready(false, refused.to_string());
+                    return Err(refused.into());
+                }
+                if !retry_later("transactions", &e, &mut backoff, &health, &stop).await {
+                    break;
+                }
+                continue;
+            }
+            tracing::info!(transactional_id = %id, "exactly_once: transactions initialised");
+        }
         health.set_ready(false, "rebuilding state from the raw topic");
-        let recovered = match recover::rebuild(&cfg.kafka, &cfg.topic.name, &cfg.cluster_id, &codec).await {
+        let rebuilt =
+            recover::rebuild(&cfg.kafka, &cfg.topic.name, &cfg.cluster_id, &codec, transactional_id.is_some()).await;
+        let recovered = match rebuilt {
             Ok(r) => r,
             Err(e) => {
                 if let Some(refused) = e.refused(&cfg.topic.name) {
                     health.set_ready(false, refused.to_string());
                     return Err(refused.into());
                 }
-                metrics::counter!("kev_producer_session_restarts_total", "reason" => "recovery").increment(1);
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot rebuild state from Kafka yet");
-                health.set_ready(false, format!("recovery: {e}"));
-                if sleep_or_stop(backoff, &stop).await {
+                if !retry_later("recovery", &e, &mut backoff, &health, &stop).await {
                     break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
-        let producer = kafka_producer(cfg)?;
+        if transactional_id.is_some() {
+            producer.begin_transaction()?;
+        }
         let source_stop = stop.child_token();
         let rx = start_source(source_stop.clone())?;
         let (result, stats) = session::run(&ctx, &producer, recovered.state, rx, stop.clone()).await;
@@ -139,6 +201,25 @@ where
                 }
             }
             Err(e) => {
+                if let (session::SessionError::Transaction(k), Some(id)) = (&e, &transactional_id) {
+                    if let Some(refused) = transaction_refusal(k, id, &cfg.topic.name) {
+                        health.set_ready(false, refused.to_string());
+                        return Err(refused.into());
+                    }
+                }
+                // A fenced transactional producer fails for good; the next session's producer
+                // fences whoever did it in turn, so a repeated fencing means a live rival.
+                if let (Some((_, reason)), Some(id)) = (producer.client().fatal_error(), &transactional_id) {
+                    fencings.retain(|t| t.elapsed() < FENCING_WINDOW);
+                    fencings.push_back(std::time::Instant::now());
+                    tracing::warn!(transactional_id = %id, %reason, times = fencings.len(), "the transactional producer was fenced");
+                    if fencings.len() >= MAX_FENCINGS {
+                        let minutes = FENCING_WINDOW.as_secs() / 60;
+                        let fenced = RunError::Fenced { id: id.clone(), reason, times: fencings.len(), minutes };
+                        health.set_ready(false, fenced.to_string());
+                        return Err(fenced);
+                    }
+                }
                 if let session::SessionError::Delivery(k) = &e {
                     let topic = format!("topic {}", cfg.topic.name);
                     // An idempotent producer refused its producer id has a fatal error, which
@@ -163,6 +244,25 @@ where
         }
     }
     Ok(total)
+}
+
+/// A session that could not start (`stage`: what failed): counts it, says why on readiness, and
+/// waits `backoff`, doubled for the next time. `false` when stopped meanwhile.
+async fn retry_later(
+    stage: &'static str,
+    error: &(dyn std::fmt::Display + Sync),
+    backoff: &mut Duration,
+    health: &Health,
+    stop: &CancellationToken,
+) -> bool {
+    metrics::counter!("kev_producer_session_restarts_total", "reason" => stage).increment(1);
+    tracing::warn!(%error, retry_in = ?backoff, stage, "a session cannot start yet");
+    health.set_ready(false, format!("{stage}: {error}"));
+    if sleep_or_stop(*backoff, stop).await {
+        return false;
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(30));
+    true
 }
 
 /// Replays dump files through sessions until every object is published.
@@ -254,4 +354,5 @@ fn add(total: &mut SessionStats, s: SessionStats) {
     total.invalid += s.invalid;
     total.filtered += s.filtered;
     total.heartbeats += s.heartbeats;
+    total.transactions += s.transactions;
 }

@@ -24,6 +24,9 @@ use crate::filter::{Filter, Verdict};
 use crate::redact::Redactor;
 use crate::source::{ClockKind, SourceEvent};
 
+/// How long a transaction commit may block before the session is given up.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How a session ended when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEnd {
@@ -39,6 +42,10 @@ pub enum SessionError {
     Delivery(KafkaError),
     #[error("the source failed: {0}")]
     Source(String),
+    /// `exactly_once`: a transaction could not be committed; it is aborted, and the next
+    /// session publishes its records again.
+    #[error("Kafka transaction: {0}")]
+    Transaction(KafkaError),
 }
 
 /// What a session needs besides its source and state.
@@ -50,6 +57,9 @@ pub struct SessionContext {
     pub clock: ClockKind,
     pub heartbeat_interval: Duration,
     pub max_in_flight: usize,
+    /// `exactly_once`: the open transaction is committed this often (and when the session
+    /// ends, and before a wait for the registry, which could outlast the transaction timeout).
+    pub commit_interval: Option<Duration>,
     pub codec: Arc<Codec>,
     pub health: Arc<Health>,
     /// Masks secrets in each object before it is parsed.
@@ -69,6 +79,8 @@ pub struct SessionStats {
     /// Not published because a filter rule dropped them.
     pub filtered: u64,
     pub heartbeats: u64,
+    /// Transactions committed (`exactly_once`).
+    pub transactions: u64,
 }
 
 type Ack = (
@@ -113,7 +125,10 @@ pub async fn run(
     ctx.health.set_ready(true, "publishing");
     let result = s.run_loop(&mut source, &stop).await;
     let result = match result {
-        Ok(end) => s.drain(end).await,
+        Ok(end) => match s.drain(end).await {
+            Ok(end) => s.commit().await.map(|()| end),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     (result, s.stats)
@@ -127,6 +142,10 @@ impl Session<'_> {
     ) -> Result<SessionEnd, SessionError> {
         let mut tick = tokio::time::interval(self.ctx.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let transactional = self.ctx.commit_interval.is_some();
+        let mut commit_tick = tokio::time::interval(self.ctx.commit_interval.unwrap_or(Duration::from_secs(3600)));
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        commit_tick.reset();
         loop {
             metrics::gauge!("kev_producer_buffer_depth").set(self.in_flight.len() as f64);
             tokio::select! {
@@ -138,6 +157,7 @@ impl Session<'_> {
                     Some(event) => self.handle(event, stop).await?,
                 },
                 _ = tick.tick(), if self.ctx.clock == ClockKind::Wall => self.heartbeat(stop).await?,
+                _ = commit_tick.tick(), if transactional => self.commit().await?,
             }
         }
     }
@@ -162,6 +182,24 @@ impl Session<'_> {
         }
         metrics::gauge!("kev_producer_buffer_depth").set(0.0);
         Ok(end)
+    }
+
+    /// `exactly_once`: commits the open transaction (librdkafka first waits for every record
+    /// in it to be acknowledged) and opens the next. The call blocks, so it runs off the async
+    /// threads. Nothing to do in `at_least_once` mode.
+    async fn commit(&mut self) -> Result<(), SessionError> {
+        if self.ctx.commit_interval.is_none() {
+            return Ok(());
+        }
+        let (producer, started) = (self.producer.clone(), Instant::now());
+        tokio::task::spawn_blocking(move || kev_common::kafka::commit_transaction(&producer, TXN_TIMEOUT))
+            .await
+            .unwrap_or(Err(KafkaError::Canceled))
+            .map_err(SessionError::Transaction)?;
+        self.stats.transactions += 1;
+        metrics::counter!("kev_producer_transactions_total").increment(1);
+        metrics::histogram!("kev_producer_transaction_commit_seconds").record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     fn clock_ms(&self) -> i64 {
@@ -246,7 +284,7 @@ impl Session<'_> {
         let event_time = normalized.event_time;
         let count = normalized.count;
         let record = RawRecord::event(&self.ctx.cluster, EventObservation::new(obj, verb, new_occurrences, clock));
-        let Some(bytes) = self.encode(&record, stop).await else {
+        let Some(bytes) = self.encode(&record, stop).await? else {
             return Ok(());
         };
         self.send(bytes, Some((uid.clone(), rv.clone())), stop).await?;
@@ -274,7 +312,7 @@ impl Session<'_> {
             recovery_offset: Some(self.state.recovery_offset()),
         };
         let record = RawRecord::heartbeat(&self.ctx.cluster, hb);
-        if let Some(bytes) = self.encode(&record, stop).await {
+        if let Some(bytes) = self.encode(&record, stop).await? {
             self.send(bytes, None, stop).await?;
             self.last_heartbeat_ms = Some(now);
             self.stats.heartbeats += 1;
@@ -295,28 +333,34 @@ impl Session<'_> {
     /// that refuses kev's own schema is a deployment problem that someone will fix; dropping
     /// events meanwhile would lose them). Returns `None` only for a record that cannot match
     /// the schema at all, which is logged and counted, or when asked to stop.
-    async fn encode(&self, record: &RawRecord, stop: &CancellationToken) -> Option<Vec<u8>> {
+    async fn encode(&mut self, record: &RawRecord, stop: &CancellationToken) -> Result<Option<Vec<u8>>, SessionError> {
         let mut backoff = Duration::from_millis(100);
+        let mut committed = false;
         loop {
             match self.ctx.codec.encode_raw(&self.ctx.topic, record).await {
                 Ok(bytes) => {
                     if !self.ctx.health.is_ready() {
                         self.ctx.health.set_ready(true, "publishing");
                     }
-                    return Some(bytes);
+                    return Ok(Some(bytes));
                 }
                 Err(e @ CodecError::Schema(_)) | Err(e @ CodecError::WireFormat(_)) => {
                     metrics::counter!("kev_producer_publish_errors_total", "kind" => e.label()).increment(1);
                     tracing::error!(error = %e, "cannot encode a record; it is skipped");
-                    return None;
+                    return Ok(None);
                 }
                 Err(e) => {
                     metrics::counter!("kev_producer_publish_errors_total", "kind" => e.label()).increment(1);
                     tracing::warn!(error = %e, retry_in = ?backoff, "schema registry call failed; retrying");
                     self.ctx.health.set_ready(false, format!("schema registry: {e}"));
+                    if !committed {
+                        // The registry may stay away longer than the transaction timeout.
+                        self.commit().await?;
+                        committed = true;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.cancelled() => return None,
+                        _ = stop.cancelled() => return Ok(None),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }

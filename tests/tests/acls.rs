@@ -1,7 +1,7 @@
 //! Kafka ACLs for real: Kafka's `StandardAuthorizer`, one SCRAM principal per binary, each
 //! granted exactly what the README's "ACLs" section lists for it, and nothing on the harness's
-//! side but its own super-user listener. Both binaries work so; with one ACL taken away, each
-//! ends within seconds with a message naming what Kafka refused.
+//! side but its own super-user listener. Both binaries work so, in both delivery modes; with
+//! one ACL taken away, each ends within seconds with a message naming what Kafka refused.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -16,62 +16,41 @@ use tokio_util::sync::CancellationToken;
 const PRODUCER: (&str, &str) = ("kev-producer", "producer-pw-51c9");
 const ENRICHER: (&str, &str) = ("kev-enricher", "enricher-pw-0b7e");
 
-/// The README's grants for the producer: its raw topic, and Describe on its readers' groups.
-fn grant_producer(broker: &Broker, op: &str, raw: &str) {
-    let principal = format!("User:{}", PRODUCER.0);
-    broker.acl_command(&[
-        op,
-        "--force",
-        "--allow-principal",
-        &principal,
-        "--operation",
-        "Describe",
-        "--operation",
-        "Read",
-        "--operation",
-        "Write",
-        "--operation",
-        "Create",
-        "--topic",
-        raw,
-    ]);
-    broker.acl_command(&[
-        op,
-        "--force",
-        "--allow-principal",
-        &principal,
-        "--operation",
-        "Describe",
-        "--resource-pattern-type",
-        "prefixed",
-        "--group",
-        "kev-producer",
-    ]);
+/// Adds or removes (`op`: `--add`, `--remove`) an allow ACL for `user`: `operations` on the
+/// resource `resource` (kafka-acls' words, such as `["--topic", "t"]`).
+fn acl(broker: &Broker, op: &str, user: &str, operations: &[&str], resource: &[&str]) {
+    let principal = format!("User:{user}");
+    let mut args = vec![op, "--force", "--allow-principal", &principal];
+    for operation in operations {
+        args.extend(["--operation", operation]);
+    }
+    args.extend_from_slice(resource);
+    broker.acl_command(&args);
 }
 
-/// The README's grants for the enricher, less `without` (an argument list to leave out).
+/// The README's grants for the producer: its raw topic, and Describe on its readers' groups.
+fn grant_producer(broker: &Broker, op: &str, raw: &str) {
+    acl(broker, op, PRODUCER.0, &["Describe", "Read", "Write", "Create"], &["--topic", raw]);
+    let groups = ["--resource-pattern-type", "prefixed", "--group", "kev-producer"];
+    acl(broker, op, PRODUCER.0, &["Describe"], &groups);
+}
+
+/// The README's grants for the enricher, less `without` (a grant to leave out, by name).
 fn grant_enricher(broker: &Broker, op: &str, t: &kev_enricher::config::TopicsSettings, group: &str, without: &str) {
-    let principal = format!("User:{}", ENRICHER.0);
-    let read_raw = ["--operation", "Describe", "--operation", "Read", "--topic", &t.raw];
-    let mut outputs_args = vec!["--operation", "Describe", "--operation", "Write", "--operation", "Create"];
+    let mut outputs = Vec::new();
     for topic in [&t.enriched, &t.aggregates, &t.incidents, &t.dead_letters, &t.checkpoints] {
-        outputs_args.extend(["--topic", topic.as_str()]);
+        outputs.extend(["--topic", topic.as_str()]);
     }
-    let read_checkpoints = ["--operation", "Read", "--topic", &t.checkpoints];
-    let groups =
-        ["--operation", "Describe", "--operation", "Read", "--resource-pattern-type", "prefixed", "--group", group];
-    for (name, args) in [
-        ("raw", &read_raw[..]),
-        ("outputs", &outputs_args[..]),
-        ("checkpoints", &read_checkpoints[..]),
-        ("group", &groups[..]),
-    ] {
-        if name == without {
-            continue;
+    let grants: [(&str, &[&str], &[&str]); 4] = [
+        ("raw", &["Describe", "Read"], &["--topic", &t.raw]),
+        ("outputs", &["Describe", "Write", "Create"], &outputs),
+        ("checkpoints", &["Read"], &["--topic", &t.checkpoints]),
+        ("group", &["Describe", "Read"], &["--resource-pattern-type", "prefixed", "--group", group]),
+    ];
+    for (name, operations, resource) in grants {
+        if name != without {
+            acl(broker, op, ENRICHER.0, operations, resource);
         }
-        let mut all = vec![op, "--force", "--allow-principal", &principal];
-        all.extend_from_slice(args);
-        broker.acl_command(&all);
     }
 }
 
@@ -174,16 +153,7 @@ async fn each_binary_works_with_exactly_its_acls_and_names_what_is_refused_witho
 
     // One grant taken away at a time: each binary ends, naming what was refused.
     let mut refusals = Vec::new();
-    broker.acl_command(&[
-        "--remove",
-        "--force",
-        "--allow-principal",
-        &format!("User:{}", PRODUCER.0),
-        "--operation",
-        "Write",
-        "--topic",
-        &topics.raw,
-    ]);
+    acl(&broker, "--remove", PRODUCER.0, &["Write"], &["--topic", &topics.raw]);
     let (out, took) =
         run("kev-producer", &producer_cfg, &["replay", &dump("troubleshoot.jsonl.gz")], Duration::from_secs(60));
     refusals.push(("kev-producer without Write on the raw topic", out, took, format!("to topic {}", topics.raw)));
@@ -216,23 +186,8 @@ async fn each_binary_works_with_exactly_its_acls_and_names_what_is_refused_witho
     let txn_id = "kev-enricher-acl-test";
     let eos_top = format!("processing_guarantee = \"exactly_once\"\ntransactional_id = \"{txn_id}\"\n");
     let eos_cfg = config(dir, "enricher-eos.toml", &broker, ENRICHER, &registry.url, &eos_top);
-    let principal = format!("User:{}", ENRICHER.0);
-    let txn_acl = |op: &str| {
-        broker.acl_command(&[
-            op,
-            "--force",
-            "--allow-principal",
-            &principal,
-            "--operation",
-            "Describe",
-            "--operation",
-            "Write",
-            "--resource-pattern-type",
-            "prefixed",
-            "--transactional-id",
-            group,
-        ])
-    };
+    let txn_ids = ["--resource-pattern-type", "prefixed", "--transactional-id", group];
+    let txn_acl = |op: &str| acl(&broker, op, ENRICHER.0, &["Describe", "Write"], &txn_ids);
     txn_acl("--add");
     let (ok, eos_text) = enrich_until_caught_up(&eos_cfg, &dir.join("enricher-eos.log"), &reader).await;
     assert!(ok && eos_text.contains("transactions initialised"), "exactly_once with its ACLs:\n{eos_text}");
@@ -243,6 +198,25 @@ async fn each_binary_works_with_exactly_its_acls_and_names_what_is_refused_witho
         out,
         took,
         format!("transactional id {txn_id}"),
+    ));
+
+    // The producer in exactly_once mode likewise: with the README's grant on its transactional
+    // ids it publishes, without it it ends, naming its id.
+    let producer_txn_ids = ["--resource-pattern-type", "prefixed", "--transactional-id", "kev-producer"];
+    let producer_eos = "processing_guarantee = \"exactly_once\"\n";
+    let eos_producer_cfg = config(dir, "producer-eos.toml", &broker, PRODUCER, &registry.url, producer_eos);
+    acl(&broker, "--add", PRODUCER.0, &["Describe", "Write"], &producer_txn_ids);
+    let troubleshoot = dump("troubleshoot.jsonl.gz");
+    let (out, _) = run("kev-producer", &eos_producer_cfg, &["replay", &troubleshoot], Duration::from_secs(120));
+    let log = text(&out);
+    assert!(out.status.success() && log.contains("transactions initialised"), "exactly_once with its ACLs:\n{log}");
+    acl(&broker, "--remove", PRODUCER.0, &["Describe", "Write"], &producer_txn_ids);
+    let (out, took) = run("kev-producer", &eos_producer_cfg, &["replay", &troubleshoot], Duration::from_secs(60));
+    refusals.push((
+        "kev-producer, exactly_once, without its transactional-id grant",
+        out,
+        took,
+        "transactional id kev-producer-default".to_string(),
     ));
 
     for (what, out, took, _) in &refusals {
