@@ -42,8 +42,8 @@ pub enum SessionError {
     Delivery(KafkaError),
     #[error("the source failed: {0}")]
     Source(String),
-    /// `exactly_once`: a transaction could not be committed; it is aborted, and the next
-    /// session publishes its records again.
+    /// `exactly_once`: a transaction could not be committed. The next session's producer, of
+    /// the same transactional id, has Kafka abort it and publishes its records again.
     #[error("Kafka transaction: {0}")]
     Transaction(KafkaError),
 }
