@@ -119,7 +119,7 @@ impl KafkaSettings {
     pub fn validate(&self) -> Result<(), String> {
         const OWNED: [(&str, &str); 4] = [
             ("group.id", "group_id (enricher); the producer's groups are named per cluster"),
-            ("transactional.id", "transactional_id (enricher, with processing_guarantee = \"exactly_once\")"),
+            ("transactional.id", "transactional_id, with processing_guarantee = \"exactly_once\""),
             ("enable.auto.commit", "nothing: kev commits offsets itself, after the outputs are acknowledged"),
             ("isolation.level", "nothing: kev reads read_committed wherever the guarantee needs it"),
         ];
@@ -152,6 +152,44 @@ impl KafkaSettings {
 /// `read_committed` reader of its partitions that long. 10 s, as Kafka Streams sets it for
 /// exactly-once, not librdkafka's 60 s.
 pub const TRANSACTION_TIMEOUT_MS: &str = "10000";
+
+/// Makes `config` a transactional producer's: `transactional.id` `id`, and
+/// [`TRANSACTION_TIMEOUT_MS`] unless `kafka.properties` set a timeout of its own.
+pub fn set_transactional(config: &mut ClientConfig, id: &str) {
+    config.set("transactional.id", id);
+    if config.get("transaction.timeout.ms").is_none() {
+        config.set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
+    }
+}
+
+/// When a binary's transactional producer was fenced lately. A new producer gets past one
+/// fencing: librdkafka reports a transaction the coordinator timed out as fencing too. Two
+/// live producers with one transactional id would fence each other for ever, so
+/// [`Fencings::MAX`] of them within [`Fencings::WINDOW`] mean: stop for good.
+#[derive(Debug, Default)]
+pub struct Fencings(std::collections::VecDeque<std::time::Instant>);
+
+impl Fencings {
+    pub const MAX: usize = 3;
+    pub const WINDOW: Duration = Duration::from_secs(600);
+
+    /// Records a fencing now. Returns how many fell within the window, this one included.
+    pub fn record(&mut self) -> usize {
+        self.0.retain(|t| t.elapsed() < Self::WINDOW);
+        self.0.push_back(std::time::Instant::now());
+        self.0.len()
+    }
+
+    /// Whether the fencings recorded mean a live rival.
+    pub fn exhausted(&self) -> bool {
+        self.0.len() >= Self::MAX
+    }
+
+    /// "3 times in 10 minutes", for the error that stops a binary.
+    pub fn limit() -> String {
+        format!("{} times in {} minutes", Self::MAX, Self::WINDOW.as_secs() / 60)
+    }
+}
 
 /// Commits `producer`'s open transaction, retrying what librdkafka calls retriable (a
 /// coordinator that is moving) a few times, then opens the next one. Blocks up to a few times

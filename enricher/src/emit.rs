@@ -81,10 +81,7 @@ pub fn producer(settings: &KafkaSettings, transactional_id: Option<&str>) -> Res
     // `kafka.properties` cannot hold a `transactional.id` (KafkaSettings::validate): it would
     // make every producer of the process transactional.
     if let Some(id) = transactional_id {
-        config.set("transactional.id", id);
-    }
-    if transactional_id.is_some() && config.get("transaction.timeout.ms").is_none() {
-        config.set("transaction.timeout.ms", kev_common::kafka::TRANSACTION_TIMEOUT_MS);
+        kev_common::kafka::set_transactional(&mut config, id);
     }
     config.create_with_context(Deliveries::default())
 }

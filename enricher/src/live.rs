@@ -26,14 +26,14 @@
 //! in it. No transaction stays open across a take-over's rebuild or a wait for the registry, so
 //! that neither outlives `transaction.timeout.ms`; one that does anyway is aborted by the
 //! coordinator, which librdkafka reports as fencing, and a new run gets past it. Fenced
-//! [`MAX_FENCINGS`] times in [`FENCING_WINDOW`], an instance stops for good: another live
+//! [`Fencings::MAX`] times in [`Fencings::WINDOW`], an instance stops for good: another live
 //! instance has its transactional id.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kev_common::kafka::{partition_count, LogEnds, RangeReader, Refused};
+use kev_common::kafka::{partition_count, Fencings, LogEnds, RangeReader, Refused};
 use kev_common::shutdown::sleep_or_stop;
 use kev_common::telemetry::Health;
 use kev_schemas::Codec;
@@ -144,10 +144,6 @@ struct Shared {
 
 /// How long a transaction call may take before it is retried or the run starts over.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Fenced this many times within [`FENCING_WINDOW`], the enricher stops for good.
-const MAX_FENCINGS: usize = 3;
-const FENCING_WINDOW: Duration = Duration::from_secs(600);
 
 struct Ctx {
     shared: Arc<Shared>,
@@ -578,10 +574,7 @@ pub async fn run_until_stopped(
 ) -> Result<RunStats, Fatal> {
     let mut total = RunStats::default();
     let mut backoff = Duration::from_secs(1);
-    // When this instance's producer was fenced lately: a new run gets past a transaction the
-    // coordinator timed out, but two live instances with one transactional id would fence
-    // each other for ever.
-    let mut fencings: VecDeque<Instant> = VecDeque::new();
+    let mut fencings = Fencings::default();
     // One alerter for all runs: it keeps re-sending the alerts of open incidents while a
     // failed run starts over.
     let alerts = match alerts::start(&cfg.alerting, stop.clone()) {
@@ -604,11 +597,9 @@ pub async fn run_until_stopped(
                     return Err(refused.into());
                 }
                 if let RunError::Fenced { .. } = &e {
-                    fencings.retain(|t| t.elapsed() < FENCING_WINDOW);
-                    fencings.push_back(Instant::now());
-                    if fencings.len() >= MAX_FENCINGS {
-                        let why =
-                            format!("fenced {MAX_FENCINGS} times in {} minutes: {e}", FENCING_WINDOW.as_secs() / 60);
+                    fencings.record();
+                    if fencings.exhausted() {
+                        let why = format!("fenced {}: {e}", Fencings::limit());
                         health.set_ready(false, why.clone());
                         return Err(Fatal::Fenced(why));
                     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kev_common::kafka::Refused;
+use kev_common::kafka::{Fencings, Refused};
 use kev_common::shutdown::sleep_or_stop;
 use kev_common::telemetry::Health;
 use kev_schemas::Codec;
@@ -33,18 +33,14 @@ pub enum RunError {
     Refused(#[from] Refused),
     /// `exactly_once`: this producer was fenced again and again; another live producer has
     /// its transactional id (two leaders for one cluster, or one id for two clusters).
+    /// Fewer fencings ([`Fencings`]) are a transaction the coordinator timed out, or a leader
+    /// that lost its Lease to a new one and goes on standing by.
     #[error(
-        "fenced {times} times in {minutes} minutes ({reason}): another producer uses transactional.id {id}; \
-         give each cluster source its own (transactional_id), and one Lease per cluster"
+        "fenced {limit} ({reason}): another producer uses transactional.id {id}; give each cluster \
+         source its own (transactional_id), and one Lease per cluster"
     )]
-    Fenced { id: String, reason: String, times: usize, minutes: u64 },
+    Fenced { id: String, reason: String, limit: String },
 }
-
-/// Fenced this many times within [`FENCING_WINDOW`], the producer stops for good. Fewer is a
-/// transaction the coordinator timed out (librdkafka reports that as fencing too), or a
-/// leader that lost its Lease to a new one and goes on standing by.
-const MAX_FENCINGS: usize = 3;
-const FENCING_WINDOW: Duration = Duration::from_secs(600);
 
 /// How long a transaction call may block before the session is given up.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,10 +61,7 @@ pub fn kafka_producer(cfg: &ProducerConfig) -> Result<FutureProducer, KafkaError
         ("queue.buffering.max.messages", "200000"),
     ]);
     if let Some(id) = cfg.transactional_id() {
-        config.set("transactional.id", id);
-        if config.get("transaction.timeout.ms").is_none() {
-            config.set("transaction.timeout.ms", kev_common::kafka::TRANSACTION_TIMEOUT_MS);
-        }
+        kev_common::kafka::set_transactional(&mut config, &id);
     }
     config.create()
 }
@@ -144,7 +137,7 @@ where
     let transactional_id = cfg.transactional_id();
     let mut total = SessionStats::default();
     let mut backoff = Duration::from_millis(200);
-    let mut fencings: std::collections::VecDeque<std::time::Instant> = Default::default();
+    let mut fencings = Fencings::default();
     while !stop.is_cancelled() {
         // Made before the state is read back: in exactly_once mode, fencing the previous
         // producer first is what makes the read-back complete.
@@ -210,12 +203,10 @@ where
                 // A fenced transactional producer fails for good; the next session's producer
                 // fences whoever did it in turn, so a repeated fencing means a live rival.
                 if let (Some((_, reason)), Some(id)) = (producer.client().fatal_error(), &transactional_id) {
-                    fencings.retain(|t| t.elapsed() < FENCING_WINDOW);
-                    fencings.push_back(std::time::Instant::now());
-                    tracing::warn!(transactional_id = %id, %reason, times = fencings.len(), "the transactional producer was fenced");
-                    if fencings.len() >= MAX_FENCINGS {
-                        let minutes = FENCING_WINDOW.as_secs() / 60;
-                        let fenced = RunError::Fenced { id: id.clone(), reason, times: fencings.len(), minutes };
+                    let times = fencings.record();
+                    tracing::warn!(transactional_id = %id, %reason, times, "the transactional producer was fenced");
+                    if fencings.exhausted() {
+                        let fenced = RunError::Fenced { id: id.clone(), reason, limit: Fencings::limit() };
                         health.set_ready(false, fenced.to_string());
                         return Err(fenced);
                     }
