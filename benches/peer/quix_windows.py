@@ -134,7 +134,9 @@ def main():
         from quixstreams.models.serializers.avro import AvroDeserializer
         from quixstreams.models.serializers.schema_registry import SchemaRegistryClientConfig
 
-        deserializer = AvroDeserializer(schema_registry_client_config=SchemaRegistryClientConfig(url=env["KEV_PEER_REGISTRY"]))
+        deserializer = AvroDeserializer(
+            schema_registry_client_config=SchemaRegistryClientConfig(url=env["KEV_PEER_REGISTRY"])
+        )
     else:
         deserializer = "json"
     raw = app.topic(
@@ -161,7 +163,11 @@ def main():
     sdf = app.dataframe(raw)
     sdf = sdf.update(seen)
     sdf = sdf.filter(lambda v: v.get("kind") == "EVENT" and v.get("event") is not None)
-    sdf = sdf.tumbling_window(duration_ms=60_000, grace_ms=5_000).reduce(count_by_fingerprint, lambda v: count_by_fingerprint({}, v)).final()
+    sdf = (
+        sdf.tumbling_window(duration_ms=60_000, grace_ms=5_000)
+        .reduce(count_by_fingerprint, lambda v: count_by_fingerprint({}, v))
+        .final()
+    )
     sdf = sdf.apply(closed)
     sdf.to_topic(out)
     started = time.monotonic()

@@ -325,7 +325,15 @@ impl Codec {
             if e.error.starts_with("Could not get Avro bytes") {
                 CodecError::Schema(e.to_string())
             } else {
-                CodecError::from_registry(e)
+                // Who reads this is whoever must fix the registry: say which subject and what
+                // the registry answered, not the converter's wording around it.
+                let said = e.cause.as_deref().unwrap_or(&e.error);
+                let what = format!("registering {full_name} under subject {topic}-value: {}: {said}", e.error);
+                if e.retriable {
+                    CodecError::RegistryUnavailable(what)
+                } else {
+                    CodecError::RegistryRefused(what)
+                }
             }
         })?;
         // Registered: what follows for this schema and topic is written directly, with the

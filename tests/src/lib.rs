@@ -1,5 +1,6 @@
-//! Test harness: a tansu broker process, the registry test double, the kev binaries, the real
-//! event data. Shared by every end-to-end test in `tests/tests`.
+//! Test harness: an Apache Kafka broker process, a real schema registry process (Apicurio) and
+//! the registry test double, the fake Kubernetes API server, the kev binaries, the real event
+//! data. Shared by every end-to-end test in `tests/tests`.
 
 pub mod bench;
 pub mod broker;
@@ -8,6 +9,7 @@ pub mod expect;
 pub mod fakeapi;
 pub mod outputs;
 pub mod procs;
+pub mod registry;
 pub mod scale;
 pub mod tls;
 
