@@ -1,7 +1,7 @@
 //! Side by side, on one Apache Kafka broker process, in one run: the ceiling (a consume-only reader of
 //! the raw topic), the raw log a take-over re-reads (recovery), a peer stream processor (Quix
 //! Streams) computing the same 1-minute tumbling-window counts per fingerprint, and kev's
-//! enricher end to end; then the enricher with 1, 2 and 4 partitions and as many instances (each
+//! enricher end to end in its default mode and in `exactly_once` mode; then the enricher with 1, 2 and 4 partitions and as many instances (each
 //! on a fresh broker); then the memory of the engine and of the producer's de-duplication state
 //! as they grow (in child processes, so that what they hold is theirs alone).
 //!
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use kev_common::kafka::RangeReader;
 use kev_common::kafka::{ensure_topic, partition_for_key, KafkaSettings};
 use kev_common::telemetry::Health;
-use kev_enricher::config::EnricherConfig;
+use kev_enricher::config::{EnricherConfig, ProcessingGuarantee};
 use kev_enricher::decode::{decode, Source};
 use kev_enricher::partition::{EngineSpec, PartitionEngine};
 use kev_enricher::{live, replay, topics};
@@ -51,7 +51,7 @@ use kev_tests::bench::{
 use kev_tests::broker::{Broker, KAFKA_VERSION};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{expect, scale};
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
@@ -219,6 +219,44 @@ fn ceiling(settings: &KafkaSettings, topic: &str, group: &str) -> (u64, u64, f64
     let mut bytes = 0u64;
     let (n, secs) = read_all(settings, topic, group, |_, v| bytes += v.len() as u64);
     (n, bytes, secs)
+}
+
+/// Counts the records a read_committed reader of `topic` gets, every partition from its start
+/// to its end (commit markers are not records, so the high watermarks cannot tell this).
+fn committed_records(settings: &KafkaSettings, topic: &str) -> u64 {
+    let c: BaseConsumer = settings
+        .client_config(&[
+            ("group.id", "kev-bench-committed"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "true"),
+        ])
+        .create()
+        .unwrap();
+    let n = kev_common::kafka::partition_count(settings, topic, Duration::from_secs(10)).unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let (mut records, mut ended, mut idle) = (0u64, std::collections::BTreeSet::new(), 0);
+    while ended.len() < n as usize {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(_)) => {
+                idle = 0;
+                records += 1;
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => eprintln!("reading {topic}: {e}"),
+            None => {
+                idle += 1;
+                assert!(idle < 150, "reading {topic}: nothing for 30 s, {records} records, ended {ended:?}");
+            }
+        }
+    }
+    records
 }
 
 fn high_watermarks(settings: &KafkaSettings, topic: &str) -> Vec<i64> {
@@ -731,6 +769,30 @@ async fn main() {
             .sum();
     eprintln!("enricher: {stats:?} in {enrich_s:.2}s");
 
+    // 5b. The same in `exactly_once` mode, from the same raw topic: its own group, transactional
+    // id and output topics; every output and the group's offsets in one transaction per commit
+    // barrier.
+    let mut ecfg = cfg.clone();
+    ecfg.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
+    ecfg.transactional_id = Some("kev-bench-eos-0".into());
+    ecfg.group_id = "kev-bench-eos".into();
+    ecfg.topics = replay::suffixed(&cfg.topics, ".eos");
+    ecfg.topics.raw = cfg.topics.raw.clone();
+    ecfg.topics.checkpoints.push_str(".eos");
+    topics::create(&ecfg.kafka, &ecfg.topics).await.unwrap();
+    let (cpu, broker_cpu) = (cpu_seconds(), broker.cpu_seconds());
+    let (eos_stats, eos_s) = enrich_all(&ecfg, 1, &cancel).await;
+    let eos_cpu = (cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
+    let eos_rate = rate(eos_stats.records_in, eos_s);
+    eprintln!("enricher, exactly_once: {eos_stats:?} in {eos_s:.2}s");
+    // What a read_committed reader sees of its outputs: the high watermarks also count the
+    // transactions' commit markers.
+    let eos_visible: u64 =
+        [&ecfg.topics.enriched, &ecfg.topics.aggregates, &ecfg.topics.incidents, &ecfg.topics.dead_letters]
+            .into_iter()
+            .map(|t| committed_records(&ecfg.kafka, t))
+            .sum();
+
     hold("enricher", &broker, &registry.url).await;
 
     // 6. Partitions and instances, each on a broker of its own (the same storage, fresh): the
@@ -815,6 +877,8 @@ async fn main() {
         "ceiling": {"records": ceil_n, "bytes": ceil_bytes, "seconds": ceil_s, "rate": ceil_rate},
         "enricher": {"records_in": stats.records_in, "records_out": stats.records_out, "dead_letters": stats.dead_letters,
             "commits": stats.commits, "seconds": enrich_s, "rate": kev_rate, "outputs_held_by_high_watermarks": outputs_held},
+        "enricher_exactly_once": {"records_in": eos_stats.records_in, "records_out": eos_stats.records_out, "dead_letters": eos_stats.dead_letters,
+            "commits": eos_stats.commits, "seconds": eos_s, "rate": eos_rate, "outputs_read_committed": eos_visible},
         "json_ceiling": json_ceiling.map(|(n, b, s)| json!({"records": n, "bytes": b, "seconds": s, "rate": rate(n, s)})),
         "peer": match &peer_result { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
         "peer_format": peer_format,
@@ -822,6 +886,7 @@ async fn main() {
             "ceiling": {"process": ceil_cpu.0, "broker": ceil_cpu.1},
             "peer": {"process": peer_cpu.0, "broker": peer_cpu.1},
             "enricher": {"process": kev_cpu.0, "broker": kev_cpu.1},
+            "enricher_exactly_once": {"process": eos_cpu.0, "broker": eos_cpu.1},
         },
         "scale": scale_rows,
         "memory_engine": match &mem_engine { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
@@ -903,6 +968,13 @@ async fn main() {
         stats.records_in,
         thousands(kev_rate)
     ));
+    line(format!(
+        "| kev enricher, 1 instance, `exactly_once`: the same, outputs and offsets in one transaction per commit barrier ({} transactions, {} records out) | {} | {eos_s:.2} | {} |",
+        eos_stats.commits,
+        eos_stats.records_out,
+        eos_stats.records_in,
+        thousands(eos_rate)
+    ));
     match &peer_result {
         Ok(v) => line(format!(
             "| peer: Quix Streams, 1 process, {peer_format} from `{peer_topic}`, 1-minute tumbling counts per fingerprint ({} window counts closed; first record after {:.1} s) | {} | {:.2} | {} |",
@@ -916,6 +988,11 @@ async fn main() {
         stats.records_out,
         if outputs_held == stats.records_out as i64 { "" } else { " (**not what was acknowledged**)" }
     ));
+    line(format!(
+        "In `exactly_once` mode, {} output records acknowledged; a read_committed reader of its output topics reads {eos_visible}{}.",
+        eos_stats.records_out,
+        if eos_visible == eos_stats.records_out { "" } else { " (**not what was acknowledged**)" }
+    ));
     line(String::new());
     line("CPU time per raw record in the same phases (user + system, all threads; the peer's is its Python process's, read once it has ended; the broker's is the Kafka process's in the same phase), steadier than the rates when the machine is shared:".into());
     line(String::new());
@@ -924,6 +1001,11 @@ async fn main() {
     let us = |secs: f64, n: u64| format!("{:.1}", 1e6 * secs / n.max(1) as f64);
     line(format!("| ceiling | {} | {} |", us(ceil_cpu.0, ceil_n), us(ceil_cpu.1, ceil_n)));
     line(format!("| kev enricher | {} | {} |", us(kev_cpu.0, stats.records_in), us(kev_cpu.1, stats.records_in)));
+    line(format!(
+        "| kev enricher, `exactly_once` | {} | {} |",
+        us(eos_cpu.0, eos_stats.records_in),
+        us(eos_cpu.1, eos_stats.records_in)
+    ));
     let peer_n = peer_result.as_ref().ok().and_then(|v| v["records"].as_u64());
     if let Some(n) = peer_n {
         line(format!("| peer | {} | {} |", us(peer_cpu.0, n), us(peer_cpu.1, n)));
@@ -932,10 +1014,14 @@ async fn main() {
     line("| ratio | value | target |".into());
     line("|---|---|---|".into());
     let kc = kev_rate / ceil_rate;
-    line(format!("| kev / ceiling | {:.0}% | >= 50%: {} |", 100.0 * kc, met(kc >= 0.5)));
+    line(format!("| kev / ceiling | {:.0}% | >= 60%: {} |", 100.0 * kc, met(kc >= 0.6)));
+    let ec = eos_rate / ceil_rate;
+    line(format!("| kev `exactly_once` / ceiling | {:.0}% | >= 60%: {} |", 100.0 * ec, met(ec >= 0.6)));
+    line(format!("| kev `exactly_once` / kev default mode | {:.0}% | |", 100.0 * eos_rate / kev_rate));
     if let Some(pr) = peer_rate {
         let kp = kev_rate / pr;
-        line(format!("| kev / peer | {kp:.1}x | >= 10x: {} |", met(kp >= 10.0)));
+        line(format!("| kev / peer | {kp:.1}x | >= 20x: {} |", met(kp >= 20.0)));
+        line(format!("| kev `exactly_once` / peer | {:.1}x | |", eos_rate / pr));
         if let Some(n) = peer_n {
             let per = |secs: f64, n: u64| secs / n.max(1) as f64;
             let cp = per(peer_cpu.0, n) / per(kev_cpu.0, stats.records_in).max(1e-12);
