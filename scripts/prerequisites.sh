@@ -3,8 +3,8 @@
 # cmake, a C++ compiler and OpenSSL headers (rdkafka builds librdkafka from source); with
 # --for-tests also what the tests call: promtool, chromium, Alertmanager, a pinned kustomize and
 # a pinned Apache Kafka broker (its jars from Maven Central, run with Java 17), cached; with
-# a pinned Apicurio Registry (a Quarkus application from Maven Central) and Confluent's Python
-# client (PyPI, in a venv); with
+# a pinned Apicurio Registry (a Quarkus application from Maven Central), Confluent's Python
+# client and Flink SQL (PyPI, in venvs; Flink's SQL jars from Maven Central); with
 # --for-benchmarks also the side-by-side benchmark's peer (Quix Streams, pinned, in a venv).
 set -euo pipefail
 
@@ -56,8 +56,8 @@ if $for_tests; then
   python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
   # Kafka 4 brokers need Java 17 or newer.
   [ "$(java_major)" -ge 17 ] 2>/dev/null || need_apt+=(openjdk-17-jre-headless)
-  { [ -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ] && [ -f "$CACHE/apicurio-registry-$APICURIO_VERSION/quarkus-run.jar" ]; } \
-    || command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+  # Maven fetches the Kafka, Apicurio and Flink artifacts below (only those not cached yet).
+  command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)" >&2
@@ -132,6 +132,26 @@ if $for_tests && ! cmp -s "$HERE/../tests/python/requirements.txt" "$CONFLUENT_V
   "$CONFLUENT_VENV/bin/pip" install -q -r "$HERE/../tests/python/requirements.txt"
   cp "$HERE/../tests/python/requirements.txt" "$CONFLUENT_VENV/requirements.txt"
 fi
+
+# Flink SQL: PyPI apache-flink (its runtime jars come with it, about 800 MB with its
+# dependencies) in a venv, and the Kafka connector and avro-confluent format of the same Flink
+# release from Maven Central (copied alone: both are shaded jars).
+FLINK_VENV="$CACHE/flink-venv"
+if $for_tests && ! cmp -s "$HERE/../tests/python/flink-requirements.txt" "$FLINK_VENV/requirements.txt"; then
+  echo "installing apache-flink (tests/python/flink-requirements.txt) into $FLINK_VENV (once)" >&2
+  rm -rf "$FLINK_VENV"
+  python3 -m venv "$FLINK_VENV"
+  "$FLINK_VENV/bin/pip" install -q -r "$HERE/../tests/python/flink-requirements.txt"
+  cp "$HERE/../tests/python/flink-requirements.txt" "$FLINK_VENV/requirements.txt"
+fi
+FLINK_JARS="$CACHE/flink-jars"
+for jar in org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2 org.apache.flink:flink-sql-avro-confluent-registry:2.2.0; do
+  IFS=: read -r _ artifact version <<<"$jar"
+  if $for_tests && [ ! -f "$FLINK_JARS/$artifact-$version.jar" ]; then
+    echo "fetching $jar into $FLINK_JARS (once)" >&2
+    mvn -B -q dependency:copy -Dartifact="$jar" -DoutputDirectory="$FLINK_JARS"
+  fi
+done
 
 # The side-by-side benchmark's peer: Quix Streams at the version benches/peer/requirements.txt
 # pins, in a venv of its own (the benchmark's default KEV_BENCH_PEER_PYTHON).

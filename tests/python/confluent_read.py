@@ -10,9 +10,10 @@ schema fetched by the id in the record), read_committed. Prints one JSON documen
 
 where `value` is the decoded record with timestamps as the integers Avro stores (micros or
 millis, by the writer schema's logical type), so that kev's own reader can be compared field by
-field; `samples` holds the first `--samples` records of each partition; `partitions` is the
+field (None for a tombstone); `samples` holds the first `--samples` records of each partition;
+`partitions` is the
 partition Confluent's murmur2 partitioner (librdkafka's `murmur2_random`, the Java client's)
-picks for each `--key` among `--partitions` partitions.
+picks for each `--key`, asked by producing it to `--probe-topic`.
 """
 
 import argparse
@@ -117,6 +118,12 @@ def read_topic(args, registry, topic):
         except UnicodeDecodeError:
             out["keys_not_text"] += 1
             key = None
+        if m.value() is None:  # a tombstone (an upsert topic's delete)
+            n = per_partition.get(m.partition(), 0)
+            per_partition[m.partition()] = n + 1
+            if n < args.samples:
+                out["samples"].append({"partition": m.partition(), "offset": m.offset(), "key": key, "value": None})
+            continue
         try:
             value = deserializer(m.value(), SerializationContext(topic, MessageField.VALUE))
         except Exception as e:  # every failure is counted and the first ones reported
