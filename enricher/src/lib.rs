@@ -5,6 +5,7 @@
 //! - `partition`: one raw partition's engine, shared by the live run, its recovery and replay;
 //! - `records`: each output record's topic, key, timestamp and value;
 //! - `emit`: the idempotent producer and delivery tracking;
+//! - `incidents`: the incidents topic read back as a table, for a person;
 //! - `checkpoint`: engine state kept in a Kafka topic;
 //! - `live`: the consumer group, the commit barrier, take-over and hand-over of partitions;
 //! - `replay`: the records of an event-time range, re-derived for a postmortem;
@@ -15,6 +16,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod decode;
 pub mod emit;
+pub mod incidents;
 pub mod live;
 pub mod partition;
 pub mod records;

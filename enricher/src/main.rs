@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kev_common::telemetry::{self, Health};
+use kev_enricher::incidents::{self, Filter, Format};
 use kev_enricher::partition::EngineSpec;
 use kev_enricher::replay::{self, Sink, TimeRange};
 use kev_enricher::report::{self, ReportInput};
@@ -66,6 +67,37 @@ enum Command {
     },
     /// Creates the missing output and checkpoint topics with their cleanup policies.
     CreateTopics,
+    /// Lists the incidents as they stand, read from the incidents topic, like `kubectl get`;
+    /// `incidents describe ID` shows one with its member events in time order.
+    Incidents {
+        #[command(subcommand)]
+        describe: Option<IncidentsCommand>,
+        /// Only this cluster's incidents.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only incidents whose root cause or scope is in this namespace.
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Only incidents not resolved.
+        #[arg(long)]
+        open: bool,
+        /// Only incidents updated since this time: a duration back from now (`2h`, `30m`) or an
+        /// RFC 3339 time (`2024-01-31T10:00:00Z`; incidents carry event time).
+        #[arg(long)]
+        since: Option<String>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentsCommand {
+    /// One incident as it stands and its member events in event-time order.
+    Describe {
+        /// The incident id, as the list prints it.
+        id: String,
+    },
 }
 
 #[tokio::main]
@@ -94,6 +126,26 @@ async fn main() -> anyhow::Result<()> {
     }
 
     match cli.command {
+        Command::Incidents { describe: Some(IncidentsCommand::Describe { id }), .. } => {
+            print!("{}", incidents::describe(&cfg, &codec, &id).await?);
+        }
+        Command::Incidents { describe: None, cluster, namespace, open, since, output } => {
+            let since_ms = since.as_deref().map(since_ms).transpose()?;
+            let filter = Filter { cluster, namespace, open_only: open, since_ms };
+            let current = incidents::current(&cfg, &codec).await?;
+            if current.undecodable > 0 {
+                eprintln!(
+                    "{} of {} records of {} did not decode and are left out (see the warnings above)",
+                    current.undecodable, current.records, cfg.topics.incidents
+                );
+            }
+            let shown: Vec<_> = current.incidents.iter().filter(|i| filter.admits(i)).collect();
+            if shown.is_empty() && matches!(output, Format::Table | Format::Wide) {
+                eprintln!("No incidents found in {}.", cfg.topics.incidents);
+            } else {
+                print!("{}", incidents::render(&shown, output)?);
+            }
+        }
         Command::CreateTopics => {
             topics::create(&cfg.kafka, &cfg.topics).await.context("creating topics")?;
             eprintln!("topics ready");
@@ -169,6 +221,17 @@ async fn main() -> anyhow::Result<()> {
     }
     stop.cancel();
     Ok(())
+}
+
+/// `--since`: an RFC 3339 time, or a duration back from now. Incidents carry event time, so a
+/// postmortem of an old range names its time; a live look back names a duration.
+fn since_ms(text: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = replay::parse_time(text) {
+        return Ok(ms);
+    }
+    let back = humantime::parse_duration(text)
+        .with_context(|| format!("--since {text:?} is neither an RFC 3339 time nor a duration such as 2h"))?;
+    Ok(chrono::Utc::now().timestamp_millis() - i64::try_from(back.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn time_range(from: &str, to: &str) -> anyhow::Result<TimeRange> {

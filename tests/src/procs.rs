@@ -27,23 +27,37 @@ pub fn command(name: &str) -> std::process::Command {
 }
 
 /// Runs `command` to its end with its output piped, killed after `limit`. Returns the output,
-/// how long it ran, and whether it had to be killed.
+/// how long it ran, and whether it had to be killed. The pipes are drained while it runs: a
+/// child that prints more than a pipe holds (64 KiB) would otherwise block until killed.
 pub fn run_to_end(
     mut command: std::process::Command,
     limit: std::time::Duration,
 ) -> (std::process::Output, std::time::Duration, bool) {
+    use std::io::Read;
     use std::process::Stdio;
     let started = std::time::Instant::now();
     let mut child =
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("starting a binary");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let mut killed = false;
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit && !killed {
             let _ = child.kill();
             killed = true;
-            break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    (child.wait_with_output().unwrap(), started.elapsed(), killed)
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let output = std::process::Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() };
+    (output, started.elapsed(), killed)
 }
