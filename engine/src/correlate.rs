@@ -610,7 +610,7 @@ impl Correlator {
         let first_line = note.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('+')).unwrap_or("");
         let mut detail = match VOLUME.captures(note) {
             Some(c) => format!("volume {}", &c[1]),
-            None => first_line.chars().take(80).collect(),
+            None => crate::shorten::shorten(first_line, 80),
         };
         if VOLUME.is_match(note) {
             let low = note.to_lowercase();

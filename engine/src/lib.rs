@@ -15,6 +15,7 @@ pub mod correlate;
 pub mod engine;
 mod intern;
 pub mod rules;
+pub mod shorten;
 mod sorted;
 pub mod template;
 pub mod window;

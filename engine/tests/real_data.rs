@@ -160,3 +160,31 @@ fn incidents_found_in_the_real_dumps() {
     assert!(client_ca[0].scope.len() >= 3, "the incident scopes every pod that failed");
     println!("{} incidents on the real dumps", found.len());
 }
+
+/// Every incident summary of the shared dumps reads whole: brackets and quotes closed, a cut
+/// only at a word boundary and marked with an ellipsis, every pod it names spelled in full.
+#[test]
+fn every_incident_summary_reads_whole() {
+    let found = incidents(&observations());
+    assert!(found.len() > 40, "{} incidents", found.len());
+    let mut cut = 0;
+    for inc in found.values() {
+        let s = &inc.summary;
+        assert_eq!(s.matches('"').count() % 2, 0, "an open quote: {s}");
+        for (open, close) in [('(', ')'), ('[', ']'), ('{', '}')] {
+            assert_eq!(s.matches(open).count(), s.matches(close).count(), "an unclosed {open}: {s}");
+        }
+        for (at, _) in s.match_indices('…') {
+            cut += 1;
+            let word = s[..at].rsplit(char::is_whitespace).next().unwrap();
+            assert!(!word.is_empty(), "a cut after a space: {s}");
+            // The word before the cut is no object's name cut short.
+            for r in &inc.scope {
+                let name = r.name.as_deref().unwrap_or_default();
+                assert!(!(name.len() > word.len() && name.starts_with(word)), "{name} is cut in: {s}");
+            }
+        }
+    }
+    println!("{} incident summaries, {cut} of them shortened at a word boundary", found.len());
+    assert!(cut > 0, "the dumps hold long messages, so some summary is shortened");
+}
