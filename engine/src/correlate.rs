@@ -19,6 +19,7 @@ use kev_schemas::{EventObservation, Incident, IncidentStatus, Severity};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::impact::{is_disruptive, Impact};
 use crate::intern::{Interner, Text};
 use crate::rules::{parse_duration, RulesError};
 use crate::sorted::SortedVec;
@@ -254,6 +255,10 @@ struct Open {
     scope: Vec<Ref>,
     opened_at: i64,
     updated_at: i64,
+    /// The earliest first occurrence of a member (an Event repeated with a count began before
+    /// its newest occurrence): how long the fault has lasted, for its grade.
+    #[serde(default)]
+    began: Option<i64>,
     emitted: Option<i64>,
     dirty: bool,
 }
@@ -521,6 +526,7 @@ impl Correlator {
                         }
                     }
                     o.updated_at = o.updated_at.max(t);
+                    o.began = Some(o.began.unwrap_or(o.opened_at).min(n.first_time.unwrap_or(t)));
                     o.dirty = true;
                     Self::maybe_emit(rule, life, cluster, &k.1, o, t, out);
                     let due = due_of(rule, life, o);
@@ -568,6 +574,7 @@ impl Correlator {
                         scope: vec![root],
                         opened_at: t,
                         updated_at: t,
+                        began: Some(n.first_time.unwrap_or(t).min(t)),
                         emitted: None,
                         dirty: true,
                     };
@@ -763,12 +770,18 @@ impl Correlator {
             .replace("{members}", &members.len().to_string())
             .replace("{span}", &human_span(o.updated_at - o.opened_at));
         let confidence = (rule.confidence + 0.02 * effects.len().saturating_sub(1) as f64).min(0.99);
+        let impact = Impact {
+            pods: pods.len(),
+            span_us: o.updated_at - o.began.unwrap_or(o.opened_at).min(o.opened_at),
+            disruptions: members.iter().filter(|m| is_disruptive(&m.reason)).count(),
+            previous: 0,
+        };
         Incident {
             incident_id: crate::hex16(o.id),
             cluster: cluster.to_string(),
             rule: rule.name.clone(),
             status,
-            severity: rule.severity,
+            severity: impact.severity(rule.severity),
             confidence: (confidence * 100.0).round() / 100.0,
             summary,
             root_cause: Some(o.root.resource()),

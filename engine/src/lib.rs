@@ -13,6 +13,7 @@
 pub mod classify;
 pub mod correlate;
 pub mod engine;
+pub mod impact;
 mod intern;
 pub mod rules;
 pub mod shorten;

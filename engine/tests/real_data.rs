@@ -188,3 +188,51 @@ fn every_incident_summary_reads_whole() {
     println!("{} incident summaries, {cut} of them shortened at a word boundary", found.len());
     assert!(cut > 0, "the dumps hold long messages, so some summary is shortened");
 }
+
+/// Severity follows impact: the shared dumps' incidents spread over more than one grade, and
+/// the higher a grade, the wider (pods) and longer (span) its incidents are in the median.
+#[test]
+fn incidents_are_graded_by_impact() {
+    use kev_schemas::Severity;
+    let found = incidents(&observations());
+    let mut by: BTreeMap<Severity, Vec<(usize, i64)>> = BTreeMap::new();
+    for i in found.values() {
+        let pods = i.scope.iter().filter(|r| r.kind.as_deref() == Some("Pod")).count();
+        by.entry(i.severity).or_default().push((pods, i.updated_at - i.opened_at));
+    }
+    let median = |mut v: Vec<i64>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut last: Option<(Severity, i64, i64)> = None;
+    for (s, v) in &by {
+        let pods = median(v.iter().map(|(p, _)| *p as i64).collect());
+        let span = median(v.iter().map(|(_, t)| *t).collect());
+        println!("{s:?}: {} incidents, median {pods} pod(s) over {} s", v.len(), span / 1_000_000);
+        if let Some((was, p, t)) = last {
+            assert!(
+                pods >= p && span >= t,
+                "{s:?} (median {pods} pods, {span} us) is narrower or shorter than {was:?}"
+            );
+        }
+        last = Some((*s, pods, span));
+    }
+    assert!(by.len() >= 2, "one grade for every incident: {:?}", by.keys().collect::<Vec<_>>());
+    assert!(!by.contains_key(&Severity::Info), "a correlated fault is at least a warning");
+}
+
+/// A healthy trace (the dumps' Normal events of a running workload: scheduled, pulled,
+/// created, started) opens no incident.
+#[test]
+fn a_trace_of_healthy_normal_events_opens_no_incident() {
+    let healthy: Vec<_> =
+        observations().into_iter().filter(|(_, o)| o.normalized.type_.as_deref() == Some("Normal")).collect();
+    let reasons: BTreeSet<String> = healthy.iter().filter_map(|(_, o)| o.normalized.reason.clone()).collect();
+    let found = incidents(&healthy);
+    for i in found.values() {
+        println!("  from Normal events: [{}] {:?} {}", i.cluster, i.rule, i.summary);
+    }
+    println!("{} Normal events of {} reasons: {} incidents", healthy.len(), reasons.len(), found.len());
+    assert!(healthy.len() > 1000);
+    assert!(found.is_empty());
+}

@@ -146,11 +146,11 @@ async fn latest_incidents(s: &Setup, topic: &str) -> BTreeMap<String, Incident> 
 async fn routes_carry_exactly_the_matching_records() {
     let mut s = setup().await;
     s.cfg.topics.routes = serde_norway::from_str(
-        "[{name: config-incidents, topic: kev.incidents.config, stream: incidents, min_severity: error, category: 'missing-secret-or-configmap'},
+        "[{name: volume-incidents, topic: kev.incidents.volume, stream: incidents, min_severity: error, category: 'volume-failure-restarts'},
           {name: openshift-apiserver, topic: kev.events.apiserver, stream: enriched, namespace: 'openshift-apiserver.*'}]",
     )
     .unwrap();
-    for topic in ["kev.incidents.config", "kev.events.apiserver"] {
+    for topic in ["kev.incidents.volume", "kev.events.apiserver"] {
         s._mock.create_topic(topic, 3, 1).unwrap();
     }
     publish(&s, "aws", &["openshift-aws.jsonl.gz"]).await;
@@ -160,20 +160,20 @@ async fn routes_carry_exactly_the_matching_records() {
     h.await.unwrap();
 
     let all = read_outputs(&s.cfg);
-    // Missing Secret/ConfigMap incidents: every record of the main topic of that rule, same key
-    // and value.
+    // Volume failures that led to restarts, graded error or worse (the dump has warnings of that
+    // rule too): every record of the main topic of that rule and grade, same key and value.
     let codec = s.cfg.registry.codec().unwrap();
     let mut severe = Vec::new();
     for recs in all[&Stream::Incidents].values() {
         for r in recs {
             let i: Incident = codec.decode(&r.value, &INCIDENT_SCHEMA).await.unwrap();
-            if i.severity >= Severity::Error && i.rule == "missing-secret-or-configmap" {
+            if i.severity >= Severity::Error && i.rule == "volume-failure-restarts" {
                 severe.push((r.key.clone(), i));
             }
         }
     }
     let mut routed = Vec::new();
-    for (_, _, r) in outputs::read_topic(&s.cfg.kafka, "kev.incidents.config") {
+    for (_, _, r) in outputs::read_topic(&s.cfg.kafka, "kev.incidents.volume") {
         routed.push((r.key.clone(), codec.decode::<Incident>(&r.value, &INCIDENT_SCHEMA).await.unwrap()));
     }
     severe.sort_by(|a, b| (&a.0, a.1.updated_at, a.1.status as u8).cmp(&(&b.0, b.1.updated_at, b.1.status as u8)));
