@@ -4,7 +4,8 @@
 # --for-tests also what the tests call: promtool, chromium, Alertmanager, a pinned kustomize and
 # a pinned Apache Kafka broker (its jars from Maven Central, run with Java 17), cached; with
 # a pinned Apicurio Registry (a Quarkus application from Maven Central), Confluent's Python
-# client and Flink SQL (PyPI, in venvs; Flink's SQL jars from Maven Central); with
+# client and Flink SQL (PyPI, in venvs; Flink's SQL jars from Maven Central), and a pinned
+# kube-apiserver and etcd built from the Go module proxy; with
 # --for-benchmarks also the side-by-side benchmark's peer (Quix Streams, pinned, in a venv).
 set -euo pipefail
 
@@ -152,6 +153,35 @@ for jar in org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2 org.apache.flink
     mvn -B -q dependency:copy -Dartifact="$jar" -DoutputDirectory="$FLINK_JARS"
   fi
 done
+
+# A real kube-apiserver and etcd for the producer's tests, built from the Go module proxy
+# (nothing else serves them here): `go install` refuses k8s.io/kubernetes, whose go.mod
+# replaces its staging modules with local paths, so scripts/kube/apiserver is a module of our
+# own that requires k8s.io/kubernetes and replaces each staging module with its published
+# v0.N.M; scripts/kube/etcd does the same for etcd's sibling modules. Their go.mod and go.sum pin
+# every module. About 10 minutes of two cores on a cold machine (the Go build cache keeps the
+# rest); the binaries are cached. KUBE_VERSION and ETCD_VERSION are what those go.mod files
+# require: tests/src/kubeapi.rs finds the binaries by these names.
+KUBE_VERSION=$(sed -n 's:^[[:space:]]*k8s.io/kubernetes \(v[0-9.]*\).*:\1:p' "$HERE/kube/apiserver/go.mod")
+ETCD_VERSION=$(sed -n 's:^[[:space:]]*go.etcd.io/etcd/server/v3 \(v[0-9.]*\).*:\1:p' "$HERE/kube/etcd/go.mod")
+KUBE_BIN="$CACHE/kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
+if $for_tests && { [ ! -x "$KUBE_BIN/kube-apiserver" ] || [ ! -x "$KUBE_BIN/etcd" ]; }; then
+  command -v go >/dev/null 2>&1 || { echo "building kube-apiserver needs Go (1.25 or newer) on PATH" >&2; exit 1; }
+  echo "building kube-apiserver $KUBE_VERSION and etcd $ETCD_VERSION from the Go module proxy into $KUBE_BIN (once, about 10 minutes)" >&2
+  tmp=$(mktemp -d)
+  minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  (cd "$HERE/kube/apiserver" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -tags selinux,notest \
+    -ldflags "$ldflags" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+  (cd "$HERE/kube/etcd" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath \
+    -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
+  mkdir -p "$KUBE_BIN"
+  mv "$tmp/kube-apiserver" "$tmp/etcd" "$KUBE_BIN/"
+  rm -rf "$tmp"
+fi
 
 # The side-by-side benchmark's peer: Quix Streams at the version benches/peer/requirements.txt
 # pins, in a venv of its own (the benchmark's default KEV_BENCH_PEER_PYTHON).

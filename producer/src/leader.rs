@@ -24,6 +24,8 @@ pub struct Elector {
     lease_duration: Duration,
     renew_deadline: Duration,
     retry_period: Duration,
+    /// Made not ready while the API server refuses the Lease calls (RBAC).
+    health: Option<std::sync::Arc<kev_common::telemetry::Health>>,
 }
 
 impl Elector {
@@ -35,6 +37,29 @@ impl Elector {
             lease_duration: Duration::from_secs(settings.lease_duration_s),
             renew_deadline: Duration::from_secs(settings.renew_deadline_s),
             retry_period: Duration::from_secs(settings.retry_period_s.max(1)),
+            health: None,
+        }
+    }
+
+    /// Reports refused Lease calls as not ready on `health`.
+    pub fn with_health(mut self, health: std::sync::Arc<kev_common::telemetry::Health>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// Logs a failed Lease call; a refusal (403) also makes the process not ready, saying what
+    /// the server refused, so that a missing RBAC grant is seen at once and not taken for a
+    /// standby waiting its turn.
+    fn failed(&self, what: &str, e: &kube::Error) {
+        match crate::watch::refusal(e) {
+            Some(refused) => {
+                metrics::counter!("kev_producer_kubernetes_refusals_total").increment(1);
+                tracing::error!(lease = self.name, message = refused, "{what} refused");
+                if let Some(h) = &self.health {
+                    h.set_ready(false, refused);
+                }
+            }
+            None => tracing::warn!(lease = self.name, error = %e, "{what} failed"),
         }
     }
 
@@ -119,7 +144,7 @@ impl Elector {
                     return true;
                 }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(lease = self.name, error = %e, "Lease call failed"),
+                Err(e) => self.failed("Lease call", &e),
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.retry_period) => {}
@@ -143,7 +168,7 @@ impl Elector {
                     tracing::warn!(lease = self.name, "another replica holds the Lease");
                     break;
                 }
-                Err(e) => tracing::warn!(lease = self.name, error = %e, "renewing the Lease failed"),
+                Err(e) => self.failed("renewing the Lease", &e),
             }
             if last_ok.elapsed() >= self.renew_deadline {
                 tracing::warn!(lease = self.name, "could not renew the Lease in time");

@@ -49,6 +49,9 @@ pub struct Recovered {
     pub high_watermark: i64,
     pub records_read: u64,
     pub found_heartbeat: bool,
+    /// The newest heartbeat's source (such as `watch:events.k8s.io/v1`) and the
+    /// resourceVersion it had read past: where a new watch of the same source resumes.
+    pub position: Option<(String, String)>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +90,7 @@ pub async fn rebuild(
     let mut read_from = low;
     let mut found_heartbeat = false;
     let mut from = high;
+    let mut position = None;
     while from > low {
         from = (high - chunk).max(low);
         let mut newest: Option<i64> = None;
@@ -94,6 +98,7 @@ pub async fn rebuild(
             if rec.kind == RawKind::Heartbeat {
                 if let Some(hb) = &rec.heartbeat {
                     newest = hb.recovery_offset.or(newest);
+                    position = hb.resource_version.clone().map(|rv| (hb.source.clone(), rv));
                 }
             }
         })
@@ -123,10 +128,11 @@ pub async fn rebuild(
         records_read,
         entries = state.len(),
         found_heartbeat,
+        ?position,
         ?elapsed,
         "rebuilt de-duplication state from the raw topic"
     );
-    Ok(Recovered { state, partition, read_from, high_watermark: high, records_read, found_heartbeat })
+    Ok(Recovered { state, partition, read_from, high_watermark: high, records_read, found_heartbeat, position })
 }
 
 /// Reads `[from, to)` of one partition, passing this cluster's records to `apply` in order.

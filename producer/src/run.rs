@@ -118,7 +118,7 @@ pub async fn run_sessions<F>(
     mut start_source: F,
 ) -> Result<SessionStats, RunError>
 where
-    F: FnMut(CancellationToken) -> Result<mpsc::Receiver<SourceEvent>, RunError>,
+    F: FnMut(CancellationToken, Option<String>) -> Result<mpsc::Receiver<SourceEvent>, RunError>,
 {
     let ctx = SessionContext {
         topic: cfg.topic.name.clone(),
@@ -133,6 +133,7 @@ where
         health: health.clone(),
         redactor: Arc::new(cfg.redactor().map_err(|e| RunError::Config(e.to_string()))?),
         filter: Arc::new(cfg.filter().map_err(|e| RunError::Config(e.to_string()))?),
+        scopes: crate::watch::watched_scopes(&cfg.source).len(),
     };
     let transactional_id = cfg.transactional_id();
     let mut total = SessionStats::default();
@@ -176,7 +177,9 @@ where
             producer.begin_transaction()?;
         }
         let source_stop = stop.child_token();
-        let rx = start_source(source_stop.clone())?;
+        // Where the previous session of the same source had read to, if it said.
+        let resume = recovered.position.filter(|(source, _)| *source == ctx.source_label).map(|(_, rv)| rv);
+        let rx = start_source(source_stop.clone(), resume)?;
         let (result, stats) = session::run(&ctx, &producer, recovered.state, rx, stop.clone()).await;
         source_stop.cancel();
         add(&mut total, stats);
@@ -270,7 +273,7 @@ pub async fn replay(
         files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join(",")
     );
     let (speed, gap) = (cfg.source.speed, Duration::from_millis(cfg.source.max_gap_ms));
-    run_sessions(cfg, codec, health, ClockKind::EventTime, label, stop, |s| {
+    run_sessions(cfg, codec, health, ClockKind::EventTime, label, stop, |s, _| {
         Ok(source::replay(files.clone(), speed, gap, s)?)
     })
     .await
@@ -300,16 +303,16 @@ pub async fn watch(
     };
     tracing::info!(api = api.label(), "watching Events");
     let label = format!("watch:{}", api.label());
-    let start = |s: CancellationToken| Ok(crate::watch::start(client.clone(), api, &cfg.source, s));
+    let start = |s: CancellationToken, resume: Option<String>| {
+        Ok(crate::watch::start(client.clone(), api, &cfg.source, resume, s))
+    };
     if !cfg.leader_election.enabled {
         return run_sessions(cfg, codec, health, ClockKind::Wall, label, stop, start).await;
     }
-    let elector = Arc::new(crate::leader::Elector::new(
-        client.clone(),
-        &cfg.leader_election,
-        cfg.lease_name(),
-        cfg.producer_id.clone(),
-    ));
+    let elector = Arc::new(
+        crate::leader::Elector::new(client.clone(), &cfg.leader_election, cfg.lease_name(), cfg.producer_id.clone())
+            .with_health(health.clone()),
+    );
     let mut total = SessionStats::default();
     loop {
         // A standby is healthy and ready: it is what makes a handover quick.

@@ -66,6 +66,9 @@ pub struct SessionContext {
     pub redactor: Arc<Redactor>,
     /// The user's keep/drop rules.
     pub filter: Arc<Filter>,
+    /// How many list/watch loops feed the session (one per watched namespace, or one): a
+    /// heartbeat names a resourceVersion to resume from only once every loop has reached one.
+    pub scopes: usize,
 }
 
 /// Counts of one session, for logs, the first-run summary and tests.
@@ -97,7 +100,12 @@ struct Session<'a> {
     in_flight: InFlight,
     /// uids seen per scope during a LIST in progress.
     listing: HashMap<Option<String>, HashSet<String>>,
-    position: Option<String>,
+    /// How far each list/watch loop has read, in resourceVersions.
+    positions: HashMap<Option<String>, String>,
+    /// The API server refused a list or watch, and none has gone through since.
+    refused: bool,
+    /// The schema registry failed the last call.
+    registry_failed: bool,
     event_time_high: Option<i64>,
     last_heartbeat_ms: Option<i64>,
     stats: SessionStats,
@@ -117,7 +125,9 @@ pub async fn run(
         state,
         in_flight: FuturesOrdered::new(),
         listing: HashMap::new(),
-        position: None,
+        positions: HashMap::new(),
+        refused: false,
+        registry_failed: false,
         event_time_high: None,
         last_heartbeat_ms: None,
         stats: SessionStats::default(),
@@ -211,17 +221,37 @@ impl Session<'_> {
 
     async fn handle(&mut self, event: SourceEvent, stop: &CancellationToken) -> Result<(), SessionError> {
         match event {
+            SourceEvent::Watching { scope } => {
+                if self.refused {
+                    tracing::info!(?scope, "the API server allows the watch again");
+                    self.refused = false;
+                    if !self.registry_failed {
+                        self.ctx.health.set_ready(true, "publishing");
+                    }
+                }
+            }
             SourceEvent::ListStart { scope } => {
                 self.listing.insert(scope, HashSet::new());
+            }
+            SourceEvent::Refused(message) => {
+                metrics::counter!("kev_producer_kubernetes_refusals_total").increment(1);
+                if !self.refused {
+                    tracing::error!(message, "not ready until the API server allows the list and watch");
+                }
+                self.refused = true;
+                self.ctx.health.set_ready(false, message);
+                return Ok(());
             }
             SourceEvent::ListEnd { scope, resource_version } => {
                 if let Some(listed) = self.listing.remove(&scope) {
                     let forgotten = self.state.retain_listed(scope.as_deref(), &listed);
                     tracing::info!(?scope, listed = listed.len(), forgotten, resource_version, "list complete");
                 }
-                self.position = Some(resource_version);
+                self.positions.insert(scope, resource_version);
             }
-            SourceEvent::Position(rv) => self.position = Some(rv),
+            SourceEvent::Position { scope, resource_version } => {
+                self.positions.insert(scope, resource_version);
+            }
             SourceEvent::Object { object, deleted } => self.object(object, deleted, stop).await?,
         }
         Ok(())
@@ -301,12 +331,28 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Where a next session may resume watching: a resourceVersion every loop has read past,
+    /// each object before it already handled (and published, if new, in a record before the
+    /// heartbeat that names it). resourceVersions are etcd revisions, compared as numbers; with
+    /// several loops and a server whose versions are not numbers, there is none.
+    fn resumable_position(&self) -> Option<String> {
+        if self.positions.is_empty() || self.positions.len() < self.ctx.scopes {
+            return None;
+        }
+        let numbers: Option<Vec<u64>> = self.positions.values().map(|v| v.parse().ok()).collect();
+        match numbers {
+            Some(n) => n.into_iter().min().map(|v| v.to_string()),
+            None if self.positions.len() == 1 => self.positions.values().next().cloned(),
+            None => None,
+        }
+    }
+
     async fn heartbeat(&mut self, stop: &CancellationToken) -> Result<(), SessionError> {
         let now = self.clock_ms();
         let hb = Heartbeat {
             producer_time: now,
             event_time_high: self.event_time_high,
-            resource_version: self.position.clone(),
+            resource_version: self.resumable_position(),
             source: self.ctx.source_label.clone(),
             producer_id: self.ctx.producer_id.clone(),
             recovery_offset: Some(self.state.recovery_offset()),
@@ -339,8 +385,13 @@ impl Session<'_> {
         loop {
             match self.ctx.codec.encode_raw(&self.ctx.topic, record).await {
                 Ok(bytes) => {
-                    if !self.ctx.health.is_ready() {
-                        self.ctx.health.set_ready(true, "publishing");
+                    // Ready again once the registry answers, unless the API server still
+                    // refuses the watch: each cause of unreadiness is cleared by its own cure.
+                    if self.registry_failed {
+                        self.registry_failed = false;
+                        if !self.refused {
+                            self.ctx.health.set_ready(true, "publishing");
+                        }
                     }
                     return Ok(Some(bytes));
                 }
@@ -352,6 +403,7 @@ impl Session<'_> {
                 Err(e) => {
                     metrics::counter!("kev_producer_publish_errors_total", "kind" => e.label()).increment(1);
                     tracing::warn!(error = %e, retry_in = ?backoff, "schema registry call failed; retrying");
+                    self.registry_failed = true;
                     self.ctx.health.set_ready(false, format!("schema registry: {e}"));
                     if !committed {
                         // The registry may stay away longer than the transaction timeout.

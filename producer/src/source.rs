@@ -21,8 +21,14 @@ pub enum SourceEvent {
     ListStart { scope: Option<String> },
     /// The LIST of `scope` is complete at this resourceVersion.
     ListEnd { scope: Option<String>, resource_version: String },
-    /// The watch has reached this resourceVersion (a bookmark, or the last event).
-    Position(String),
+    /// The watch of `scope` has reached this resourceVersion: a bookmark, an event, or the
+    /// resourceVersion it resumed from.
+    Position { scope: Option<String>, resource_version: String },
+    /// The watch of `scope` was accepted: the API server allows the list and the watch.
+    Watching { scope: Option<String> },
+    /// The API server refused the list or watch (403: RBAC): what it said. The source keeps
+    /// retrying; the producer is not ready until a list or watch goes through.
+    Refused(String),
 }
 
 /// Which clock stamps heartbeats and `observed_at`.

@@ -74,11 +74,28 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-/// Starts list/watch loops (one per namespace, or one for all) feeding one channel.
+/// What to tell a person when the API server refuses a call for lack of permission (403), or
+/// `None` for any other error. The server's message names the user, the verb and the resource.
+pub fn refusal(e: &kube::Error) -> Option<String> {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => Some(format!(
+            "Kubernetes refused the producer's call ({}): grant the verb to its ServiceAccount (deploy/base/rbac.yaml lists what it needs)",
+            s.message
+        )),
+        _ => None,
+    }
+}
+
+/// Starts list/watch loops (one per namespace, or one for all) feeding one channel. With
+/// `resume`, the resourceVersion the previous session's last heartbeat recorded, each loop
+/// first watches from there, so that the versions written while no producer watched (a
+/// SIGKILL, a handover) are read too: a LIST would show only each object's newest version.
+/// When the server no longer has that history (410 Gone), it lists.
 pub fn start(
     client: kube::Client,
     api: EventsApi,
     settings: &SourceSettings,
+    resume: Option<String>,
     stop: CancellationToken,
 ) -> mpsc::Receiver<SourceEvent> {
     let (tx, rx) = mpsc::channel(crate::source::CHANNEL_CAPACITY);
@@ -89,6 +106,7 @@ pub fn start(
             api,
             scope,
             settings: settings.clone(),
+            resume: resume.clone(),
             tx: tx.clone(),
             stop: stop.clone(),
         };
@@ -116,6 +134,7 @@ struct Watcher {
     api: EventsApi,
     scope: Option<String>,
     settings: SourceSettings,
+    resume: Option<String>,
     tx: mpsc::Sender<SourceEvent>,
     stop: CancellationToken,
 }
@@ -124,6 +143,10 @@ struct Watcher {
 enum WatchEnd {
     /// The stream ended or broke; resume from the last resourceVersion.
     Resume { events: u64 },
+    /// The watch request itself failed (the server unreachable, restarting, or refusing):
+    /// retry from the same resourceVersion after a pause. Listing again would lose the versions
+    /// written meanwhile that a watch from there still has.
+    Failed,
     /// 410 Gone: the resourceVersion is too old; LIST again.
     Gone,
     /// The receiver or `stop` ended the source.
@@ -147,7 +170,15 @@ impl Watcher {
 
     async fn run(self) {
         let path = self.api.path(self.scope.as_deref());
-        let mut rv: Option<String> = None;
+        let mut rv: Option<String> = self.resume.clone();
+        if let Some(v) = &rv {
+            tracing::info!(path, resource_version = v, "resuming the watch where the last heartbeat left it");
+            metrics::counter!("kev_producer_watch_resumed_total").increment(1);
+            let at = SourceEvent::Position { scope: self.scope.clone(), resource_version: v.clone() };
+            if !self.send(at).await {
+                return;
+            }
+        }
         let mut empty_watches = 0u32;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -165,6 +196,11 @@ impl Watcher {
                     Ok(None) => return,
                     Err(e) => {
                         metrics::counter!("kev_producer_watch_restarts_total", "reason" => "list_error").increment(1);
+                        if let Some(refused) = refusal(&e) {
+                            if !self.send(SourceEvent::Refused(refused)).await {
+                                return;
+                            }
+                        }
                         tracing::warn!(path, error = %e, retry_in = ?backoff, "LIST failed");
                         if !self.pause(backoff).await {
                             return;
@@ -183,6 +219,13 @@ impl Watcher {
                     tracing::info!(path, resource_version = version, "410 Gone: listing again");
                     rv = None;
                     empty_watches = 0;
+                }
+                WatchEnd::Failed => {
+                    metrics::counter!("kev_producer_watch_restarts_total", "reason" => "watch_error").increment(1);
+                    if !self.pause(backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 WatchEnd::Resume { events } => {
                     if events > 0 {
@@ -238,7 +281,11 @@ impl Watcher {
                     }
                     Err(e) => return Err(e),
                 };
-                for object in list.items {
+                // A list's items carry no apiVersion and kind (the list says them once), while
+                // a watch's objects do; every version is published whole, the way it is watched.
+                let kind = list.types.kind.strip_suffix("List").unwrap_or_default();
+                for mut object in list.items {
+                    with_type(&mut object, &list.types.api_version, kind);
                     if !self.send(SourceEvent::Object { object, deleted: false }).await {
                         return Ok(None);
                     }
@@ -264,17 +311,25 @@ impl Watcher {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the watch request");
-                return WatchEnd::Resume { events: 0 };
+                return WatchEnd::Failed;
             }
         };
         let stream = match self.client.request_events::<Value>(req).await {
             Ok(s) => s,
             Err(e) if is_status(&e, 410) => return WatchEnd::Gone,
             Err(e) => {
+                if let Some(refused) = refusal(&e) {
+                    if !self.send(SourceEvent::Refused(refused)).await {
+                        return WatchEnd::Stopped;
+                    }
+                }
                 tracing::warn!(path, error = %e, "watch request failed");
-                return WatchEnd::Resume { events: 0 };
+                return WatchEnd::Failed;
             }
         };
+        if !self.send(SourceEvent::Watching { scope: self.scope.clone() }).await {
+            return WatchEnd::Stopped;
+        }
         tokio::pin!(stream);
         let mut events = 0u64;
         loop {
@@ -288,8 +343,13 @@ impl Watcher {
                 Ok(WatchEvent::Deleted(o)) => (o, true),
                 Ok(WatchEvent::Bookmark(b)) => {
                     events += 1;
+                    metrics::counter!("kev_producer_watch_bookmarks_total").increment(1);
                     *rv = Some(b.metadata.resource_version.clone());
-                    if !self.send(SourceEvent::Position(b.metadata.resource_version)).await {
+                    let at = SourceEvent::Position {
+                        scope: self.scope.clone(),
+                        resource_version: b.metadata.resource_version,
+                    };
+                    if !self.send(at).await {
                         return WatchEnd::Stopped;
                     }
                     continue;
@@ -315,10 +375,33 @@ impl Watcher {
             if let Some(v) = object.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
                 *rv = Some(v.to_string());
             }
+            let version = rv.clone();
             if !self.send(SourceEvent::Object { object, deleted }).await {
                 return WatchEnd::Stopped;
             }
+            // After the object: a heartbeat that names this position comes after its record.
+            if let Some(v) = version {
+                if !self.send(SourceEvent::Position { scope: self.scope.clone(), resource_version: v }).await {
+                    return WatchEnd::Stopped;
+                }
+            }
         }
+    }
+}
+
+/// Sets `apiVersion` and `kind` on an object that has none, as client-go's decoder does for a
+/// list's items.
+fn with_type(object: &mut Value, api_version: &str, kind: &str) {
+    let Some(o) = object.as_object_mut() else { return };
+    if api_version.is_empty() || kind.is_empty() {
+        return;
+    }
+    let absent = |v: Option<&Value>| v.is_none_or(|v| v.as_str().is_none_or(str::is_empty));
+    if absent(o.get("apiVersion")) {
+        o.insert("apiVersion".into(), Value::String(api_version.to_string()));
+    }
+    if absent(o.get("kind")) {
+        o.insert("kind".into(), Value::String(kind.to_string()));
     }
 }
 

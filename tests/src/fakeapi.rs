@@ -236,11 +236,7 @@ impl FakeApi {
 
     /// The object as this server serves it in the given API.
     pub fn serve_as(&self, object: &Value, path: &str) -> Value {
-        if path.starts_with("/apis/events.k8s.io/") {
-            to_events_v1(object.clone())
-        } else {
-            object.clone()
-        }
+        served(object.clone(), path.starts_with("/apis/events.k8s.io/"))
     }
 }
 
@@ -322,8 +318,7 @@ async fn events(api: FakeApi, path: String, ns: Option<String>, p: Params) -> Re
     }
     let items: Vec<Value> = at.into_values().filter(|o| in_scope(o, &ns)).collect();
     let limit = p.limit.unwrap_or(usize::MAX).max(1);
-    let page: Vec<Value> =
-        items.iter().skip(start).take(limit).map(|o| if v1 { to_events_v1(o.clone()) } else { o.clone() }).collect();
+    let page: Vec<Value> = items.iter().skip(start).take(limit).map(|o| served(o.clone(), v1)).collect();
     for o in &page {
         let rv = o["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
         s.served.insert((uid_of(o), rv));
@@ -333,6 +328,17 @@ async fn events(api: FakeApi, path: String, ns: Option<String>, p: Params) -> Re
     if next < items.len() {
         metadata["continue"] = json!(format!("{snapshot}:{next}"));
     }
+    // Like the real apiserver, a list names apiVersion and kind once, not on its items.
+    let page: Vec<Value> = page
+        .into_iter()
+        .map(|mut o| {
+            if let Some(m) = o.as_object_mut() {
+                m.remove("apiVersion");
+                m.remove("kind");
+            }
+            o
+        })
+        .collect();
     Json(json!({"kind": "EventList", "apiVersion": api_version, "metadata": metadata, "items": page})).into_response()
 }
 
@@ -398,7 +404,7 @@ async fn watch_stream(api: FakeApi, v1: bool, ns: Option<String>, p: Params) -> 
                     return; // the connection drops mid-stream
                 }
                 api.state.lock().unwrap().served.insert((uid_of(&v.object), v.rv));
-                let object = if v1 { to_events_v1(v.object) } else { v.object };
+                let object = served(v.object, v1);
                 if tx.send(line(v.kind, object)).await.is_err() {
                     return;
                 }
@@ -451,7 +457,21 @@ fn convert(
     }
     out.extend(m);
     out.insert("apiVersion".into(), json!(api_version));
+    out.insert("kind".into(), json!("Event"));
     Value::Object(out)
+}
+
+/// An object as the server serves it in `api` (events.k8s.io/v1 when `v1`): the real server
+/// always names apiVersion and kind on the objects of a watch or a GET, whatever the stored
+/// object (a dump's may lack them) says.
+fn served(object: Value, v1: bool) -> Value {
+    if v1 {
+        return to_events_v1(object);
+    }
+    let Value::Object(mut m) = object else { return object };
+    m.entry("apiVersion").or_insert(json!("v1"));
+    m.insert("kind".into(), json!("Event"));
+    Value::Object(m)
 }
 
 /// Converts a stored Event to core/v1, as the API server does for an events.k8s.io/v1 object.

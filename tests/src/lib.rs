@@ -1,5 +1,5 @@
 //! Test harness: an Apache Kafka broker process, a real schema registry process (Apicurio) and
-//! the registry test double, the fake Kubernetes API server, the kev binaries, the real event
+//! the registry test double, the fake Kubernetes API server, a real kube-apiserver with etcd, the kev binaries, the real event
 //! data. Shared by every end-to-end test in `tests/tests`.
 
 pub mod bench;
@@ -7,6 +7,7 @@ pub mod broker;
 pub mod data;
 pub mod expect;
 pub mod fakeapi;
+pub mod kubeapi;
 pub mod outputs;
 pub mod procs;
 pub mod registry;
