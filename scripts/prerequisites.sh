@@ -59,6 +59,9 @@ if $for_tests; then
   [ "$(java_major)" -ge 17 ] 2>/dev/null || need_apt+=(openjdk-17-jre-headless)
   # Maven fetches the Kafka, Apicurio and Flink artifacts below (only those not cached yet).
   command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+  # The harness asks the apiserver's /readyz with curl. (Go, which builds kube-apiserver and
+  # etcd below, comes with the machine: Debian's golang-go 1.19 is too old for their go.mod.)
+  command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)" >&2

@@ -4,7 +4,9 @@
 //! - events.k8s.io/v1 when the server has it, core/v1 otherwise;
 //! - paged LISTs (`limit`/`continue`), and a restarted LIST when a continue token expires;
 //! - watch from the LIST's resourceVersion with bookmarks, resuming from the last seen
-//!   resourceVersion after a disconnect;
+//!   resourceVersion after a disconnect or a failed watch request, and a new session (a
+//!   restarted process, a new leader) from the resourceVersion of the newest heartbeat;
+//! - a 403 reported as such (the process is not ready, saying what was refused) and retried;
 //! - 410 Gone (as an HTTP status or as an ERROR event in the stream) starts a new LIST;
 //! - a watch that the server accepts with 200 and closes at once with no event, again and again
 //!   (what kubernetes#104171 describes for a too-old resourceVersion), also starts a new LIST
@@ -408,6 +410,16 @@ fn with_type(object: &mut Value, api_version: &str, kind: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_items_get_the_lists_api_version_and_kind_and_keep_their_own() {
+        let mut item = serde_json::json!({"metadata": {"name": "e"}});
+        with_type(&mut item, "events.k8s.io/v1", "Event");
+        assert_eq!((item["apiVersion"].as_str(), item["kind"].as_str()), (Some("events.k8s.io/v1"), Some("Event")));
+        let mut own = serde_json::json!({"apiVersion": "v1", "kind": "Event"});
+        with_type(&mut own, "events.k8s.io/v1", "Other");
+        assert_eq!((own["apiVersion"].as_str(), own["kind"].as_str()), (Some("v1"), Some("Event")));
+    }
 
     #[test]
     fn a_namespace_list_also_watches_default_for_cluster_scoped_objects() {

@@ -23,13 +23,7 @@ pub const KAFKA_VERSION: &str = "4.1.1";
 
 /// Where the broker's jars are: `$KEV_KAFKA_LIBS`, else the cache the prerequisites fill.
 pub fn kafka_libs() -> PathBuf {
-    if let Ok(p) = std::env::var("KEV_KAFKA_LIBS") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var("KEV_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/kev"));
-    cache.join(format!("kafka-{KAFKA_VERSION}/libs"))
+    crate::cached("KEV_KAFKA_LIBS", &format!("kafka-{KAFKA_VERSION}/libs"))
 }
 
 /// `java` from `$JAVA_HOME`, else `PATH`.

@@ -16,12 +16,11 @@
 //! creation (core/v1 allows the change); core/v1 refuses an `involvedObject.namespace` other
 //! than the event's own.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use std::collections::{BTreeMap, BTreeSet};
 
 use rcgen::KeyPair;
 use serde_json::{json, Value};
@@ -36,13 +35,19 @@ pub const ETCD_VERSION: &str = "v3.6.17";
 
 /// Where the binaries are: `KEV_KUBE_BIN`, or the prerequisites' cache.
 pub fn kube_bin() -> PathBuf {
-    if let Ok(dir) = std::env::var("KEV_KUBE_BIN") {
-        return PathBuf::from(dir);
-    }
-    let cache = std::env::var("KEV_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/kev"));
-    cache.join(format!("kube-{KUBE_VERSION}-etcd-{ETCD_VERSION}"))
+    crate::cached("KEV_KUBE_BIN", &format!("kube-{KUBE_VERSION}-etcd-{ETCD_VERSION}"))
+}
+
+/// Runs `binary` of the kube cache with `args`, its output appended to `log`.
+fn spawn(binary: &str, args: &[String], log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(kube_bin().join(binary))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {binary}: {e}"))
 }
 
 /// How the apiserver runs.
@@ -106,25 +111,18 @@ impl KubeApi {
     fn start_etcd(&mut self) {
         let peer = free_port();
         let url = format!("http://127.0.0.1:{}", self.etcd_port);
-        let log = std::fs::File::create(self.dir.join("etcd.log")).unwrap();
-        let child = Command::new(kube_bin().join("etcd"))
-            .args([
-                "--name=kev",
-                &format!("--data-dir={}", self.dir.join("etcd-data").display()),
-                &format!("--listen-client-urls={url}"),
-                &format!("--advertise-client-urls={url}"),
-                &format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
-                &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
-                &format!("--initial-cluster=kev=http://127.0.0.1:{peer}"),
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting etcd");
-        self.etcd = Some(child);
+        let args = [
+            "--name=kev".to_string(),
+            format!("--data-dir={}", self.dir.join("etcd-data").display()),
+            format!("--listen-client-urls={url}"),
+            format!("--advertise-client-urls={url}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+            format!("--initial-cluster=kev=http://127.0.0.1:{peer}"),
+            "--unsafe-no-fsync".into(),
+            "--log-level=warn".into(),
+        ];
+        self.etcd = Some(spawn("etcd", &args, &self.dir.join("etcd.log")));
         let started = Instant::now();
         while !http_get(self.etcd_port, "/health").is_some_and(|b| b.contains("\"health\":\"true\"")) {
             assert!(started.elapsed() < Duration::from_secs(60), "etcd not healthy in 60 s: {}", self.log("etcd.log"));
@@ -159,15 +157,7 @@ impl KubeApi {
         if self.options.no_watch_cache {
             args.push("--watch-cache=false".into());
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("apiserver.log")).unwrap();
-        let child = Command::new(kube_bin().join("kube-apiserver"))
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting kube-apiserver");
-        self.apiserver = Some(child);
+        self.apiserver = Some(spawn("kube-apiserver", &args, &self.dir.join("apiserver.log")));
         let started = Instant::now();
         loop {
             if let Some(status) = self.apiserver.as_mut().unwrap().try_wait().unwrap() {
@@ -199,10 +189,6 @@ impl KubeApi {
 
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
-    }
-
-    pub fn ca_pem(&self) -> &str {
-        &self.ca.ca_pem
     }
 
     /// A client configuration with `token` as its bearer token.
@@ -255,11 +241,6 @@ impl KubeApi {
         let body = format!("{{\"revision\": \"{revision}\", \"physical\": true}}");
         let answer = http_post(self.etcd_port, "/v3/kv/compaction", &body);
         assert!(answer.as_deref().is_some_and(|a| a.contains("header")), "compaction to {revision}: {answer:?}");
-    }
-
-    /// The apiserver's process id, while it runs.
-    pub fn apiserver_pid(&self) -> Option<u32> {
-        self.apiserver.as_ref().map(Child::id)
     }
 }
 

@@ -14,6 +14,18 @@ pub mod registry;
 pub mod scale;
 pub mod tls;
 
+/// Where `scripts/prerequisites.sh` caches what the tests run (`KEV_CACHE_DIR`, default
+/// `~/.cache/kev`): `sub` below it, unless the variable `overridden_by` names another place.
+pub fn cached(overridden_by: &str, sub: &str) -> std::path::PathBuf {
+    if let Ok(p) = std::env::var(overridden_by) {
+        return p.into();
+    }
+    let cache = std::env::var("KEV_CACHE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/kev"));
+    cache.join(sub)
+}
+
 /// Logs for tests, filtered by `RUST_LOG` (default warnings only).
 pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());

@@ -26,13 +26,7 @@ pub const CCOMPAT: &str = "/apis/ccompat/v7";
 
 /// Where the unpacked release is: `$KEV_APICURIO_HOME`, else the cache the prerequisites fill.
 pub fn apicurio_home() -> PathBuf {
-    if let Ok(p) = std::env::var("KEV_APICURIO_HOME") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var("KEV_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/kev"));
-    cache.join(format!("apicurio-registry-{APICURIO_VERSION}"))
+    crate::cached("KEV_APICURIO_HOME", &format!("apicurio-registry-{APICURIO_VERSION}"))
 }
 
 /// A Java of major version 21 or newer: `$KEV_APICURIO_JAVA`, else `$JAVA_HOME`'s or `PATH`'s

@@ -28,10 +28,9 @@ type WorkloadWindow = (String, String, String, i64);
 #[derive(Default)]
 struct WindowCounts(i64, i64, BTreeSet<String>, i64);
 
+/// The prerequisites' cache (`KEV_CACHE_DIR`, default `~/.cache/kev`).
 fn cache() -> PathBuf {
-    std::env::var("KEV_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/kev"))
+    kev_tests::cached("KEV_CACHE_DIR", "")
 }
 
 fn repo() -> PathBuf {

@@ -150,12 +150,7 @@ async fn kev_registers_its_subjects_and_readers_resolve_them_on_a_real_registry(
 
 /// Confluent's Python client (`tests/python/requirements.txt`, installed by the prerequisites).
 fn confluent_python() -> std::path::PathBuf {
-    std::env::var("KEV_CONFLUENT_PYTHON").map(Into::into).unwrap_or_else(|_| {
-        let cache = std::env::var("KEV_CACHE_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/kev"));
-        cache.join("confluent-venv/bin/python")
-    })
+    kev_tests::cached("KEV_CONFLUENT_PYTHON", "confluent-venv/bin/python")
 }
 
 /// Reads every record of `topics` with confluent-kafka's AvroDeserializer
