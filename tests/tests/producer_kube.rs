@@ -417,18 +417,15 @@ async fn with_exactly_deploys_rbac_two_replicas_hand_over_and_a_missing_verb_is_
     assert_eq!(lease_holder(&w).await.as_deref(), Some("replica-a"), "the leader keeps its Lease");
     drop(a);
     let killed = Instant::now();
-    for (i, s) in sources[300..450].iter().enumerate() {
-        if let Some((ns, name)) = w.create_core(s).await {
-            if i % 3 == 0 {
-                w.bump_core(&ns, &name, "2026-12-04T10:00:00Z").await;
-            }
-        }
-    }
+    // Events keep coming while the Lease changes hands; the holder is watched meanwhile.
+    let turn = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    let during = write_in_background(h.api.admin(), sources[300..450].to_vec(), Duration::from_millis(10), turn);
     while lease_holder(&w).await.as_deref() != Some("replica-b") {
         assert!(killed.elapsed() < Duration::from_secs(60), "replica-b never took over");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let handover = killed.elapsed();
+    w.versions.extend(during.await.unwrap().versions);
     w.adopt_others().await;
     let records = h.wait_published(w.versions.len()).await;
     drop(b);
