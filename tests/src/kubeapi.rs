@@ -17,7 +17,6 @@
 //! than the event's own.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,7 +123,8 @@ impl KubeApi {
         ];
         self.etcd = Some(spawn("etcd", &args, &self.dir.join("etcd.log")));
         let started = Instant::now();
-        while !http_get(self.etcd_port, "/health").is_some_and(|b| b.contains("\"health\":\"true\"")) {
+        let health = format!("http://127.0.0.1:{}/health", self.etcd_port);
+        while !crate::plain_http::get_ok(&health).is_some_and(|b| b.contains("\"health\":\"true\"")) {
             assert!(started.elapsed() < Duration::from_secs(60), "etcd not healthy in 60 s: {}", self.log("etcd.log"));
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -239,8 +239,10 @@ impl KubeApi {
     /// revision): a watch from before it then ends with 410 Gone.
     pub fn compact(&self, revision: u64) {
         let body = format!("{{\"revision\": \"{revision}\", \"physical\": true}}");
-        let answer = http_post(self.etcd_port, "/v3/kv/compaction", &body);
-        assert!(answer.as_deref().is_some_and(|a| a.contains("header")), "compaction to {revision}: {answer:?}");
+        let url = format!("http://127.0.0.1:{}/v3/kv/compaction", self.etcd_port);
+        let answer = crate::plain_http::call("POST", &url, Some(&body));
+        let done = answer.as_ref().is_ok_and(|(status, body)| *status == 200 && body.contains("header"));
+        assert!(done, "compaction to {revision}: {answer:?}");
     }
 }
 
@@ -252,34 +254,6 @@ impl Drop for KubeApi {
             let _ = c.wait();
         }
     }
-}
-
-/// A plain-HTTP GET to 127.0.0.1:`port`, the body when it answered 200.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    http(port, &format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"))
-}
-
-fn http_post(port: u16, path: &str, body: &str) -> Option<String> {
-    http(
-        port,
-        &format!(
-            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-}
-
-fn http(port: u16, request: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(request.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?;
-    (status == "200").then(|| body.to_string())
 }
 
 /// Writes events as components do and keeps what the apiserver returns for every version, read

@@ -9,6 +9,7 @@ pub mod expect;
 pub mod fakeapi;
 pub mod kubeapi;
 pub mod outputs;
+pub mod plain_http;
 pub mod procs;
 pub mod registry;
 pub mod scale;

@@ -123,10 +123,8 @@ impl Apicurio {
         let deadline = Instant::now() + Duration::from_secs(120);
         let url = format!("{}/subjects", self.url());
         loop {
-            if let Ok(r) = http_status(&url) {
-                if r == 200 {
-                    return;
-                }
+            if crate::plain_http::get_ok(&url).is_some() {
+                return;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 panic!("Apicurio Registry exited ({status}) while starting; see {}", self.log.display());
@@ -164,21 +162,4 @@ impl Drop for Apicurio {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// The status of a plain HTTP GET: a readiness probe, blocking and outside any runtime, as the
-/// harness starts processes from both plain and async tests.
-fn http_status(url: &str) -> std::io::Result<u16> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut s = std::net::TcpStream::connect(host)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)?;
-    std::str::from_utf8(&head[9..12])
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("not an HTTP response"))
 }

@@ -439,20 +439,20 @@ async fn with_exactly_deploys_rbac_two_replicas_hand_over_and_a_missing_verb_is_
         "deployed RBAC, two replicas: SIGKILL of the leader handed over in {handover:?}; {n} versions exactly once"
     );
 
-    // Each verb taken away in turn, from a fresh ServiceAccount setup.
+    // Each verb taken away in turn, and the roles put back as they were after.
     for (verb, resource) in [("watch", "events"), ("update", "leases")] {
-        for kind in ["clusterroles/kev-producer-events-reader", "namespaces/kev/roles/kev-producer-lease"] {
-            let path = format!("/apis/rbac.authorization.k8s.io/v1/{kind}");
-            let mut role = w.get(&path).await;
-            for rule in role["rules"].as_array_mut().unwrap() {
+        let before = set_role_rules(&w, |_, rules| {
+            let mut rules = rules.clone();
+            for rule in rules.as_array_mut().unwrap() {
                 if rule["resources"][0] == resource {
                     let verbs: Vec<Value> =
                         rule["verbs"].as_array().unwrap().iter().filter(|v| *v != verb).cloned().collect();
                     rule["verbs"] = Value::Array(verbs);
                 }
             }
-            w.send("PUT", &path, "application/json", &role).await.unwrap();
-        }
+            rules
+        })
+        .await;
         let started = Instant::now();
         let p = Proc::spawn(&h, &kubeconfig, &format!("without-{verb}"), &DEPLOYED);
         let said = loop {
@@ -474,25 +474,23 @@ async fn with_exactly_deploys_rbac_two_replicas_hand_over_and_a_missing_verb_is_
         assert!(!ready, "the producer became ready without {verb} on {resource}");
         assert!(p.metric("kev_producer_kubernetes_refusals_total").await >= 2.0, "it retried");
         println!("without {verb} on {resource}: reported after {reported:?}, still running and not ready: {said}");
-        // The verb given back, for the next round.
-        apply_rbac_verb(&w, verb, resource).await;
+        // The roles as they were, for the next round.
+        set_role_rules(&w, |path, _| before[path].clone()).await;
     }
 }
 
-/// Gives `verb` on `resource` back to the producer's roles.
-async fn apply_rbac_verb(w: &EventWriter, verb: &str, resource: &str) {
+/// Replaces the rules of the producer's two roles of `deploy/base/rbac.yaml` with
+/// `rules(path, current rules)`; returns the rules each had, by path.
+async fn set_role_rules(w: &EventWriter, rules: impl Fn(&str, &Value) -> Value) -> BTreeMap<String, Value> {
+    let mut before = BTreeMap::new();
     for kind in ["clusterroles/kev-producer-events-reader", "namespaces/kev/roles/kev-producer-lease"] {
         let path = format!("/apis/rbac.authorization.k8s.io/v1/{kind}");
         let mut role = w.get(&path).await;
-        for rule in role["rules"].as_array_mut().unwrap() {
-            let names = rule.get("resourceNames").is_some() || resource == "events";
-            if rule["resources"][0] == resource && names && !rule["verbs"].as_array().unwrap().iter().any(|v| v == verb)
-            {
-                rule["verbs"].as_array_mut().unwrap().push(json!(verb));
-            }
-        }
+        let new = rules(&path, &role["rules"]);
+        before.insert(path.clone(), std::mem::replace(&mut role["rules"], new));
         w.send("PUT", &path, "application/json", &role).await.unwrap();
     }
+    before
 }
 
 /// Server-side selectors on the real apiserver: a namespace list with the events of
