@@ -148,6 +148,15 @@ CREATE TABLE IF NOT EXISTS kev_incidents (
   `opened_at` BIGINT NOT NULL,
   `updated_at` BIGINT NOT NULL,
   `resolved_at` BIGINT,
+  -- Optional fields added after the first version (null in records written before them).
+  `merged_into` STRING,
+  `contributing_rules` ARRAY<STRING NOT NULL>,
+  `causal_chain` STRING,
+  `signature` STRING,
+  `previous_count` BIGINT,
+  `first_seen` BIGINT,
+  `last_seen` BIGINT,
+  `last_incident_id` STRING,
   `updated_ts` AS TO_TIMESTAMP_LTZ(`updated_at` / 1000, 3),
   `proc_time` AS PROCTIME(),
   -- The UPDATED/RESOLVED records of a sweep carry the time of the last member, up to
@@ -164,7 +173,7 @@ CREATE TABLE IF NOT EXISTS kev_incidents (
   'value.fields-include' = 'EXCEPT_KEY',
   'value.format' = 'avro-confluent',
   'value.avro-confluent.url' = 'http://schema-registry:8081',
-  'value.avro-confluent.schema' = '{"type":"record","name":"Incident","namespace":"io.kev.enriched","fields":[{"name":"incident_id","type":"string"},{"name":"cluster","type":"string"},{"name":"rule","type":"string"},{"name":"status","type":{"type":"enum","name":"IncidentStatus","namespace":"io.kev.enriched","symbols":["OPEN","UPDATED","RESOLVED","UNKNOWN"],"default":"UNKNOWN"}},{"name":"severity","type":{"type":"enum","name":"Severity","namespace":"io.kev","symbols":["INFO","WARNING","ERROR","CRITICAL","UNKNOWN"],"default":"UNKNOWN"}},{"name":"confidence","type":"double"},{"name":"summary","type":"string"},{"name":"root_cause","type":["null",{"type":"record","name":"ResourceRef","namespace":"io.kev","fields":[{"name":"kind","type":["null","string"],"default":null},{"name":"namespace","type":["null","string"],"default":null},{"name":"name","type":["null","string"],"default":null},{"name":"uid","type":["null","string"],"default":null},{"name":"api_version","type":["null","string"],"default":null},{"name":"field_path","type":["null","string"],"default":null}]}],"default":null},{"name":"root_reason","type":["null","string"],"default":null},{"name":"scope","type":{"type":"array","items":"io.kev.ResourceRef"}},{"name":"member_uids","type":{"type":"array","items":"string"}},{"name":"opened_at","type":"long"},{"name":"updated_at","type":"long"},{"name":"resolved_at","type":["null","long"],"default":null}]}'
+  'value.avro-confluent.schema' = '{"type":"record","name":"Incident","namespace":"io.kev.enriched","fields":[{"name":"incident_id","type":"string"},{"name":"cluster","type":"string"},{"name":"rule","type":"string"},{"name":"status","type":{"type":"enum","name":"IncidentStatus","namespace":"io.kev.enriched","symbols":["OPEN","UPDATED","RESOLVED","UNKNOWN"],"default":"UNKNOWN"}},{"name":"severity","type":{"type":"enum","name":"Severity","namespace":"io.kev","symbols":["INFO","WARNING","ERROR","CRITICAL","UNKNOWN"],"default":"UNKNOWN"}},{"name":"confidence","type":"double"},{"name":"summary","type":"string"},{"name":"root_cause","type":["null",{"type":"record","name":"ResourceRef","namespace":"io.kev","fields":[{"name":"kind","type":["null","string"],"default":null},{"name":"namespace","type":["null","string"],"default":null},{"name":"name","type":["null","string"],"default":null},{"name":"uid","type":["null","string"],"default":null},{"name":"api_version","type":["null","string"],"default":null},{"name":"field_path","type":["null","string"],"default":null}]}],"default":null},{"name":"root_reason","type":["null","string"],"default":null},{"name":"scope","type":{"type":"array","items":"io.kev.ResourceRef"}},{"name":"member_uids","type":{"type":"array","items":"string"}},{"name":"opened_at","type":"long"},{"name":"updated_at","type":"long"},{"name":"resolved_at","type":["null","long"],"default":null},{"name":"merged_into","type":["null","string"],"default":null},{"name":"contributing_rules","type":["null",{"type":"array","items":"string"}],"default":null},{"name":"causal_chain","type":["null","string"],"default":null},{"name":"signature","type":["null","string"],"default":null},{"name":"previous_count","type":["null","long"],"default":null},{"name":"first_seen","type":["null","long"],"default":null},{"name":"last_seen","type":["null","long"],"default":null},{"name":"last_incident_id","type":["null","string"],"default":null}]}'
 );
 
 -- ---------------------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ CREATE STREAM IF NOT EXISTS KEV_INCIDENTS (
 -- ---------------------------------------------------------------------------------------------
 
 -- One row per incident_id with the values of its newest record. LATEST_BY_OFFSET skips nulls,
--- which is right here: resolved_at is null until the RESOLVED record and an incident is never
+-- which is right here: resolved_at is null until the RESOLVED record, merged_into is null until
+-- an incident's last record says which incident it was merged into, and an incident is never
 -- reopened (a new root cause opens a new incident_id). STRUCT and ARRAY arguments (root_cause,
 -- scope, member_uids) need ksqlDB 0.25 or later.
 CREATE TABLE IF NOT EXISTS KEV_INCIDENT_LATEST WITH (
@@ -101,7 +102,14 @@ SELECT
   LATEST_BY_OFFSET(member_uids) AS member_uids,
   LATEST_BY_OFFSET(opened_at) AS opened_at,
   LATEST_BY_OFFSET(updated_at) AS updated_at,
-  LATEST_BY_OFFSET(resolved_at) AS resolved_at
+  LATEST_BY_OFFSET(resolved_at) AS resolved_at,
+  -- Fields added after the first version of the schema; null in older records.
+  LATEST_BY_OFFSET(merged_into) AS merged_into,
+  LATEST_BY_OFFSET(contributing_rules) AS contributing_rules,
+  LATEST_BY_OFFSET(causal_chain) AS causal_chain,
+  LATEST_BY_OFFSET(signature) AS signature,
+  LATEST_BY_OFFSET(previous_count) AS previous_count,
+  LATEST_BY_OFFSET(last_incident_id) AS last_incident_id
 FROM KEV_INCIDENTS
 GROUP BY incident_id
 EMIT CHANGES;

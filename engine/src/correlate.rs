@@ -6,12 +6,15 @@
 //! (ReplicaSet and pod hashes, StatefulSet ordinals); pod to Secret or ConfigMap from FailedMount
 //! messages. Rules are declarative (`rules/correlation.yaml`).
 //!
-//! Lifecycle, in event time: an incident is emitted OPEN once it has `min_members` events, then
-//! UPDATED at most once per `debounce` while members keep coming, and RESOLVED after a quiet
-//! period with no new member. Ids are a hash of cluster, rule and root event uid, so a replay
-//! gives the same ids.
+//! A rule's match (a candidate) with `min_members` events becomes part of an incident: a new
+//! one, or the open incident it shares a pod, a node or a workload with ([`crate::group`]), so
+//! that one root cause is one incident whatever rules and pods it touched.
+//!
+//! Lifecycle, in event time: an incident is emitted OPEN when its first part qualifies, then
+//! UPDATED at most once per `debounce` while it changes, and RESOLVED after a quiet period with
+//! no new member. Ids are a hash of cluster, rule and root event uid of the part that opened
+//! it, so a replay gives the same ids.
 
-use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use kev_schemas::raw::{NormalizedEvent, ResourceRef};
@@ -19,7 +22,8 @@ use kev_schemas::{EventObservation, Incident, IncidentStatus, Severity};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::impact::{is_disruptive, Impact};
+use crate::group::{subjects_of, Group, Joining, Part};
+use crate::history::{signature, History, HistoryLimits, Recurrence};
 use crate::intern::{Interner, Text};
 use crate::rules::{parse_duration, RulesError};
 use crate::sorted::SortedVec;
@@ -96,11 +100,11 @@ pub struct CorrelationRule {
     cause: Matcher,
     effect: Matcher,
     pub relation: Relation,
-    max_gap_us: i64,
+    pub(crate) max_gap_us: i64,
     min_members: usize,
-    severity: Severity,
-    confidence: f64,
-    summary: String,
+    pub(crate) severity: Severity,
+    pub(crate) confidence: f64,
+    pub(crate) summary: String,
 }
 
 /// Parses correlation rules, refusing a broken file with the rule's line and the reason.
@@ -159,24 +163,26 @@ pub fn default_rules() -> Vec<CorrelationRule> {
 pub struct LifecycleConfig {
     pub debounce_us: i64,
     pub quiet_us: i64,
+    /// Bounds of each cluster's incident history.
+    pub history: HistoryLimits,
 }
 
 /// One member event of an incident. Its strings but the event uid are shared ([`Interner`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Member {
-    uid: Box<str>,
-    time: i64,
-    reason: Text,
-    pod: Option<Text>,
+pub(crate) struct Member {
+    pub uid: Box<str>,
+    pub time: i64,
+    pub reason: Text,
+    pub pod: Option<Text>,
 }
 
 /// A resource as an incident keeps it: the fields of a [`ResourceRef`] in its order, so that it
 /// sorts as one, each a shared string. Saved as a `ResourceRef` is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct Ref {
-    kind: Option<Text>,
-    namespace: Option<Text>,
-    name: Option<Text>,
+pub(crate) struct Ref {
+    pub kind: Option<Text>,
+    pub namespace: Option<Text>,
+    pub name: Option<Text>,
     uid: Option<Text>,
     api_version: Option<Text>,
     field_path: Option<Text>,
@@ -212,7 +218,7 @@ impl Ref {
             .unwrap_or(std::cmp::Ordering::Equal)
     }
 
-    fn resource(&self) -> ResourceRef {
+    pub fn resource(&self) -> ResourceRef {
         let s = |t: &Option<Text>| t.as_deref().map(str::to_string);
         ResourceRef {
             kind: s(&self.kind),
@@ -224,7 +230,7 @@ impl Ref {
         }
     }
 
-    fn texts(&mut self) -> impl Iterator<Item = &mut Text> {
+    pub fn texts(&mut self) -> impl Iterator<Item = &mut Text> {
         [
             &mut self.kind,
             &mut self.namespace,
@@ -238,12 +244,13 @@ impl Ref {
     }
 }
 
-/// An incident or a candidate for one, under its (rule, relation key).
+/// A rule's match, under its (rule, relation key): a candidate until it has `min_members`
+/// events, then a part of an incident.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Open {
     rule: usize,
     /// Saved as the 16 hex digits it is emitted as.
-    #[serde(with = "hex_id")]
+    #[serde(with = "crate::hex_id")]
     id: u64,
     root: Ref,
     root_reason: Text,
@@ -259,8 +266,9 @@ struct Open {
     /// its newest occurrence): how long the fault has lasted, for its grade.
     #[serde(default)]
     began: Option<i64>,
-    emitted: Option<i64>,
-    dirty: bool,
+    /// The incident it is a part of, and its index there, once it has `min_members` events.
+    #[serde(default)]
+    joined: Option<(u64, usize)>,
 }
 
 impl Open {
@@ -284,27 +292,23 @@ impl Open {
     }
 }
 
-mod hex_id {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::hex16(*id))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let s = String::deserialize(d)?;
-        u64::from_str_radix(&s, 16).map_err(D::Error::custom)
-    }
-}
-
 /// What the correlator remembers, per cluster.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Correlator {
     /// pod (xxh3 of "ns/name", see [`pod_key`]) -> (node, last seen). A hash, as the
     /// repetition keys are, so the state stays small; the node names are shared.
     pod_node: SortedVec<u64, (Text, i64)>,
-    /// Open incidents and candidates by (rule, relation key), in that order.
+    /// Rules' matches by (rule, relation key), in that order.
     open: SortedVec<(usize, Box<str>), Open>,
+    /// Open incidents by id.
+    #[serde(default)]
+    groups: SortedVec<u64, Group>,
+    /// Per fault signature, the incidents it opened before.
+    #[serde(default)]
+    history: History,
+    /// Watermark of the last sweep of the history for age.
+    #[serde(default)]
+    history_swept_at: Option<i64>,
     /// No incident changes before the watermark reaches this (a lower bound: every change to an
     /// incident lowers it to that incident's next deadline); `None` when not known, as after a
     /// restore. Lets `advance` skip the sweep of every incident on nearly every event.
@@ -373,14 +377,9 @@ fn pod_key(pod: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(pod.as_bytes())
 }
 
-/// The watermark at which `advance` next changes `o`: resolved after the quiet period, or a
-/// debounced update of a dirty incident already emitted.
+/// The watermark at which `advance` forgets a rule's match `o`: after the quiet period.
 fn due_of(rule: &CorrelationRule, life: &LifecycleConfig, o: &Open) -> i64 {
-    let resolve = o.updated_at.saturating_add(life.quiet_us.max(rule.max_gap_us));
-    match o.emitted {
-        Some(e) if o.dirty => resolve.min(e.saturating_add(life.debounce_us)),
-        _ => resolve,
-    }
+    o.updated_at.saturating_add(life.quiet_us.max(rule.max_gap_us))
 }
 
 fn node_of(e: &NormalizedEvent) -> Option<&str> {
@@ -409,7 +408,7 @@ pub fn owner_of_pod(pod: &str) -> String {
     format!("{ns}/{owner}")
 }
 
-fn human_span(us: i64) -> String {
+pub(crate) fn human_span(us: i64) -> String {
     let s = (us / 1_000_000).max(0);
     match s {
         0..=59 => format!("{s}s"),
@@ -421,7 +420,7 @@ fn human_span(us: i64) -> String {
 impl Correlator {
     /// Size of the state, for the state-size report.
     pub fn len(&self) -> usize {
-        self.open.len() + self.pod_node.len()
+        self.open.len() + self.pod_node.len() + self.groups.len() + self.history.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -443,7 +442,8 @@ impl Correlator {
                         + size::vec(&o.scope)
                 })
                 .sum::<usize>();
-        self.pod_node.approx_bytes() + open + self.pod_buf.capacity()
+        let groups = self.groups.approx_bytes() + self.groups.values().map(Group::approx_bytes).sum::<usize>();
+        self.pod_node.approx_bytes() + open + groups + self.history.approx_bytes() + self.pod_buf.capacity()
     }
 
     /// Takes the interner's copies of the strings of a restored state.
@@ -453,6 +453,9 @@ impl Correlator {
         }
         for o in self.open.values_mut() {
             o.texts().for_each(|t| strings.adopt(t));
+        }
+        for g in self.groups.values_mut() {
+            g.texts().for_each(|t| strings.adopt(t));
         }
     }
 
@@ -507,6 +510,7 @@ impl Correlator {
             }
             let Some(key) = self.relation_key(rule.relation, n, pod, is_cause) else { continue };
             let k = (i, key.into_boxed_str());
+            let mut qualifies = false;
             match self.open.get_mut(&k) {
                 Some(o) if t - o.updated_at <= rule.max_gap_us && is_effect => {
                     if o.members.iter().any(|m| *m.uid == *e.uid && m.time == t) {
@@ -516,36 +520,45 @@ impl Correlator {
                         o.members.reserve_exact(1 + o.members.len() / 4);
                     }
                     o.members.push(member(strings, e, pod));
+                    let mut added = None;
                     if let Some(r) = &n.regarding {
                         // Most members are about a resource already in scope: nothing to share.
                         if let Err(at) = o.scope.binary_search_by(|x| x.cmp_resource(r)) {
                             if o.scope.len() == o.scope.capacity() {
                                 o.scope.reserve_exact(1 + o.scope.len() / 4);
                             }
-                            o.scope.insert(at, Ref::new(strings, r))
+                            o.scope.insert(at, Ref::new(strings, r));
+                            added = Some(at);
                         }
                     }
                     o.updated_at = o.updated_at.max(t);
-                    o.began = Some(o.began.unwrap_or(o.opened_at).min(n.first_time.unwrap_or(t)));
-                    o.dirty = true;
-                    Self::maybe_emit(rule, life, cluster, &k.1, o, t, out);
+                    let first = n.first_time.unwrap_or(t);
+                    o.began = Some(o.began.unwrap_or(o.opened_at).min(first));
                     let due = due_of(rule, life, o);
                     self.due = self.due.map(|d| d.min(due));
+                    match o.joined.and_then(|(id, part)| Some((self.groups.get_mut(&id)?, part))) {
+                        Some((g, part)) => {
+                            g.add_member(o.members.last().expect("pushed above"), part);
+                            if let Some(at) = added {
+                                g.add_scope(&o.scope[at]);
+                            }
+                            g.began_at(first);
+                            g.dirty = true;
+                            Self::maybe_update(rules, life, cluster, g, t, out);
+                            let due = g.due(life);
+                            self.due = self.due.map(|d| d.min(due));
+                        }
+                        None => {
+                            o.joined = None;
+                            qualifies = o.members.len() >= rule.min_members;
+                        }
+                    }
                 }
                 Some(_) if !is_cause => {}
                 _ if is_cause => {
-                    // A new root: a cause after the previous one went quiet starts over.
+                    // A new root: a cause after the previous one went quiet starts over. The
+                    // incident the previous one was part of goes on by itself.
                     if let Some(old) = self.open.remove(&k) {
-                        if old.emitted.is_some() {
-                            out.push(Self::incident(
-                                rule,
-                                cluster,
-                                &k.1,
-                                &old,
-                                IncidentStatus::Resolved,
-                                Some(old.updated_at),
-                            ));
-                        }
                         old.release(strings);
                     }
                     let root = match &n.regarding {
@@ -562,7 +575,7 @@ impl Correlator {
                     };
                     let id_src = format!("{cluster}\0{}\0{}", rule.name, e.uid);
                     let id = xxhash_rust::xxh3::xxh3_64(id_src.as_bytes());
-                    let mut o = Open {
+                    let o = Open {
                         rule: i,
                         id,
                         root: root.clone(),
@@ -575,18 +588,150 @@ impl Correlator {
                         opened_at: t,
                         updated_at: t,
                         began: Some(n.first_time.unwrap_or(t).min(t)),
-                        emitted: None,
-                        dirty: true,
+                        joined: None,
                     };
-                    Self::maybe_emit(rule, life, cluster, &k.1, &mut o, t, out);
+                    qualifies = o.members.len() >= rule.min_members;
                     let due = due_of(rule, life, &o);
                     self.due = self.due.map(|d| d.min(due));
-                    self.open.insert(k, o);
+                    self.open.insert(k.clone(), o);
                 }
                 _ => {}
             }
+            if qualifies {
+                self.qualify(rules, life, cluster, strings, &k, t, out);
+            }
         }
         self.pod_buf = pod_buf;
+    }
+
+    /// A rule's match that has its `min_members` events becomes a part of an incident: of the
+    /// open one it shares a pod, node or workload with (the oldest, absorbing any other it
+    /// also shares one with), or of a new one.
+    #[allow(clippy::too_many_arguments)]
+    fn qualify(
+        &mut self,
+        rules: &[CorrelationRule],
+        life: &LifecycleConfig,
+        cluster: &str,
+        strings: &mut Interner,
+        k: &(usize, Box<str>),
+        t: i64,
+        out: &mut Vec<Incident>,
+    ) {
+        let Some(o) = self.open.get(k) else { return };
+        let rule = &rules[o.rule];
+        let joining = Joining {
+            part: Part {
+                rule: o.rule,
+                key: k.1.clone(),
+                root: o.root.clone(),
+                root_reason: o.root_reason.clone(),
+                detail: o.detail.clone(),
+                node: o.node.clone(),
+                namespace: o.namespace.clone(),
+                opened_at: o.opened_at,
+            },
+            members: &o.members,
+            scope: &o.scope,
+            updated_at: o.updated_at,
+            began: o.began.unwrap_or(o.opened_at),
+            gap_us: rule.max_gap_us,
+        };
+        let subjects = subjects_of(&o.scope);
+        // An incident of the same id (the same root event, seen again after a quiet period)
+        // that is over but not swept yet ends before its successor opens.
+        if self.groups.get(&o.id).is_some_and(|g| g.is_quiet(life, t)) {
+            let old = self.groups.remove(&o.id).expect("found above");
+            if old.dirty {
+                out.push(old.record(rules, cluster, IncidentStatus::Updated, None, None));
+            }
+            out.push(old.record(rules, cluster, IncidentStatus::Resolved, Some(old.updated_at), None));
+            old.release(strings);
+        }
+        let mut hits: Vec<(i64, u64)> = self
+            .groups
+            .iter()
+            // One quiet past its time but not swept yet (the watermark lags) is over.
+            .filter(|(id, g)| !g.is_quiet(life, t) && (**id == o.id || g.shares(&subjects)))
+            .map(|(id, g)| (g.opened_at, *id))
+            .collect();
+        hits.sort_unstable();
+        let mut moved: Vec<(u64, usize)> = Vec::new();
+        let joined = match hits.first() {
+            None => {
+                let mut g = Group::new(o.id, joining, subjects, t);
+                g.recurrence = Self::recall(&mut self.history, rules, cluster, life, &mut g);
+                out.push(g.record(rules, cluster, IncidentStatus::Open, None, None));
+                let id = g.id;
+                let due = g.due(life);
+                self.due = self.due.map(|d| d.min(due));
+                self.groups.insert(id, g);
+                (id, 0)
+            }
+            Some(&(_, survivor)) => {
+                let mut g = self.groups.remove(&survivor).expect("found above");
+                let part = g.join(joining, subjects);
+                for &(_, other) in &hits[1..] {
+                    let absorbed = self.groups.remove(&other).expect("found above");
+                    out.push(absorbed.record(
+                        rules,
+                        cluster,
+                        IncidentStatus::Resolved,
+                        Some(absorbed.updated_at),
+                        Some(g.id),
+                    ));
+                    let id = absorbed.id;
+                    moved.push((id, g.absorb(absorbed, strings)));
+                }
+                let root = g.root_part();
+                if root != g.root {
+                    g.root = root;
+                    g.recurrence = Self::recall(&mut self.history, rules, cluster, life, &mut g);
+                }
+                Self::maybe_update(rules, life, cluster, &mut g, t, out);
+                let due = g.due(life);
+                self.due = self.due.map(|d| d.min(due));
+                self.groups.insert(survivor, g);
+                (survivor, part)
+            }
+        };
+        for c in self.open.values_mut() {
+            if let Some((id, part)) = c.joined {
+                if let Some(&(_, offset)) = moved.iter().find(|(m, _)| *m == id) {
+                    c.joined = Some((joined.0, part + offset));
+                }
+            }
+        }
+        if let Some(o) = self.open.get_mut(k) {
+            o.joined = Some(joined);
+        }
+    }
+
+    /// What the fault of `g`'s root did before, recorded as happening again now; what the
+    /// incident recalled already when its root had the same signature before.
+    fn recall(
+        history: &mut History,
+        rules: &[CorrelationRule],
+        cluster: &str,
+        life: &LifecycleConfig,
+        g: &mut Group,
+    ) -> Recurrence {
+        let root = &g.parts[g.root];
+        let rule = &rules[root.rule];
+        let sig = signature(
+            &rule.name,
+            cluster,
+            root.namespace.as_deref().unwrap_or(""),
+            &root.subject(rule.relation),
+            &root.root_reason,
+            &root.detail,
+        );
+        if let Some(r) = g.recalled.iter().find(|r| r.signature == sig) {
+            return *r;
+        }
+        let r = history.recall_and_record(sig, g.id, g.opened_at, &life.history);
+        g.recalled.push(r);
+        r
     }
 
     /// The relation key under which cause and effect meet.
@@ -631,35 +776,24 @@ impl Correlator {
         detail
     }
 
-    fn maybe_emit(
-        rule: &CorrelationRule,
+    /// An UPDATED record of a changed incident, at most once per `debounce`.
+    fn maybe_update(
+        rules: &[CorrelationRule],
         life: &LifecycleConfig,
         cluster: &str,
-        key: &str,
-        o: &mut Open,
+        g: &mut Group,
         t: i64,
         out: &mut Vec<Incident>,
     ) {
-        if o.members.len() < rule.min_members {
-            return;
-        }
-        match o.emitted {
-            None => {
-                out.push(Self::incident(rule, cluster, key, o, IncidentStatus::Open, None));
-                o.emitted = Some(t);
-                o.dirty = false;
-            }
-            Some(last) if o.dirty && t - last >= life.debounce_us => {
-                out.push(Self::incident(rule, cluster, key, o, IncidentStatus::Updated, None));
-                o.emitted = Some(t);
-                o.dirty = false;
-            }
-            _ => {}
+        if g.dirty && t - g.emitted >= life.debounce_us {
+            out.push(g.record(rules, cluster, IncidentStatus::Updated, None, None));
+            g.emitted = t;
+            g.dirty = false;
         }
     }
 
     /// Moves event time to `watermark`: emits debounced updates and resolves quiet incidents,
-    /// in (rule, key) order; forgets candidates and relations that can no longer matter.
+    /// in id order; forgets matches, relations and history that can no longer matter.
     pub(crate) fn advance(
         &mut self,
         rules: &[CorrelationRule],
@@ -685,10 +819,14 @@ impl Correlator {
             strings.release_all(gone);
             self.oldest_relation = Some(self.pod_node.values().map(|(_, seen)| *seen).min().unwrap_or(i64::MAX));
         }
+        if self.history_swept_at.is_none_or(|s| watermark >= s.saturating_add(3_600_000_000)) {
+            self.history_swept_at = Some(watermark);
+            self.history.forget_before(watermark.saturating_sub(life.history.max_age_us));
+        }
     }
 
-    /// Emits debounced updates and resolves quiet incidents at `watermark`, then works out when
-    /// the next is due.
+    /// Emits debounced updates and resolves quiet incidents at `watermark`, forgets quiet
+    /// matches, then works out when the next change is due.
     fn sweep(
         &mut self,
         rules: &[CorrelationRule],
@@ -698,100 +836,49 @@ impl Correlator {
         watermark: i64,
         out: &mut Vec<Incident>,
     ) {
-        let mut done = Vec::new();
-        for (k, o) in self.open.iter_mut() {
-            let rule = &rules[o.rule];
-            if watermark - o.updated_at >= life.quiet_us.max(rule.max_gap_us) {
-                if o.emitted.is_some() {
-                    if o.dirty {
-                        out.push(Self::incident(rule, cluster, &k.1, o, IncidentStatus::Updated, None));
-                    }
-                    out.push(Self::incident(rule, cluster, &k.1, o, IncidentStatus::Resolved, Some(o.updated_at)));
-                }
-                done.push(k.clone());
-            } else if o.emitted.is_some_and(|e| o.dirty && watermark - e >= life.debounce_us) {
-                out.push(Self::incident(rule, cluster, &k.1, o, IncidentStatus::Updated, None));
-                o.emitted = Some(watermark);
-                o.dirty = false;
-            }
-        }
-        for k in done {
+        let quiet: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, o)| watermark - o.updated_at >= life.quiet_us.max(rules[o.rule].max_gap_us))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in quiet {
             if let Some(o) = self.open.remove(&k) {
                 o.release(strings);
             }
         }
-        self.due = Some(self.open.values().map(|o| due_of(&rules[o.rule], life, o)).min().unwrap_or(i64::MAX));
+        let mut resolved = Vec::new();
+        for (id, g) in self.groups.iter_mut() {
+            if g.is_quiet(life, watermark) {
+                if g.dirty {
+                    out.push(g.record(rules, cluster, IncidentStatus::Updated, None, None));
+                }
+                out.push(g.record(rules, cluster, IncidentStatus::Resolved, Some(g.updated_at), None));
+                resolved.push(*id);
+            } else if g.dirty && watermark - g.emitted >= life.debounce_us {
+                out.push(g.record(rules, cluster, IncidentStatus::Updated, None, None));
+                g.emitted = watermark;
+                g.dirty = false;
+            }
+        }
+        for id in resolved {
+            if let Some(g) = self.groups.remove(&id) {
+                g.release(strings);
+            }
+        }
+        let matches = self.open.values().map(|o| due_of(&rules[o.rule], life, o));
+        let incidents = self.groups.values().map(|g| g.due(life));
+        self.due = Some(matches.chain(incidents).min().unwrap_or(i64::MAX));
     }
 
     /// The incidents emitted as open and not yet resolved, as their newest record would say,
-    /// in key order: what an alerter taking over after a restart must keep firing.
+    /// in id order: what an alerter taking over after a restart must keep firing.
     pub fn open_incidents(&self, rules: &[CorrelationRule], cluster: &str) -> Vec<Incident> {
-        self.open
-            .iter()
-            .filter(|(_, o)| o.emitted.is_some())
-            .filter_map(|(k, o)| {
-                Some(Self::incident(rules.get(o.rule)?, cluster, &k.1, o, IncidentStatus::Updated, None))
-            })
+        self.groups
+            .values()
+            .filter(|g| g.parts.iter().all(|p| p.rule < rules.len()))
+            .map(|g| g.record(rules, cluster, IncidentStatus::Updated, None, None))
             .collect()
-    }
-
-    fn incident(
-        rule: &CorrelationRule,
-        cluster: &str,
-        key: &str,
-        o: &Open,
-        status: IncidentStatus,
-        resolved_at: Option<i64>,
-    ) -> Incident {
-        let mut members: Vec<&Member> = o.members.iter().collect();
-        members.sort_by(|a, b| a.time.cmp(&b.time).then(a.uid.cmp(&b.uid)));
-        let effects: Vec<&Member> = members.iter().skip(1).copied().collect();
-        let effect_reasons: BTreeSet<&str> = effects.iter().map(|m| &*m.reason).collect();
-        let pods: BTreeSet<&str> = members.iter().filter_map(|m| m.pod.as_deref()).collect();
-        let pod_name = |p: &str| p.split_once('/').map_or(p.to_string(), |(_, n)| n.to_string());
-        let object = key.strip_prefix("object:").map(|k| {
-            let mut parts = k.splitn(3, '/');
-            let (_ns, kind, name) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let kind = if kind == "configmap" { "ConfigMap" } else { "Secret" };
-            format!("{kind} {name}")
-        });
-        let summary = rule
-            .summary
-            .replace("{cause_reason}", &o.root_reason)
-            .replace("{detail}", &o.detail)
-            .replace("{pod}", o.root.name.as_deref().unwrap_or_default())
-            .replace("{node}", o.node.as_deref().unwrap_or("?"))
-            .replace("{owner}", &key.strip_prefix("owner:").map(pod_name).unwrap_or_default())
-            .replace("{object}", object.as_deref().unwrap_or(""))
-            .replace("{namespace}", o.namespace.as_deref().unwrap_or(""))
-            .replace("{effects}", &effects.len().to_string())
-            .replace("{effect_reasons}", &format!("({})", effect_reasons.into_iter().collect::<Vec<_>>().join(", ")))
-            .replace("{pods}", &pods.len().to_string())
-            .replace("{members}", &members.len().to_string())
-            .replace("{span}", &human_span(o.updated_at - o.opened_at));
-        let confidence = (rule.confidence + 0.02 * effects.len().saturating_sub(1) as f64).min(0.99);
-        let impact = Impact {
-            pods: pods.len(),
-            span_us: o.updated_at - o.began.unwrap_or(o.opened_at).min(o.opened_at),
-            disruptions: members.iter().filter(|m| is_disruptive(&m.reason)).count(),
-            previous: 0,
-        };
-        Incident {
-            incident_id: crate::hex16(o.id),
-            cluster: cluster.to_string(),
-            rule: rule.name.clone(),
-            status,
-            severity: impact.severity(rule.severity),
-            confidence: (confidence * 100.0).round() / 100.0,
-            summary,
-            root_cause: Some(o.root.resource()),
-            root_reason: Some(o.root_reason.to_string()),
-            scope: o.scope.iter().map(Ref::resource).collect(),
-            member_uids: members.iter().map(|m| m.uid.to_string()).collect(),
-            opened_at: o.opened_at,
-            updated_at: o.updated_at,
-            resolved_at,
-        }
     }
 }
 

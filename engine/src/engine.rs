@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{grade, Repetitions};
 use crate::correlate::{default_rules, CorrelationRule, Correlator, LifecycleConfig, ReasonMemo};
+use crate::history::HistoryLimits;
 use crate::intern::Interner;
 use crate::rules::MatchCache;
 use crate::rules::RuleSet;
@@ -33,6 +34,11 @@ pub struct EngineConfig {
     /// Event time without a new member after which an incident is RESOLVED, in milliseconds.
     /// Default 600000.
     pub incident_quiet_ms: i64,
+    /// Fault signatures each cluster remembers, for the recurrence incidents carry; past it the
+    /// one seen longest ago is forgotten. Default 10000.
+    pub incident_history_max: usize,
+    /// Days of event time a fault signature is remembered after it was last seen. Default 30.
+    pub incident_history_days: i64,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +50,8 @@ impl Default for EngineConfig {
             top_objects: 5,
             incident_debounce_ms: 60_000,
             incident_quiet_ms: 600_000,
+            incident_history_max: 10_000,
+            incident_history_days: 30,
         }
     }
 }
@@ -62,6 +70,10 @@ impl EngineConfig {
         LifecycleConfig {
             debounce_us: self.incident_debounce_ms.max(0) * 1000,
             quiet_us: self.incident_quiet_ms.max(0) * 1000,
+            history: HistoryLimits {
+                max_entries: self.incident_history_max.max(1),
+                max_age_us: self.incident_history_days.clamp(0, 36_500) * 86_400_000_000,
+            },
         }
     }
 }

@@ -13,8 +13,11 @@
 pub mod classify;
 pub mod correlate;
 pub mod engine;
+mod group;
+pub mod history;
 pub mod impact;
 mod intern;
+pub mod review;
 pub mod rules;
 pub mod shorten;
 mod sorted;
@@ -146,6 +149,20 @@ pub(crate) fn hex16(v: u64) -> String {
         *d = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
     }
     String::from_utf8(b.to_vec()).expect("hex digits are ASCII")
+}
+
+/// Serde of an id as the 16 hex digits it is emitted as.
+pub(crate) mod hex_id {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::hex16(*id))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        u64::from_str_radix(&s, 16).map_err(D::Error::custom)
+    }
 }
 
 /// Serde for maps with non-string keys, as a sequence of pairs, so engine state saves as JSON.

@@ -420,6 +420,7 @@ mod tests {
             opened_at,
             updated_at: opened_at + 60_000_000,
             resolved_at: Some(opened_at + 120_000_000),
+            ..Incident::default()
         }
     }
 

@@ -330,8 +330,9 @@ async fn open_incidents_fire_in_alertmanager_and_resolved_ones_stop() {
     wait_caught_up(&s.cfg, Duration::from_secs(120)).await;
     let first = latest_incidents(&s, &s.cfg.topics.incidents).await;
     let open: BTreeSet<String> = first.values().filter(|i| wanted(i)).map(|i| i.incident_id.clone()).collect();
+    // None has resolved yet: the whole dump spans 12.5 minutes of event time, and an incident
+    // resolves after 10 quiet minutes. Part two below resolves them.
     assert!(!open.is_empty(), "some incidents are still open at the end of the dump");
-    assert!(first.values().any(|i| i.status == IncidentStatus::Resolved), "and some resolved already");
     let active = am.wait_for(&open).await;
     println!("after part one: {} incidents, {} open with an active alert", first.len(), active.len());
     for (id, alert) in &active {

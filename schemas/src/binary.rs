@@ -151,6 +151,14 @@ impl AvroWrite for Incident {
         long(out, self.opened_at);
         long(out, self.updated_at);
         nullable(out, self.resolved_at, long);
+        opt_string(out, self.merged_into.as_deref());
+        nullable(out, self.contributing_rules.as_deref(), |out, rules| array(out, rules, |out, s| string(out, s)));
+        opt_string(out, self.causal_chain.as_deref());
+        opt_string(out, self.signature.as_deref());
+        nullable(out, self.previous_count, long);
+        nullable(out, self.first_seen, long);
+        nullable(out, self.last_seen, long);
+        opt_string(out, self.last_incident_id.as_deref());
     }
 }
 

@@ -95,6 +95,30 @@ pub struct Incident {
     pub opened_at: i64,
     pub updated_at: i64,
     pub resolved_at: Option<i64>,
+    /// The incident this one was merged into, on its last record.
+    #[serde(default)]
+    pub merged_into: Option<String>,
+    /// The rules whose matches make it up, the root's first.
+    #[serde(default)]
+    pub contributing_rules: Option<Vec<String>>,
+    /// "missing Secret etcd-client -> FailedMount x3 -> Unhealthy x2".
+    #[serde(default)]
+    pub causal_chain: Option<String>,
+    /// The fault's signature, 16 hex digits: the same fault on another day has the same one.
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// Incidents of the same signature before this one.
+    #[serde(default)]
+    pub previous_count: Option<i64>,
+    /// When the first of them opened, microseconds.
+    #[serde(default)]
+    pub first_seen: Option<i64>,
+    /// When the latest of them opened, microseconds.
+    #[serde(default)]
+    pub last_seen: Option<i64>,
+    /// The latest of them.
+    #[serde(default)]
+    pub last_incident_id: Option<String>,
 }
 
 /// A raw record the enricher could not read, with what was wrong. Every field comes from the

@@ -145,8 +145,10 @@ fn incident() -> impl Strategy<Value = Incident> {
         ),
         (text(), proptest::option::of(resource_ref()), opt_text(), proptest::collection::vec(resource_ref(), 0..5)),
         (proptest::collection::vec(text(), 0..70), long(), long(), proptest::option::of(long())),
+        (opt_text(), proptest::option::of(proptest::collection::vec(text(), 0..4)), opt_text(), opt_text()),
+        (proptest::option::of(long()), proptest::option::of(long()), proptest::option::of(long()), opt_text()),
     )
-        .prop_map(|(a, b, c)| Incident {
+        .prop_map(|(a, b, c, d, e)| Incident {
             incident_id: a.0,
             cluster: a.1,
             rule: a.2,
@@ -161,6 +163,14 @@ fn incident() -> impl Strategy<Value = Incident> {
             opened_at: c.1,
             updated_at: c.2,
             resolved_at: c.3,
+            merged_into: d.0,
+            contributing_rules: d.1,
+            causal_chain: d.2,
+            signature: d.3,
+            previous_count: e.0,
+            first_seen: e.1,
+            last_seen: e.2,
+            last_incident_id: e.3,
         })
 }
 

@@ -146,3 +146,39 @@ fn wire_format_errors_say_what_is_wrong() {
     let garbage = decode_body::<RawRecord>(&RAW_SCHEMA, &RAW_SCHEMA, &[0xff, 0xff, 0xff]);
     assert!(matches!(garbage, Err(CodecError::Schema(_))));
 }
+
+/// The incidents topic's schema grew optional fields (merging, causal chain, history): a reader
+/// of today reads what kev wrote before them (BACKWARD, what the registry enforces), and takes
+/// each new field's default. `data/incident-v1.avsc` is the schema as it was before.
+#[test]
+fn incident_schema_reads_records_of_its_first_version() {
+    use kev_schemas::schema::INCIDENT_SCHEMA;
+    use kev_schemas::Incident;
+    let v1 = Schema::parse_str(include_str!("data/incident-v1.avsc")).unwrap();
+    assert!(SchemaCompatibility::can_read(&v1, &INCIDENT_SCHEMA).is_ok(), "today's reader reads v1");
+    let old = Incident {
+        incident_id: "0123456789abcdef".into(),
+        cluster: "c".into(),
+        rule: "missing-secret-or-configmap".into(),
+        summary: "Secret s is missing".into(),
+        member_uids: vec!["u1".into(), "u2".into()],
+        opened_at: 1,
+        updated_at: 2,
+        ..Incident::default()
+    };
+    let v1_value = apache_avro::to_value(&old).unwrap();
+    let apache_avro::types::Value::Record(mut fields) = v1_value else { panic!("a record") };
+    let known: Vec<String> = match &v1 {
+        Schema::Record(r) => r.fields.iter().map(|f| f.name.clone()).collect(),
+        other => panic!("{other:?}"),
+    };
+    fields.retain(|(name, _)| known.contains(name));
+    let v1_value = apache_avro::types::Value::Record(fields).resolve(&v1).unwrap();
+    let bytes = apache_avro::writer::datum::GenericDatumWriter::builder(&v1)
+        .build()
+        .unwrap()
+        .write_value_to_vec(v1_value)
+        .unwrap();
+    let read: Incident = decode_body(&v1, &INCIDENT_SCHEMA, &bytes).unwrap();
+    assert_eq!(read, old, "the new fields read as null");
+}
