@@ -209,10 +209,25 @@ pub fn print_summary(out: &mut dyn Write, o: &DemoOutcome) -> std::io::Result<()
     )?;
     writeln!(
         out,
-        "  incidents          {} ({} resolved, {} still open)",
+        "  incidents          {} ({} resolved, {} still open; {} merged into another that explains them)",
         incidents.len(),
         resolved,
-        incidents.len() - resolved
+        incidents.len() - resolved,
+        o.report.merged_incidents()
+    )?;
+    writeln!(
+        out,
+        "  nested incidents   {} (inside another incident of the same cluster and time)",
+        o.report.nested_incidents()
+    )?;
+    let r = o.report.reading();
+    writeln!(
+        out,
+        "  records to read    {:.1} per 1,000 raw events ({} incidents + {} recurring warnings outside them, of {} events)",
+        r.per_thousand(),
+        r.incidents,
+        r.loose_fingerprints,
+        r.raw_events
     )?;
     writeln!(out, "  dead letters       {}", o.report.dead_letters)?;
     writeln!(out)?;

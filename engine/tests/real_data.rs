@@ -403,3 +403,40 @@ fn a_day_later(o: &EventObservation, shift: i64) -> EventObservation {
     }
     o
 }
+
+/// What a person reads of the shared dumps: the incidents, plus the recurring warning
+/// aggregates whose fingerprint no incident explains. The target is 5 per 1,000 raw events;
+/// the dumps (two OpenShift installs and a collection of support bundles) hold about 190
+/// fingerprints of warning traffic no incident explains (installer and operator warnings,
+/// single-pod mount and scheduling failures with no restart after them), which alone are
+/// 13.8 per 1,000: the target is missed, and this holds the figure where merging brought it
+/// (from 19.0 with the 71 incidents before, to 17.5).
+#[test]
+fn records_to_read_per_thousand_events() {
+    let input = observations();
+    let out = run(EngineConfig::default(), &input);
+    let (mut incidents, mut aggregates, mut enriched) = (Vec::new(), Vec::new(), Vec::new());
+    for o in &out {
+        match o {
+            Output::Incident(i) => incidents.push(i),
+            Output::Aggregate(a) => aggregates.push(a),
+            Output::Enriched(e) => enriched.push(e),
+        }
+    }
+    let r = review::reading(
+        incidents.iter().copied(),
+        aggregates.iter().copied(),
+        enriched.iter().copied(),
+        input.len() as u64,
+    );
+    println!(
+        "{:.2} records to read per 1,000 raw events: {} incidents + {} recurring warnings outside them, of {} events",
+        r.per_thousand(),
+        r.incidents,
+        r.loose_fingerprints,
+        r.raw_events
+    );
+    let before = (chains_before_merging().len() + r.loose_fingerprints) as f64 * 1000.0 / r.raw_events as f64;
+    println!("before merging: {before:.2} per 1,000");
+    assert!(r.incidents < chains_before_merging().len() && r.per_thousand() < 18.0, "{r:?}");
+}

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use kev_engine::Output;
+use kev_engine::{review, Output};
 use kev_schemas::raw::ResourceRef;
 use kev_schemas::{Aggregate, EnrichedEvent, Incident, IncidentStatus, Severity};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -47,15 +47,28 @@ impl ReportInput {
         }
     }
 
-    /// The newest state of each incident, ordered by when it opened (then id).
+    /// The newest state of each incident, ordered by when it opened (then id); an incident
+    /// merged into another is left out (its events and objects continue there).
     pub fn latest_incidents(&self) -> Vec<&Incident> {
-        let mut last: BTreeMap<&str, &Incident> = BTreeMap::new();
-        for i in &self.incidents {
-            last.insert(&i.incident_id, i);
-        }
-        let mut v: Vec<&Incident> = last.into_values().collect();
+        let mut v = review::standing(&self.incidents);
         v.sort_by(|a, b| (a.opened_at, &a.incident_id).cmp(&(b.opened_at, &b.incident_id)));
         v
+    }
+
+    /// Incidents merged into another one that explains them.
+    pub fn merged_incidents(&self) -> usize {
+        review::latest(&self.incidents).values().filter(|i| i.merged_into.is_some()).count()
+    }
+
+    /// What a person has to read of the range: its incidents and the recurring warning
+    /// aggregates no incident explains, per raw event.
+    pub fn reading(&self) -> review::Reading {
+        review::reading(&self.incidents, &self.aggregates, &self.events, self.events.len() as u64)
+    }
+
+    /// Incidents inside another of the same cluster and time: the same cause reported twice.
+    pub fn nested_incidents(&self) -> usize {
+        review::nested(&self.latest_incidents()).len()
     }
 
     /// Occurrences per fingerprint over the range, most severe first, then most frequent.
@@ -275,7 +288,7 @@ const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;margin:1em 0}td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}\
 .lane{fill:#fafafa;stroke:#eee}.label{font:11px monospace;fill:#333}.axis{font:11px monospace;fill:#666}\
 .bar.critical{fill:#8b0000}.bar.error{fill:#d9534f}.bar.warning{fill:#f0ad4e}.bar.info,.bar.unknown{fill:#5bc0de}\
-.event{fill:#222}.sev{font-weight:bold}.sev.critical{color:#8b0000}.sev.error{color:#d9534f}.sev.warning{color:#b8860b}\
+.event{fill:#222}.recurring{font-size:11px;border:1px solid #b8860b;border-radius:3px;padding:0 3px;color:#b8860b}.sev{font-weight:bold}.sev.critical{color:#8b0000}.sev.error{color:#d9534f}.sev.warning{color:#b8860b}\
 details{border:1px solid #ddd;margin:.4em 0;padding:.3em .6em}summary{cursor:pointer}code{font-size:12px}";
 
 /// The report as one HTML document.
@@ -301,6 +314,7 @@ pub fn render(input: &ReportInput) -> String {
     let timelines = cluster_timelines(&incidents, &events, range);
     let occurrences: i64 = input.events.iter().map(|e| e.new_occurrences).sum();
     let open = incidents.iter().filter(|i| i.resolved_at.is_none()).count();
+    let reading = input.reading();
     let page = html! {
         (DOCTYPE)
         html lang="en" {
@@ -316,7 +330,11 @@ pub fn render(input: &ReportInput) -> String {
                     tr { th { "enriched events" } td { (input.events.len()) } }
                     tr { th { "occurrences" } td { (occurrences) } }
                     tr { th { "aggregate records" } td { (input.aggregates.len()) } }
-                    tr { th { "incidents" } td { (incidents.len()) " (" (open) " still open)" } }
+                    tr { th { "incidents" } td { (incidents.len()) " (" (open) " still open; " (input.merged_incidents()) " merged into another)" } }
+                    tr { th { "records to read" } td {
+                        (format!("{:.1}", reading.per_thousand())) " per 1,000 raw events: " (reading.incidents) " incidents and "
+                        (reading.loose_fingerprints) " recurring warnings outside them"
+                    } }
                     tr { th { "dead letters" } td { (input.dead_letters) } }
                 }
                 h2 { "Timeline" }
@@ -335,10 +353,30 @@ pub fn render(input: &ReportInput) -> String {
                         summary {
                             span class=(format!("sev {}", severity_name(i.severity))) { (severity_name(i.severity)) }
                             " " (i.summary) " "
+                            @if i.previous_count.unwrap_or(0) > 0 {
+                                span class="recurring" { "recurring" } " "
+                            }
                             small { "(" (status_name(i.status)) ", " (time(i.opened_at)) ")" }
                         }
                         table {
                             tr { th { "rule" } td { (i.rule) } }
+                            @if let Some(rules) = i.contributing_rules.as_ref().filter(|r| r.len() > 1) {
+                                tr { th { "rules" } td { (rules.join(", ")) } }
+                            }
+                            @if let Some(chain) = &i.causal_chain {
+                                tr { th { "causal chain" } td { (chain) } }
+                            }
+                            tr { th { "history" } td {
+                                @match (i.previous_count.unwrap_or(0), i.first_seen, i.last_seen) {
+                                    (n, Some(first), Some(last)) if n > 0 => {
+                                        (n) " earlier incident(s) of the same fault, the first at " (time(first)) ", the last at " (time(last))
+                                        @if let Some(id) = &i.last_incident_id {
+                                            " (" a href=(format!("#incident-{id}")) { code { (id) } } ")"
+                                        }
+                                    }
+                                    _ => { "the first of its signature" }
+                                }
+                            } }
                             tr { th { "root cause" } td {
                                 (i.root_cause.as_ref().map(resource).unwrap_or_default()) " "
                                 (i.root_reason.as_deref().unwrap_or(""))
