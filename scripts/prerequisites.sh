@@ -6,7 +6,8 @@
 # a pinned Apicurio Registry (a Quarkus application from Maven Central), Confluent's Python
 # client and Flink SQL (PyPI, in venvs; Flink's SQL jars from Maven Central), and a pinned
 # kube-apiserver and etcd built from the Go module proxy; with
-# --for-benchmarks also the side-by-side benchmark's peer (Quix Streams, pinned, in a venv).
+# --for-benchmarks also the side-by-side benchmark's peers (Quix Streams, pinned, in a venv;
+# Kafka Streams, pinned, built from benches/peer/kafka-streams).
 set -euo pipefail
 
 KUSTOMIZE_VERSION=4.5.4
@@ -193,4 +194,23 @@ if $for_benchmarks && ! "$QUIX_VENV/bin/python" -c 'import quixstreams' 2>/dev/n
   echo "installing the benchmark peer (benches/peer/requirements.txt) into $QUIX_VENV (once)" >&2
   python3 -m venv "$QUIX_VENV"
   "$QUIX_VENV/bin/pip" install -q -r "$HERE/../benches/peer/requirements.txt"
+fi
+
+# The benchmark's Kafka Streams peer (benches/peer/kafka-streams, Kafka Streams at the broker's
+# release, from Maven Central), built with Java 17 into a directory named by build-id.sh (the
+# Kafka release and a hash of the POM and sources), where side_by_side looks for it: a changed
+# source is built again, into a new directory.
+STREAMS_PEER_SRC="$HERE/../benches/peer/kafka-streams"
+STREAMS_PEER="$CACHE/streams-peer-$("$STREAMS_PEER_SRC/build-id.sh")"
+if $for_benchmarks && [ ! -f "$STREAMS_PEER/kev-streams-peer.jar" ]; then
+  echo "building the benchmark's Kafka Streams peer into $STREAMS_PEER (once per source)" >&2
+  tmp=$(mktemp -d)
+  mvn -B -q -f "$STREAMS_PEER_SRC/pom.xml" -Dpeer.build="$tmp/build" package \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp/lib"
+  mkdir -p "$CACHE"
+  rm -rf "$STREAMS_PEER"
+  mkdir "$tmp/peer"
+  mv "$tmp/build/kev-streams-peer.jar" "$tmp/lib" "$tmp/peer/"
+  mv "$tmp/peer" "$STREAMS_PEER"
+  rm -rf "$tmp"
 fi

@@ -1,6 +1,7 @@
 //! Side by side, on one Apache Kafka broker process, in one run: the ceiling (a consume-only reader of
-//! the raw topic), the raw log a take-over re-reads (recovery), a peer stream processor (Quix
-//! Streams) computing the same 1-minute tumbling-window counts per fingerprint, and kev's
+//! the raw topic), the raw log a take-over re-reads (recovery), two peer stream processors (Quix
+//! Streams, then Kafka Streams) computing the same 1-minute tumbling-window counts per
+//! fingerprint, and kev's
 //! enricher end to end in its default mode and in `exactly_once` mode; then the enricher with 1, 2 and 4 partitions and as many instances (each
 //! on a fresh broker); then the memory of the engine and of the producer's de-duplication state
 //! as they grow (in child processes, so that what they hold is theirs alone).
@@ -22,7 +23,10 @@
 //! Quix reads the raw topic itself through the registry; `json`: a JSON copy of the workload in
 //! its own topic, whose ceiling is then measured too); `KEV_BENCH_PEER_PYTHON` (default
 //! `~/.cache/kev/quix-venv/bin/python`, see `benches/peer/requirements.txt`; `none` skips the
-//! peer); `KEV_BENCH_SCALE_EVENTS` (events of the partition-scale runs, default 200,000, 0 to
+//! peer); `KEV_BENCH_STREAMS_PEER` (the Kafka Streams peer's build, default
+//! `~/.cache/kev/streams-peer-<benches/peer/kafka-streams/build-id.sh>`, which
+//! `scripts/prerequisites.sh --for-benchmarks` builds; it reads the Avro raw topic whatever the
+//! Quix peer's format; `none` skips it); `KEV_BENCH_SCALE_EVENTS` (events of the partition-scale runs, default 200,000, 0 to
 //! skip them); `KEV_BENCH_LATENCY_RATE` and `KEV_BENCH_LATENCY_SECONDS` (the steady feed of
 //! their latency phase, default 500 records/s for 10 s, 0 s to skip it);
 //! `KEV_BENCH_MEMORY_GROUPS` (largest state of the memory runs, default 1,000,000, 0 to skip
@@ -275,7 +279,49 @@ async fn hold(phase: &str, broker: &Broker, registry: &str) {
     }
 }
 
-/// The peer: Quix Streams in its venv, on `topic`. Its JSON line, or why there is none.
+/// A peer's run: its JSON line (or why there is none) and its peak RSS in bytes, read from
+/// `/proc` every 100 ms while it runs (the last reading before it ends).
+async fn run_peer(mut cmd: tokio::process::Command, name: &str) -> (Result<Value, String>, u64) {
+    use std::process::Stdio;
+    let child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => return (Err(format!("cannot start {name}: {e}")), 0),
+    };
+    let peak = Arc::new(AtomicU64::new(0));
+    let watch = child.id().map(|pid| {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(kev_tests::bench::peak_rss_bytes(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    let out = child.wait_with_output().await;
+    if let Some(w) = watch {
+        w.abort();
+    }
+    let peak = peak.load(Ordering::Relaxed);
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return (Err(format!("waiting for {name}: {e}")), peak),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{'));
+    let log = String::from_utf8_lossy(&out.stderr);
+    eprint!("{log}");
+    let result = match (out.status.success(), line) {
+        (true, Some(l)) => serde_json::from_str(l).map_err(|e| format!("{name} printed {l}: {e}")),
+        _ => {
+            let tail: Vec<&str> = log.lines().filter(|l| !l.starts_with(' ')).rev().take(3).collect();
+            Err(format!("{name} exited with {}; last lines of its log: {}", out.status, tail.join(" / ")))
+        }
+    };
+    (result, peak)
+}
+
+/// The peer: Quix Streams in its venv, on `topic`. Its JSON line, or why there is none, and
+/// its peak RSS.
 async fn peer(
     python: &str,
     broker: &str,
@@ -283,11 +329,11 @@ async fn peer(
     format: &str,
     registry: &str,
     records: u64,
-) -> Result<Value, String> {
+) -> (Result<Value, String>, u64) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let state = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(python)
-        .arg(root.join("benches/peer/quix_windows.py"))
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.arg(root.join("benches/peer/quix_windows.py"))
         .env("KEV_PEER_BROKER", broker)
         .env("KEV_PEER_TOPIC", topic)
         .env("KEV_PEER_FORMAT", format)
@@ -295,21 +341,52 @@ async fn peer(
         .env("KEV_PEER_RECORDS", records.to_string())
         .env("KEV_PEER_GROUP", format!("quix-bench-{}", std::process::id()))
         .env("KEV_PEER_OUTPUT", format!("{topic}.quix-windows"))
-        .env("KEV_PEER_STATE", state.path().join("state"))
-        .output()
-        .await
-        .map_err(|e| format!("cannot start {python}: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().rev().find(|l| l.starts_with('{'));
-    let log = String::from_utf8_lossy(&out.stderr);
-    eprint!("{log}");
-    match (out.status.success(), line) {
-        (true, Some(l)) => serde_json::from_str(l).map_err(|e| format!("peer printed {l}: {e}")),
-        _ => {
-            let tail: Vec<&str> = log.lines().filter(|l| !l.starts_with(' ')).rev().take(3).collect();
-            Err(format!("peer exited with {}; last lines of its log: {}", out.status, tail.join(" / ")))
-        }
+        .env("KEV_PEER_STATE", state.path().join("state"));
+    run_peer(cmd, "the Quix peer").await
+}
+
+/// The Kafka Streams peer (`benches/peer/kafka-streams`), built into `dir` by the
+/// prerequisites, on the Avro raw `topic`, with the Quix peer's environment: its JSON line, or
+/// why there is none, and its peak RSS. The JVM runs with its defaults (`java` from
+/// `$JAVA_HOME`, else `PATH`).
+async fn streams_peer(
+    dir: &str,
+    broker: &str,
+    topic: &str,
+    registry: &str,
+    records: u64,
+) -> (Result<Value, String>, u64) {
+    let jar = PathBuf::from(dir).join("kev-streams-peer.jar");
+    if !jar.is_file() {
+        return (
+            Err(format!(
+                "no build at {dir} (run scripts/prerequisites.sh --for-benchmarks, or set KEV_BENCH_STREAMS_PEER)"
+            )),
+            0,
+        );
     }
+    let java = std::env::var("JAVA_HOME").map_or_else(|_| PathBuf::from("java"), |h| PathBuf::from(h).join("bin/java"));
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(java);
+    cmd.arg("-cp")
+        .arg(format!("{}:{dir}/lib/*", jar.display()))
+        .arg("dev.kev.peer.StreamsWindows")
+        .env("KEV_PEER_BROKER", broker)
+        .env("KEV_PEER_TOPIC", topic)
+        .env("KEV_PEER_FORMAT", "avro")
+        .env("KEV_PEER_REGISTRY", registry)
+        .env("KEV_PEER_RECORDS", records.to_string())
+        .env("KEV_PEER_GROUP", format!("streams-bench-{}", std::process::id()))
+        .env("KEV_PEER_OUTPUT", format!("{topic}.streams-windows"))
+        .env("KEV_PEER_STATE", state.path().join("state"));
+    run_peer(cmd, "the Kafka Streams peer").await
+}
+
+/// Starts a new peak of this process's resident memory (`VmHWM`, by writing 5 to
+/// `/proc/self/clear_refs`) before an in-process phase; returns its RSS then, KiB.
+fn reset_peak_rss() -> u64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    status_kib("VmRSS")
 }
 
 fn machine() -> String {
@@ -641,6 +718,10 @@ async fn main() {
     let python =
         std::env::var("KEV_BENCH_PEER_PYTHON").unwrap_or_else(|_| format!("{home}/.cache/kev/quix-venv/bin/python"));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let streams_dir = std::env::var("KEV_BENCH_STREAMS_PEER").unwrap_or_else(|_| {
+        let build = root.join("benches/peer/kafka-streams/build-id.sh");
+        format!("{home}/.cache/kev/streams-peer-{}", command_version(build.to_str().unwrap(), &[]))
+    });
     // The commit the run starts from: one made while it runs must not be named as its.
     let commit = command_version("git", &["-C", root.to_str().unwrap(), "rev-parse", "--short", "HEAD"]);
     let out_base =
@@ -706,10 +787,13 @@ async fn main() {
 
     hold("load", &broker, &registry.url).await;
 
-    // 2. The ceiling.
+    // 2. The ceiling. Each in-process phase's peak RSS is this process's over the phase (with
+    // the workload it holds; its RSS before the phase beside it).
+    let rss_before = reset_peak_rss();
     let (cpu, broker_cpu) = (cpu_seconds(), broker.cpu_seconds());
     let (ceil_n, ceil_bytes, ceil_s) = ceiling(&cfg.kafka, &cfg.topics.raw, "bench-ceiling");
     let ceil_cpu = (cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
+    let ceil_rss = (rss_before, status_kib("VmHWM"));
     let ceil_rate = rate(ceil_n, ceil_s);
     eprintln!("ceiling: {ceil_n} records in {ceil_s:.2}s");
     let expected = expected_per_partition(partitions, &names, &avro);
@@ -743,8 +827,8 @@ async fn main() {
     };
     drop(json_recs);
     let (cpu, broker_cpu) = (children_cpu_seconds(), broker.cpu_seconds());
-    let peer_result = if python == "none" {
-        Err("skipped (KEV_BENCH_PEER_PYTHON=none)".to_string())
+    let (peer_result, peer_rss) = if python == "none" {
+        (Err("skipped (KEV_BENCH_PEER_PYTHON=none)".to_string()), 0)
     } else {
         peer(&python, &broker.bootstrap(), &peer_topic, &peer_format, &registry.url, acked).await
     };
@@ -755,10 +839,26 @@ async fn main() {
         .ok()
         .map(|v| rate(v["records"].as_u64().unwrap_or(0), v["seconds"].as_f64().unwrap_or(0.0)));
 
+    // 4b. The Kafka Streams peer, after Quix, on the Avro raw topic.
+    let (cpu, broker_cpu) = (children_cpu_seconds(), broker.cpu_seconds());
+    let (streams_result, streams_rss) = if streams_dir == "none" {
+        (Err("skipped (KEV_BENCH_STREAMS_PEER=none)".to_string()), 0)
+    } else {
+        streams_peer(&streams_dir, &broker.bootstrap(), &cfg.topics.raw, &registry.url, acked).await
+    };
+    let streams_cpu = (children_cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
+    eprintln!("Kafka Streams peer: {streams_result:?}");
+    let streams_rate = streams_result
+        .as_ref()
+        .ok()
+        .map(|v| rate(v["records"].as_u64().unwrap_or(0), v["seconds"].as_f64().unwrap_or(0.0)));
+
     // 5. kev's enricher, one instance.
+    let rss_before = reset_peak_rss();
     let (cpu, broker_cpu) = (cpu_seconds(), broker.cpu_seconds());
     let (stats, enrich_s) = enrich_all(&cfg, 1, &cancel).await;
     let kev_cpu = (cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
+    let kev_rss = (rss_before, status_kib("VmHWM"));
     let kev_rate = rate(stats.records_in, enrich_s);
     // What the output topics hold against what was acknowledged: they are written with
     // multi-record batches and are not read back otherwise.
@@ -780,9 +880,11 @@ async fn main() {
     ecfg.topics.raw = cfg.topics.raw.clone();
     ecfg.topics.checkpoints.push_str(".eos");
     topics::create(&ecfg.kafka, &ecfg.topics).await.unwrap();
+    let rss_before = reset_peak_rss();
     let (cpu, broker_cpu) = (cpu_seconds(), broker.cpu_seconds());
     let (eos_stats, eos_s) = enrich_all(&ecfg, 1, &cancel).await;
     let eos_cpu = (cpu_seconds() - cpu, broker.cpu_seconds() - broker_cpu);
+    let eos_rss = (rss_before, status_kib("VmHWM"));
     let eos_rate = rate(eos_stats.records_in, eos_s);
     eprintln!("enricher, exactly_once: {eos_stats:?} in {eos_s:.2}s");
     // What a read_committed reader sees of its outputs: the high watermarks also count the
@@ -863,6 +965,18 @@ async fn main() {
         "java": command_version("java", &["-version"]).lines().next().unwrap_or("").to_string(),
         "librdkafka": rdkafka::util::get_rdkafka_version().1,
         "peer": peer_result.as_ref().ok().map(|v| format!("quixstreams {} on Python {}", v["quixstreams"].as_str().unwrap_or("?"), v["python"].as_str().unwrap_or("?"))),
+        "streams_peer": streams_result.as_ref().ok().map(|v| format!("kafka-streams {} (RocksDB {}, Avro {}) on Java {}", v["kafka_streams"].as_str().unwrap_or("?"), v["rocksdb"].as_str().unwrap_or("?"), v["avro"].as_str().unwrap_or("?"), v["java"].as_str().unwrap_or("?"))),
+    });
+    let per = |secs: f64, n: u64| secs / n.max(1) as f64;
+    let peer_n = peer_result.as_ref().ok().and_then(|v| v["records"].as_u64());
+    let streams_n = streams_result.as_ref().ok().and_then(|v| v["records"].as_u64());
+    let ratios = json!({
+        "kev_over_peer": peer_rate.map(|r| kev_rate / r),
+        "kev_exactly_once_over_peer": peer_rate.map(|r| eos_rate / r),
+        "kev_over_streams_peer": streams_rate.map(|r| kev_rate / r),
+        "kev_exactly_once_over_streams_peer": streams_rate.map(|r| eos_rate / r),
+        "cpu_per_record_peer_over_kev": peer_n.map(|n| per(peer_cpu.0, n) / per(kev_cpu.0, stats.records_in).max(1e-12)),
+        "cpu_per_record_streams_peer_over_kev": streams_n.map(|n| per(streams_cpu.0, n) / per(kev_cpu.0, stats.records_in).max(1e-12)),
     });
     let figures = json!({
         "date": command_version("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
@@ -882,11 +996,22 @@ async fn main() {
         "json_ceiling": json_ceiling.map(|(n, b, s)| json!({"records": n, "bytes": b, "seconds": s, "rate": rate(n, s)})),
         "peer": match &peer_result { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
         "peer_format": peer_format,
+        "streams_peer": match &streams_result { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
+        "streams_peer_rate": streams_rate,
+        "ratios": ratios,
         "cpu_seconds": {
             "ceiling": {"process": ceil_cpu.0, "broker": ceil_cpu.1},
             "peer": {"process": peer_cpu.0, "broker": peer_cpu.1},
+            "streams_peer": {"process": streams_cpu.0, "broker": streams_cpu.1},
             "enricher": {"process": kev_cpu.0, "broker": kev_cpu.1},
             "enricher_exactly_once": {"process": eos_cpu.0, "broker": eos_cpu.1},
+        },
+        "peak_rss_kib": {
+            "ceiling": {"before": ceil_rss.0, "peak": ceil_rss.1},
+            "enricher": {"before": kev_rss.0, "peak": kev_rss.1},
+            "enricher_exactly_once": {"before": eos_rss.0, "peak": eos_rss.1},
+            "peer": peer_rss / 1024,
+            "streams_peer": streams_rss / 1024,
         },
         "scale": scale_rows,
         "memory_engine": match &mem_engine { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
@@ -910,13 +1035,14 @@ async fn main() {
     line(format!("- date: {}", figures["date"].as_str().unwrap_or("")));
     line(format!("- machine: {}", figures["machine"].as_str().unwrap_or("")));
     line(format!(
-        "- versions: kev {} ({}), {}, {}, librdkafka {}, peer: {}",
+        "- versions: kev {} ({}), {}, {}, librdkafka {}, peer: {}, Kafka Streams peer: {}",
         versions["kev"].as_str().unwrap_or(""),
         versions["git"].as_str().unwrap_or(""),
         versions["rustc"].as_str().unwrap_or(""),
         versions["kafka"].as_str().unwrap_or(""),
         versions["librdkafka"].as_str().unwrap_or(""),
-        versions["peer"].as_str().unwrap_or("not run")
+        versions["peer"].as_str().unwrap_or("not run"),
+        versions["streams_peer"].as_str().unwrap_or("not run")
     ));
     line(format!(
         "- broker: one Apache Kafka KRaft node (512 MiB heap), {storage_label}, loader batches of at most {} records (`batch.num.messages`), raw topic of {partitions} partitions keyed by cluster ({})",
@@ -943,7 +1069,7 @@ async fn main() {
     line(String::new());
     line("## Throughput, one run, one broker".into());
     line(String::new());
-    line("What each does with the same raw topic: the ceiling reads it and decodes nothing. kev's enricher decodes each Avro record, runs the engine (grades, templates, fingerprints, 1-minute event-time windows, correlation into incidents), writes an enriched record for every event plus window aggregates and incidents (Avro, registry) to four topics, and commits behind its acknowledgement barrier. The peer (`benches/peer/quix_windows.py`) decodes each record with Quix's Avro deserializer through the same registry, takes the event time as the record's timestamp, masks the message with kev's template masks ported to Python (same patterns, same order, memoised), and counts events per (cluster, namespace, kind, reason, template) in 1-minute tumbling windows (5 s grace), kept per message key (the cluster, as the topic is keyed) as one count per fingerprint, with no repartition; it writes a record per closed window and its changelog. Each is timed from its start (group join included) until it has processed every record.".into());
+    line("What each does with the same raw topic: the ceiling reads it and decodes nothing. kev's enricher decodes each Avro record, runs the engine (grades, templates, fingerprints, 1-minute event-time windows, correlation into incidents), writes an enriched record for every event plus window aggregates and incidents (Avro, registry) to four topics, and commits behind its acknowledgement barrier. The peer (`benches/peer/quix_windows.py`) decodes each record with Quix's Avro deserializer through the same registry, takes the event time as the record's timestamp, masks the message with kev's template masks ported to Python (same patterns, same order, memoised), and counts events per (cluster, namespace, kind, reason, template) in 1-minute tumbling windows (5 s grace), kept per message key (the cluster, as the topic is keyed) as one count per fingerprint, with no repartition; it writes a record per closed window and its changelog. The Kafka Streams peer (`benches/peer/kafka-streams`, Java) does the same with Kafka Streams' DSL on the Avro raw topic: Apache Avro's Java reader with the registered writer schema, kev's masks ported to java.util.regex (memoised per task), the event time as the record's timestamp (a `TimestampExtractor`), `groupByKey` on the cluster (no repartition topic, as Quix and kev), 1-minute tumbling windows with 5 s grace emitted on window close, one count per fingerprint in the window's value, in a RocksDB window store with its changelog and record cache; one record per closed window. Each is timed from its start (group join included) until it has processed every record.".into());
     line(String::new());
     line("| measure | records | seconds | records/s |".into());
     line("|---|---|---|---|".into());
@@ -982,6 +1108,13 @@ async fn main() {
         )),
         Err(e) => line(format!("| peer: Quix Streams | not measured: {} | | |", e.replace('|', "/").replace('\n', " "))),
     }
+    match &streams_result {
+        Ok(v) => line(format!(
+            "| peer: Kafka Streams, 1 process, {} stream threads, avro from `{}`, 1-minute tumbling counts per fingerprint ({} window counts closed in {} window records; first record after {:.1} s) | {} | {:.2} | {} |",
+            v["settings"]["num.stream.threads"], cfg.topics.raw, v["windows_closed"], v["window_records_written"], v["first_record_after"].as_f64().unwrap_or(0.0), v["records"], v["seconds"].as_f64().unwrap_or(0.0), thousands(streams_rate.unwrap_or(0.0))
+        )),
+        Err(e) => line(format!("| peer: Kafka Streams | not measured: {} | | |", e.replace('|', "/").replace('\n', " "))),
+    }
     line(String::new());
     line(format!(
         "The enricher's {} acknowledged output records: the output topics' high watermarks add up to {outputs_held}{}.",
@@ -994,21 +1127,58 @@ async fn main() {
         if eos_visible == eos_stats.records_out { "" } else { " (**not what was acknowledged**)" }
     ));
     line(String::new());
-    line("CPU time per raw record in the same phases (user + system, all threads; the peer's is its Python process's, read once it has ended; the broker's is the Kafka process's in the same phase), steadier than the rates when the machine is shared:".into());
+    line("CPU time per raw record in the same phases (user + system, all threads; a peer's is its own process's, Python's or the JVM's, read once it has ended; the broker's is the Kafka process's in the same phase), steadier than the rates when the machine is shared; and the peak resident memory of the process doing the work (a peer's read from `/proc` every 100 ms while it runs; the ceiling and kev run in this benchmark's process, whose peak is reset before the phase and holds the workload too, its RSS before the phase in brackets):".into());
     line(String::new());
-    line("| phase | its process, us per record | the broker, us per record |".into());
-    line("|---|---|---|".into());
+    line("| phase | its process, us per record | the broker, us per record | its process, peak RSS MiB |".into());
+    line("|---|---|---|---|".into());
     let us = |secs: f64, n: u64| format!("{:.1}", 1e6 * secs / n.max(1) as f64);
-    line(format!("| ceiling | {} | {} |", us(ceil_cpu.0, ceil_n), us(ceil_cpu.1, ceil_n)));
-    line(format!("| kev enricher | {} | {} |", us(kev_cpu.0, stats.records_in), us(kev_cpu.1, stats.records_in)));
+    let mib =
+        |(before, peak): (u64, u64)| format!("{:.0} ({:.0} before)", peak as f64 / 1024.0, before as f64 / 1024.0);
+    line(format!("| ceiling | {} | {} | {} |", us(ceil_cpu.0, ceil_n), us(ceil_cpu.1, ceil_n), mib(ceil_rss)));
     line(format!(
-        "| kev enricher, `exactly_once` | {} | {} |",
-        us(eos_cpu.0, eos_stats.records_in),
-        us(eos_cpu.1, eos_stats.records_in)
+        "| kev enricher | {} | {} | {} |",
+        us(kev_cpu.0, stats.records_in),
+        us(kev_cpu.1, stats.records_in),
+        mib(kev_rss)
     ));
-    let peer_n = peer_result.as_ref().ok().and_then(|v| v["records"].as_u64());
+    line(format!(
+        "| kev enricher, `exactly_once` | {} | {} | {} |",
+        us(eos_cpu.0, eos_stats.records_in),
+        us(eos_cpu.1, eos_stats.records_in),
+        mib(eos_rss)
+    ));
     if let Some(n) = peer_n {
-        line(format!("| peer | {} | {} |", us(peer_cpu.0, n), us(peer_cpu.1, n)));
+        line(format!(
+            "| peer: Quix Streams | {} | {} | {:.0} |",
+            us(peer_cpu.0, n),
+            us(peer_cpu.1, n),
+            peer_rss as f64 / 1048576.0
+        ));
+    }
+    if let Some(n) = streams_n {
+        line(format!(
+            "| peer: Kafka Streams | {} | {} | {:.0} |",
+            us(streams_cpu.0, n),
+            us(streams_cpu.1, n),
+            streams_rss as f64 / 1048576.0
+        ));
+    }
+    if let Ok(v) = &streams_result {
+        let settings = |m: &Value| {
+            m.as_object()
+                .map(|o| {
+                    o.iter().map(|(k, v)| format!("`{k}={}`", v.to_string().trim_matches('"'))).collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+                .join(", ")
+        };
+        line(String::new());
+        line(format!(
+            "Kafka Streams peer: settings beyond `application.id`, `bootstrap.servers` and `state.dir`: {}; defaults kept: {}; JVM defaults (no options); topology: {}.",
+            settings(&v["settings"]),
+            settings(&v["defaults"]),
+            v["topology"].as_str().unwrap_or("")
+        ));
     }
     line(String::new());
     line("| ratio | value | target |".into());
@@ -1022,15 +1192,21 @@ async fn main() {
         let kp = kev_rate / pr;
         line(format!("| kev / peer | {kp:.1}x | >= 20x: {} |", met(kp >= 20.0)));
         line(format!("| kev `exactly_once` / peer | {:.1}x | |", eos_rate / pr));
-        if let Some(n) = peer_n {
-            let per = |secs: f64, n: u64| secs / n.max(1) as f64;
-            let cp = per(peer_cpu.0, n) / per(kev_cpu.0, stats.records_in).max(1e-12);
+        if let Some(cp) = ratios["cpu_per_record_peer_over_kev"].as_f64() {
             line(format!("| CPU time per record, peer / kev (their own processes) | {cp:.1}x | |"));
         }
         line(format!("| peer / ceiling | {:.0}% | |", 100.0 * pr / ceil_rate));
         if let Some((n, _, s)) = json_ceiling {
             line(format!("| peer / ceiling of its JSON topic | {:.0}% | |", 100.0 * pr / rate(n, s)));
         }
+    }
+    if let Some(sr) = streams_rate {
+        line(format!("| kev / Kafka Streams | {:.1}x | |", kev_rate / sr));
+        line(format!("| kev `exactly_once` / Kafka Streams | {:.1}x | |", eos_rate / sr));
+        if let Some(cp) = ratios["cpu_per_record_streams_peer_over_kev"].as_f64() {
+            line(format!("| CPU time per record, Kafka Streams / kev (their own processes) | {cp:.1}x | |"));
+        }
+        line(format!("| Kafka Streams / ceiling | {:.0}% | |", 100.0 * sr / ceil_rate));
     }
     if !scale_rows.is_empty() {
         line(String::new());
