@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{ClientBuilder, Locator};
-use kev_demo::{run, DemoOptions};
+use kev_demo::{print_summary, run, DemoOptions};
 use kev_enricher::report;
 use kev_schemas::Incident;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +35,17 @@ async fn openshift_must_gather_through_the_embedded_pipeline() {
         assert!(opened, "incident {} was not printed as it opened:\n{printed}", i.incident_id);
     }
 
+    // The summary says what a person reads: no incident inside another, and the records to read.
+    let mut summary = Vec::new();
+    print_summary(&mut summary, &outcome).unwrap();
+    let summary = String::from_utf8(summary).unwrap();
+    assert!(summary.contains("nested incidents   0 "), "{summary}");
+    assert!(summary.contains("records to read") && summary.contains("per 1,000 raw events"), "{summary}");
+
     let html = report::render(&outcome.report);
+    // Graded by impact, the timeline is not one colour.
+    let colours = ["bar warning", "bar error", "bar critical"].iter().filter(|c| html.contains(*c)).count();
+    assert!(colours >= 2, "incidents of one severity only");
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.contains("<svg"), "the timeline is drawn");
     for i in &incidents {
