@@ -642,10 +642,7 @@ impl Correlator {
         // that is over but not swept yet ends before its successor opens.
         if self.groups.get(&o.id).is_some_and(|g| g.is_quiet(life, t)) {
             let old = self.groups.remove(&o.id).expect("found above");
-            if old.dirty {
-                out.push(old.record(rules, cluster, IncidentStatus::Updated, None, None));
-            }
-            out.push(old.record(rules, cluster, IncidentStatus::Resolved, Some(old.updated_at), None));
+            old.resolve(rules, cluster, out);
             old.release(strings);
         }
         let mut hits: Vec<(i64, u64)> = self
@@ -850,15 +847,10 @@ impl Correlator {
         let mut resolved = Vec::new();
         for (id, g) in self.groups.iter_mut() {
             if g.is_quiet(life, watermark) {
-                if g.dirty {
-                    out.push(g.record(rules, cluster, IncidentStatus::Updated, None, None));
-                }
-                out.push(g.record(rules, cluster, IncidentStatus::Resolved, Some(g.updated_at), None));
+                g.resolve(rules, cluster, out);
                 resolved.push(*id);
-            } else if g.dirty && watermark - g.emitted >= life.debounce_us {
-                out.push(g.record(rules, cluster, IncidentStatus::Updated, None, None));
-                g.emitted = watermark;
-                g.dirty = false;
+            } else {
+                Self::maybe_update(rules, life, cluster, g, watermark, out);
             }
         }
         for id in resolved {

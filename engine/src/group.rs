@@ -372,6 +372,14 @@ impl Group {
         steps.join(" -> ")
     }
 
+    /// Its last records: the update not emitted yet, if any, then RESOLVED at its last member.
+    pub fn resolve(&self, rules: &[CorrelationRule], cluster: &str, out: &mut Vec<Incident>) {
+        if self.dirty {
+            out.push(self.record(rules, cluster, IncidentStatus::Updated, None, None));
+        }
+        out.push(self.record(rules, cluster, IncidentStatus::Resolved, Some(self.updated_at), None));
+    }
+
     /// The record of the incident as it stands.
     pub fn record(
         &self,
