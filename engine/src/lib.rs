@@ -51,6 +51,12 @@ impl std::hash::Hasher for IdHasher {
     fn write_u64(&mut self, v: u64) {
         self.0 = v;
     }
+
+    /// The terminator `str`'s `Hash` writes after the bytes: folded into the hash of the bytes,
+    /// still well mixed, instead of a second xxh3 call per string key.
+    fn write_u8(&mut self, v: u8) {
+        self.0 ^= u64::from(v);
+    }
 }
 
 /// A memo keyed by text: the xxh3 of the key, hashed once in one pass, picks a short list in

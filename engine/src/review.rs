@@ -74,6 +74,18 @@ pub fn reading<'a>(
     enriched: impl IntoIterator<Item = &'a EnrichedEvent>,
     raw_events: u64,
 ) -> Reading {
+    let incidents: Vec<&Incident> = incidents.into_iter().collect();
+    let loose = loose(incidents.iter().copied(), aggregates, enriched);
+    Reading { incidents: standing(incidents).len(), loose_fingerprints: loose.len(), raw_events }
+}
+
+/// The recurring warning fingerprints no standing incident explains, keyed by cluster and
+/// fingerprint, each with its first recurring aggregate: what a person reads besides incidents.
+pub fn loose<'a>(
+    incidents: impl IntoIterator<Item = &'a Incident>,
+    aggregates: impl IntoIterator<Item = &'a Aggregate>,
+    enriched: impl IntoIterator<Item = &'a EnrichedEvent>,
+) -> BTreeMap<(&'a str, &'a str), &'a Aggregate> {
     let standing = standing(incidents);
     let members: BTreeSet<(&str, &str)> =
         standing.iter().flat_map(|i| i.member_uids.iter().map(move |u| (i.cluster.as_str(), u.as_str()))).collect();
@@ -82,11 +94,16 @@ pub fn reading<'a>(
         .filter(|e| members.contains(&(e.cluster.as_str(), e.uid.as_str())))
         .map(|e| (e.cluster.as_str(), e.fingerprint.as_str()))
         .collect();
-    let loose: BTreeSet<(&str, &str)> = aggregates
-        .into_iter()
-        .filter(|a| a.recurring && a.severity >= Severity::Warning && a.severity != Severity::Unknown)
-        .map(|a| (a.cluster.as_str(), a.fingerprint.as_str()))
-        .filter(|k| !explained.contains(k))
-        .collect();
-    Reading { incidents: standing.len(), loose_fingerprints: loose.len(), raw_events }
+    let mut out = BTreeMap::new();
+    for a in aggregates {
+        let key = (a.cluster.as_str(), a.fingerprint.as_str());
+        if a.recurring
+            && a.severity >= Severity::Warning
+            && a.severity != Severity::Unknown
+            && !explained.contains(&key)
+        {
+            out.entry(key).or_insert(a);
+        }
+    }
+    out
 }

@@ -436,6 +436,18 @@ fn records_to_read_per_thousand_events() {
         r.loose_fingerprints,
         r.raw_events
     );
+    // What the loose fingerprints are, by kind and reason of the object they are about.
+    let loose = review::loose(incidents.iter().copied(), aggregates.iter().copied(), enriched.iter().copied());
+    let mut by_reason: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for a in loose.values() {
+        *by_reason.entry((a.kind.as_deref().unwrap_or(""), a.reason.as_deref().unwrap_or(""))).or_default() += 1;
+    }
+    let mut by_reason: Vec<_> = by_reason.into_iter().collect();
+    by_reason.sort_by_key(|(k, n)| (std::cmp::Reverse(*n), *k));
+    for ((kind, reason), n) in by_reason.iter().take(12) {
+        println!("  {n:>4} loose fingerprints of {kind}/{reason}");
+    }
+    assert_eq!(loose.len(), r.loose_fingerprints);
     let before = (chains_before_merging().len() + r.loose_fingerprints) as f64 * 1000.0 / r.raw_events as f64;
     println!("before merging: {before:.2} per 1,000");
     assert!(r.incidents < chains_before_merging().len() && r.per_thousand() < 18.0, "{r:?}");
