@@ -6,7 +6,8 @@
 //! (ReplicaSet and pod hashes, StatefulSet ordinals); pod to Secret or ConfigMap from FailedMount
 //! messages. Rules are declarative (`rules/correlation.yaml`).
 //!
-//! A rule's match (a candidate) with `min_members` events becomes part of an incident: a new
+//! A rule's match (a candidate) with `min_members` events (or, where the rule says so,
+//! `min_occurrences` occurrences of them) becomes part of an incident: a new
 //! one, or the open incident it shares a pod, a node or a workload with ([`crate::group`]), so
 //! that one root cause is one incident whatever rules and pods it touched.
 //!
@@ -55,6 +56,10 @@ struct Spec {
     max_gap: String,
     #[serde(default = "two")]
     min_members: usize,
+    #[serde(default)]
+    min_occurrences: Option<i64>,
+    #[serde(default)]
+    min_duration: Option<String>,
     severity: String,
     confidence: f64,
     summary: String,
@@ -102,9 +107,25 @@ pub struct CorrelationRule {
     pub relation: Relation,
     pub(crate) max_gap_us: i64,
     min_members: usize,
+    /// Or this many occurrences in all: one Event whose count climbs (a crash loop, a mount
+    /// retried for an hour) is one observation in a dump, however long it went on.
+    min_occurrences: Option<i64>,
+    /// And it must have lasted this long, from its first occurrence: what makes a failure
+    /// persistent rather than a race that clears itself (a Secret created a few seconds after
+    /// the pod that mounts it).
+    min_duration_us: i64,
     pub(crate) severity: Severity,
     pub(crate) confidence: f64,
     pub(crate) summary: String,
+}
+
+impl CorrelationRule {
+    /// Whether a match with these events becomes a part of an incident.
+    fn qualifies(&self, o: &Open) -> bool {
+        let enough = o.members.len() >= self.min_members
+            || self.min_occurrences.is_some_and(|n| o.members.iter().map(|m| m.occurrences).sum::<i64>() >= n);
+        enough && o.updated_at - o.began.unwrap_or(o.opened_at).min(o.opened_at) >= self.min_duration_us
+    }
 }
 
 /// Parses correlation rules, refusing a broken file with the rule's line and the reason.
@@ -135,6 +156,12 @@ pub fn parse_rules(text: &str, source_name: &str) -> Result<Vec<CorrelationRule>
         };
         let gap =
             parse_duration(&s.max_gap).ok_or_else(|| fail(format!("max_gap {:?} is not a duration", s.max_gap)))?;
+        let min_duration = match &s.min_duration {
+            None => 0,
+            Some(d) => parse_duration(d)
+                .ok_or_else(|| fail(format!("min_duration {d:?} is not a duration")))?
+                .as_micros() as i64,
+        };
         if !(0.0..=1.0).contains(&s.confidence) {
             return Err(fail(format!("confidence {} is not between 0 and 1", s.confidence)));
         }
@@ -144,6 +171,8 @@ pub fn parse_rules(text: &str, source_name: &str) -> Result<Vec<CorrelationRule>
             relation: s.relation,
             max_gap_us: gap.as_micros() as i64,
             min_members: s.min_members.max(1),
+            min_occurrences: s.min_occurrences.filter(|&n| n > 0),
+            min_duration_us: min_duration,
             severity,
             confidence: s.confidence,
             summary: s.summary.clone(),
@@ -174,6 +203,9 @@ pub(crate) struct Member {
     pub time: i64,
     pub reason: Text,
     pub pod: Option<Text>,
+    /// The occurrences this observation adds (an Event's count goes up by it).
+    #[serde(default)]
+    pub occurrences: i64,
 }
 
 /// A resource as an incident keeps it: the fields of a [`ResourceRef`] in its order, so that it
@@ -448,6 +480,7 @@ fn member(strings: &mut Interner, e: &EventObservation, pod: Option<&str>) -> Me
         time: e.normalized.event_time,
         reason: strings.str(e.normalized.reason.as_deref().unwrap_or("")),
         pod: pod.map(|p| strings.str(p)),
+        occurrences: e.new_occurrences.max(0),
     }
 }
 
@@ -561,7 +594,9 @@ impl Correlator {
             let k = (i, key.into_boxed_str());
             let mut qualifies = false;
             match self.open.get_mut(&k) {
-                Some(o) if t - o.updated_at <= rule.max_gap_us && is_effect => {
+                // An Event repeated with a count began before its newest occurrence: the gap is
+                // from the match's last event to this one's first occurrence.
+                Some(o) if n.first_time.unwrap_or(t).min(t) - o.updated_at <= rule.max_gap_us && is_effect => {
                     if o.members.iter().any(|m| *m.uid == *e.uid && m.time == t) {
                         continue;
                     }
@@ -599,7 +634,7 @@ impl Correlator {
                         }
                         None => {
                             o.joined = None;
-                            qualifies = o.members.len() >= rule.min_members;
+                            qualifies = rule.qualifies(o);
                         }
                     }
                 }
@@ -639,7 +674,7 @@ impl Correlator {
                         began: Some(n.first_time.unwrap_or(t).min(t)),
                         joined: None,
                     };
-                    qualifies = o.members.len() >= rule.min_members;
+                    qualifies = rule.qualifies(&o);
                     let due = due_of(rule, life, &o);
                     self.due = self.due.map(|d| d.min(due));
                     self.open.insert(k.clone(), o);

@@ -78,6 +78,9 @@ pub(crate) struct GroupMember {
     reason: Text,
     pod: Option<Text>,
     parts: u64,
+    /// The occurrences the observation added.
+    #[serde(default)]
+    occurrences: i64,
 }
 
 fn bit(part: usize) -> u64 {
@@ -236,6 +239,7 @@ impl Group {
                     reason: m.reason.clone(),
                     pod: m.pod.clone(),
                     parts: bit(part),
+                    occurrences: m.occurrences,
                 },
             ),
         }
@@ -399,7 +403,8 @@ impl Group {
         let pods: BTreeSet<&str> = self.members.iter().filter_map(|m| m.pod.as_deref()).collect();
         let pod_name = |p: &str| p.split_once('/').map_or(p.to_string(), |(_, n)| n.to_string());
         let own_span = match (own.first(), own.last()) {
-            (Some(a), Some(b)) => b.time - a.time.min(root.opened_at),
+            // From the first occurrence (a repeated Event began before its newest one).
+            (Some(a), Some(b)) => b.time - a.time.min(root.opened_at).min(self.began),
             _ => 0,
         };
         let mut summary = rule
@@ -415,6 +420,7 @@ impl Group {
             .replace("{effect_reasons}", &format!("({})", effect_reasons.into_iter().collect::<Vec<_>>().join(", ")))
             .replace("{pods}", &own_pods.len().to_string())
             .replace("{members}", &own.len().to_string())
+            .replace("{occurrences}", &own.iter().map(|m| m.occurrences).sum::<i64>().to_string())
             .replace("{span}", &human_span(own_span));
         if pods.len() > own_pods.len().max(1) {
             summary.push_str(&format!("; {} pods in all", pods.len()));

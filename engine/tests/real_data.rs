@@ -167,6 +167,10 @@ fn incidents_found_in_the_real_dumps() {
     // an image that does not exist, then BackOff, and pods waiting for a GPU.
     assert!(find("troubleshoot", "image-pull-failure", "no-image-deployment"));
     assert!(find("troubleshoot", "unschedulable-workload", "pending-pod-resources"));
+    // Failures that went on: velero crash-looping for 20 minutes, a hostPath volume that
+    // never mounted.
+    assert!(find("sbctl", "crash-loop", "velero-"));
+    assert!(find("troubleshoot", "persistent-mount-failure", "troubleshootvgknq-fxscx"));
     // One incident per missing object, not one per pod.
     let client_ca: Vec<_> = found
         .values()
@@ -280,7 +284,11 @@ fn one_incident_per_root_cause() {
         println!("  {} inside {}: {} / {}", inner, outer, found[*inner].summary, found[*outer].summary);
     }
     assert_eq!(nested.len(), 0, "incidents inside another of the same cluster and time");
-    assert!(found.len() < before.len() * 3 / 4, "{} incidents of {} chains", found.len(), before.len());
+    // The chains were listed before the rules for failures that go on (crash loops, stuck
+    // mounts) were added: those rules' incidents are new, not chains merged.
+    let added_since = ["persistent-mount-failure", "crash-loop"];
+    let of_listed_rules = found.values().filter(|i| !added_since.contains(&i.rule.as_str())).count();
+    assert!(of_listed_rules < before.len() * 3 / 4, "{of_listed_rules} incidents of {} chains", before.len());
     let with = |pod: &str| -> Vec<&Incident> {
         found.values().filter(|i| i.scope.iter().any(|r| r.name.as_deref() == Some(pod))).collect()
     };
@@ -406,11 +414,11 @@ fn a_day_later(o: &EventObservation, shift: i64) -> EventObservation {
 
 /// What a person reads of the shared dumps: the incidents, plus the recurring warning
 /// aggregates whose fingerprint no incident explains. The target is 5 per 1,000 raw events;
-/// the dumps (two OpenShift installs and a collection of support bundles) hold about 190
+/// the dumps (two OpenShift installs and a collection of support bundles) hold about 180
 /// fingerprints of warning traffic no incident explains (installer and operator warnings,
-/// single-pod mount and scheduling failures with no restart after them), which alone are
-/// 13.8 per 1,000: the target is missed, and this holds the figure where merging brought it
-/// (from 19.0 with the 71 incidents before, to 17.5).
+/// install-time races that cleared within a minute), which alone are 12.8 per 1,000: the
+/// target is missed, and this holds the figure where merging and the rules for failures that
+/// go on brought it (from 19.0 with the 71 incidents before, to 17.3).
 #[test]
 fn records_to_read_per_thousand_events() {
     let input = observations();
