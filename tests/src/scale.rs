@@ -24,11 +24,15 @@ pub fn base(keep_objects: bool) -> Vec<EventObservation> {
 
 /// Copy `k` of an observation: renamed objects and uids, shifted by `k` hours. The original
 /// object, when kept, gets the same uid and object name; its own timestamps are left as they
-/// were (the engine and the peer read the normalised event time).
+/// were (the engine and the peer read the normalised event and first-occurrence times).
 pub fn copy(o: &EventObservation, k: usize) -> EventObservation {
     let mut c = o.clone();
     c.uid = format!("{}-{k}", o.uid);
-    c.normalized.event_time += k as i64 * 3_600_000_000;
+    let shift = k as i64 * 3_600_000_000;
+    c.normalized.event_time += shift;
+    // The first occurrence moves with it: left behind, every copy's repeated Event would seem
+    // to have gone on for k hours more than it did.
+    c.normalized.first_time = c.normalized.first_time.map(|t| t + shift);
     if let Some(r) = c.normalized.regarding.as_mut() {
         r.name = r.name.as_ref().map(|n| format!("{n}-c{k}"));
     }
