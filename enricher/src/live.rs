@@ -401,6 +401,11 @@ pub async fn run(
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("partition.assignment.strategy", "cooperative-sticky"),
+            // A member learns of a rebalance at its next heartbeat, and a cooperative one takes
+            // two rounds: with librdkafka's 3 s, the partitions a joining member takes stood
+            // still about 4 s (side_by_side's join rows). A heartbeat a second per member is
+            // nothing to the group coordinator.
+            ("heartbeat.interval.ms", "1000"),
             ("enable.partition.eof", "false"),
             ("statistics.interval.ms", "5000"),
             // librdkafka's default too: outputs of aborted transactions are never read.

@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use kev_common::telemetry::{self, Health};
 use kev_producer::{readback, run, ProducerConfig};
 
+/// A replay builds and drops a JSON tree, a parsed Event and an Avro record per object: on the
+/// system allocator a third of its CPU went to malloc (BENCHMARKS-side-by-side.md, the producer).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "kev-producer", version, about = "Publishes Kubernetes Events to Kafka, exactly once")]
 struct Cli {

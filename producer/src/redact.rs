@@ -143,10 +143,13 @@ impl Redactor {
 
     /// The redacted text, or `None` when no rule matches.
     pub fn redact_str(&self, s: &str, hit: &mut impl FnMut(&str)) -> Option<String> {
-        let matched = self.set.matches(s);
-        if !matched.matched_any() {
+        // Nearly every string matches no rule, and a search that may stop at the first match is
+        // cheaper than one for every rule's matches (perf: the overlapping search was 8% of a
+        // replay's CPU, run over every uid, timestamp and managed-field name).
+        if !self.set.is_match(s) {
             return None;
         }
+        let matched = self.set.matches(s);
         let mut text = s.to_string();
         for i in matched.iter() {
             let (re, replacement) = &self.rules[i];

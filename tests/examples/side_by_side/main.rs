@@ -1,10 +1,12 @@
 //! Side by side, on one Apache Kafka broker process, in one run: the ceiling (a consume-only reader of
 //! the raw topic), the raw log a take-over re-reads (recovery), two peer stream processors (Quix
 //! Streams, then Kafka Streams) computing the same 1-minute tumbling-window counts per
-//! fingerprint, and kev's
-//! enricher end to end in its default mode and in `exactly_once` mode; then the enricher with 1, 2 and 4 partitions and as many instances (each
-//! on a fresh broker); then the memory of the engine and of the producer's de-duplication state
-//! as they grow (in child processes, so that what they hold is theirs alone).
+//! fingerprint, and kev's enricher end to end in its default mode and in `exactly_once` mode.
+//! Then, on a second broker: `kev-enricher` processes of one group (1, 2 and 3) over 6
+//! partitions and what a member joining costs ([`processes`]), the latency at a steady rate
+//! ([`latency`]), and `kev-producer replay` beside a produce-only writer ([`producer`]); then
+//! the memory of the engine and of the producer's de-duplication state as they grow (in child
+//! processes, so that what they hold is theirs alone).
 //!
 //! cargo run --release -p kev-tests --example side_by_side
 //!
@@ -16,8 +18,8 @@
 //! ids, each cluster's records in event-time order, encoded as kev's raw records (Avro, Confluent
 //! wire format, kev's development registry in process) and written to the raw topic
 //! (`KEV_BENCH_PARTITIONS`, default 3, keyed by cluster) with the producer's Kafka settings.
-//! The loader writes the records directly; the dump replay of `kev-producer` is measured by
-//! `pipeline_bench`.
+//! The loader writes the records directly; `kev-producer replay` is measured on a dump of its
+//! own ([`producer`]).
 //!
 //! Other settings: `KEV_BENCH_LOAD_BATCH` (the loader's `batch.num.messages`, default 10000); `KEV_BENCH_PEER_FORMAT` (`avro`, the default:
 //! Quix reads the raw topic itself through the registry; `json`: a JSON copy of the workload in
@@ -26,9 +28,14 @@
 //! peer); `KEV_BENCH_STREAMS_PEER` (the Kafka Streams peer's build, default
 //! `~/.cache/kev/streams-peer-<benches/peer/kafka-streams/build-id.sh>`, which
 //! `scripts/prerequisites.sh --for-benchmarks` builds; it reads the Avro raw topic whatever the
-//! Quix peer's format; `none` skips it); `KEV_BENCH_SCALE_EVENTS` (events of the partition-scale runs, default 200,000, 0 to
-//! skip them); `KEV_BENCH_LATENCY_RATE` and `KEV_BENCH_LATENCY_SECONDS` (the steady feed of
-//! their latency phase, default 500 records/s for 10 s, 0 s to skip it);
+//! Quix peer's format; `none` skips it); `KEV_BENCH_SCALE_EVENTS` (records of the scale rows,
+//! default 200,000, 0 to skip them), `KEV_BENCH_SCALE_PARTITIONS` (default 6) and
+//! `KEV_BENCH_SCALE_PROCESSES` (default `1,2,3`); `KEV_BENCH_REBALANCE_SECONDS` (the feed during
+//! which members join, default 30, 0 to skip it); `KEV_BENCH_LATENCY_RATE` and
+//! `KEV_BENCH_LATENCY_SECONDS` (the steady feed of the latency phase, and the rate of the joins'
+//! feed; default 1,000 records/s for 60 s, 0 s to skip it); `KEV_BENCH_PRODUCER_EVENTS` (the
+//! producer's scaled dump, default 200,000, 0 to skip it); `KEV_BENCH_KEEP_LOGS=1` (keep the
+//! processes' configurations and logs);
 //! `KEV_BENCH_MEMORY_GROUPS` (largest state of the memory runs, default 1,000,000, 0 to skip
 //! them); `KEV_BENCH_HOLD` (`load` or `enricher`: keep the broker and registry up after that
 //! phase, for working on the peer by hand); `KEV_BENCH_KAFKA_PROPERTIES` (`key=value;...`:
@@ -43,16 +50,15 @@ use std::time::{Duration, Instant};
 
 use kev_common::kafka::RangeReader;
 use kev_common::kafka::{ensure_topic, partition_for_key, KafkaSettings};
-use kev_common::telemetry::Health;
 use kev_enricher::config::{EnricherConfig, ProcessingGuarantee};
 use kev_enricher::decode::{decode, Source};
 use kev_enricher::partition::{EngineSpec, PartitionEngine};
-use kev_enricher::{live, replay, topics};
+use kev_enricher::{replay, topics};
 use kev_schemas::{EventObservation, RawRecord};
 use kev_tests::bench::{
-    children_cpu_seconds, cpu_seconds, enrich_all, env_or, percentile, progress, read_all, status_kib, SourceWatch,
+    children_cpu_seconds, cpu_seconds, enrich_all, env_or, read_all, status_kib,
 };
-use kev_tests::broker::{Broker, KAFKA_VERSION};
+use kev_tests::broker::{Broker, BrokerOptions, KAFKA_VERSION};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{expect, scale};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -61,6 +67,14 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientContext;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+
+mod feed;
+mod latency;
+mod processes;
+mod producer;
+mod report;
+
+use report::{report_latency, report_producer, report_scale};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -146,6 +160,20 @@ fn load(
     names: &[String],
     records: &[Rec],
 ) -> (u64, u64, f64) {
+    let partition: Vec<i32> = names.iter().map(|n| partition_for_key(n.as_bytes(), partitions)).collect();
+    load_placed(settings, topic, &partition, batch, names, records)
+}
+
+/// The same, cluster `c`'s records to partition `partition[c]`.
+fn load_placed(
+    settings: &KafkaSettings,
+    topic: &str,
+    partition: &[i32],
+    batch: usize,
+    names: &[String],
+    records: &[Rec],
+) -> (u64, u64, f64) {
+    let partitions = partition.iter().max().map_or(1, |p| p + 1);
     let batch = batch.to_string();
     let clients: Vec<BaseProducer<Acks>> = (0..partitions)
         .map(|_| {
@@ -163,7 +191,6 @@ fn load(
                 .unwrap()
         })
         .collect();
-    let partition: Vec<i32> = names.iter().map(|n| partition_for_key(n.as_bytes(), partitions)).collect();
     let started = Instant::now();
     for r in records {
         let p = partition[r.cluster];
@@ -422,125 +449,6 @@ fn command_version(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// When the broker acknowledged each fed record, by (partition, offset).
-#[derive(Default)]
-struct Sent(std::sync::Mutex<std::collections::HashMap<(i32, i64), Instant>>);
-
-impl ClientContext for Sent {}
-
-impl ProducerContext for Sent {
-    type DeliveryOpaque = Box<Instant>;
-    fn delivery(&self, r: &DeliveryResult<'_>, at: Box<Instant>) {
-        if let Ok(m) = r {
-            self.0.lock().unwrap().insert((m.partition(), m.offset()), *at);
-        }
-    }
-}
-
-/// Latency at a steady rate under capacity: `instances` enrichers run on `s` (caught up) while
-/// `feed` is written to its raw topic at `rate` records/s; for each record, the time from
-/// handing it to the producer to reading its enriched record back (matched by the `kev.source`
-/// header). The enrichers' start and group join happen before the feed.
-async fn latency(
-    s: &EnricherConfig,
-    instances: usize,
-    load_batch: usize,
-    names: &[String],
-    feed: &[&Rec],
-    rate: u64,
-    cancel: &CancellationToken,
-) -> Value {
-    // On a storage that keeps only single-record batches, the enrichers' outputs are written so
-    // too here, so that the reader finds them where the broker said they are.
-    let mut s = s.clone();
-    if load_batch == 1 {
-        s.kafka.properties.insert("batch.num.messages".into(), "1".into());
-    }
-    let s = &s;
-    let partitions = s.topics.partitions;
-    let watch = SourceWatch::start(&s.kafka, &s.topics.enriched, partitions, rdkafka::Offset::End);
-    let spec = EngineSpec::load(s).unwrap();
-    let codec = Arc::new(s.registry.codec().unwrap());
-    let stop = cancel.child_token();
-    let healths: Vec<Arc<Health>> = (0..instances).map(|_| Health::new()).collect();
-    let runs: Vec<_> = healths
-        .iter()
-        .map(|h| {
-            let (cfg, spec, codec, stop, h) = (s.clone(), spec.clone(), codec.clone(), stop.clone(), h.clone());
-            tokio::spawn(async move { live::run_until_stopped(&cfg, &spec, codec, h, stop).await })
-        })
-        .collect();
-    // The group join, the take-over (no checkpoint yet: the partitions are rebuilt from the
-    // raw log) and the reader's start: 8 s, then until every instance says it is ready.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let ready_by = Instant::now() + Duration::from_secs(120);
-    while !healths.iter().all(|h| h.is_ready()) && Instant::now() < ready_by {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let p: BaseProducer<Sent> = s
-        .kafka
-        .client_config(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("compression.type", "lz4"),
-            ("linger.ms", "10"),
-            ("batch.num.messages", &load_batch.to_string()),
-        ])
-        .create_with_context(Sent::default())
-        .unwrap();
-    let started = Instant::now();
-    let per_tick = (rate / 100).max(1) as usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    for chunk in feed.chunks(per_tick) {
-        tick.tick().await;
-        for r in chunk {
-            let part = partition_for_key(names[r.cluster].as_bytes(), partitions);
-            let rec = BaseRecord::with_opaque_to(&s.topics.raw, Box::new(Instant::now()))
-                .partition(part)
-                .key(names[r.cluster].as_bytes())
-                .payload(&r.value)
-                .timestamp(r.time_ms);
-            if let Err((e, _)) = p.send(rec) {
-                eprintln!("latency feed: {e}");
-            }
-        }
-        p.poll(Duration::ZERO);
-    }
-    p.flush(Duration::from_secs(60)).unwrap();
-    let feed_s = started.elapsed().as_secs_f64();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let matched = {
-            let sent = p.context().0.lock().unwrap();
-            watch.seen().iter().filter(|(k, _)| sent.contains_key(k)).count()
-        };
-        if matched >= feed.len() || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let seen = watch.stop();
-    stop.cancel();
-    for r in runs {
-        r.await.unwrap().expect("the enricher was refused nothing");
-    }
-    let sent = p.context().0.lock().unwrap();
-    let warm = started + Duration::from_secs(2);
-    let mut first_seen: std::collections::HashMap<(i32, i64), Instant> = std::collections::HashMap::new();
-    for (k, at) in &seen {
-        first_seen.entry(*k).or_insert(*at);
-    }
-    let mut ms: Vec<f64> = first_seen
-        .iter()
-        .filter_map(|(k, at)| sent.get(k).filter(|s| **s >= warm).map(|s| at.duration_since(*s).as_secs_f64() * 1e3))
-        .collect();
-    let counted = sent.values().filter(|s| **s >= warm).count();
-    ms.sort_by(f64::total_cmp);
-    let q = |x: f64| if ms.is_empty() { Value::Null } else { json!(percentile(&ms, x)) };
-    json!({"fed": feed.len(), "rate": rate, "feed_seconds": feed_s, "acknowledged": sent.len(), "after_warm_up": counted, "matched": ms.len(),
-        "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": ms.last().copied()})
-}
-
 /// What a take-over re-reads to rebuild a partition's state without a checkpoint, done as the
 /// enricher's take-over does it (range reader, decode, engine apply; outputs dropped) over the
 /// first `len` records of `partition`: (records, seconds, seconds until the first record).
@@ -710,8 +618,16 @@ async fn main() {
     let partitions: i32 = env_or("KEV_BENCH_PARTITIONS", 3);
     let scale_events: usize = env_or("KEV_BENCH_SCALE_EVENTS", 200_000.min(events));
     let memory_max: usize = env_or("KEV_BENCH_MEMORY_GROUPS", 1_000_000);
-    let latency_rate: u64 = env_or("KEV_BENCH_LATENCY_RATE", 500);
-    let latency_seconds: u64 = env_or("KEV_BENCH_LATENCY_SECONDS", 10);
+    let scale_partitions: i32 = env_or("KEV_BENCH_SCALE_PARTITIONS", 6);
+    let scale_processes: Vec<usize> = std::env::var("KEV_BENCH_SCALE_PROCESSES")
+        .unwrap_or_else(|_| "1,2,3".into())
+        .split(',')
+        .map(|n| n.trim().parse().expect("KEV_BENCH_SCALE_PROCESSES: numbers, such as 1,2,3"))
+        .collect();
+    let rebalance_seconds: u64 = env_or("KEV_BENCH_REBALANCE_SECONDS", 30);
+    let latency_rate: u64 = env_or("KEV_BENCH_LATENCY_RATE", 1_000);
+    let latency_seconds: u64 = env_or("KEV_BENCH_LATENCY_SECONDS", 60);
+    let producer_events: usize = env_or("KEV_BENCH_PRODUCER_EVENTS", 200_000);
     let client_properties = std::env::var("KEV_BENCH_KAFKA_PROPERTIES").unwrap_or_default();
     let peer_format = std::env::var("KEV_BENCH_PEER_FORMAT").unwrap_or_else(|_| "avro".into());
     let home = std::env::var("HOME").unwrap_or_default();
@@ -727,6 +643,12 @@ async fn main() {
     let out_base =
         std::env::var("KEV_BENCH_OUT").map(PathBuf::from).unwrap_or_else(|_| root.join("BENCHMARKS-side-by-side"));
     let run_started = Instant::now();
+    // The binaries the scale and producer phases run, built now, before anything is timed.
+    let enricher_binary = processes::build_enricher();
+    let producer_binary = producer::build_producer();
+    for e in [enricher_binary.as_ref().err(), producer_binary.as_ref().err()].into_iter().flatten() {
+        eprintln!("{e}");
+    }
 
     let shm = std::path::Path::new("/dev/shm");
     let tmp = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
@@ -897,53 +819,87 @@ async fn main() {
 
     hold("enricher", &broker, &registry.url).await;
 
-    // 6. Partitions and instances, each on a broker of its own (the same storage, fresh): the
-    // main broker, after the runs above, was seen here to answer fetches of a new topic slowly.
+    // 6. Scale, latency and the producer, on a broker of their own (the same storage, fresh):
+    // the main broker, after the runs above, was seen here to answer fetches of a new topic
+    // slowly.
     drop(broker);
+    let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
+    // Kafka's own `group.initial.rebalance.delay.ms` (the test brokers' is 0): processes
+    // started together join the group's first generation together, as a Deployment's pods do.
+    let options = BrokerOptions {
+        properties: vec![("group.initial.rebalance.delay.ms".into(), "3000".into())],
+        ..Default::default()
+    };
+    let b = Broker::start_with(dir.path(), options);
+    // The processes' configurations and logs (`KEV_BENCH_KEEP_LOGS=1` keeps them).
+    let work = tempfile::tempdir().unwrap();
+    eprintln!("processes' logs in {}", work.path().display());
     let mut scale_rows = Vec::new();
-    if scale_events > 0 {
-        for n in [1, 2, 4] {
-            let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.unwrap();
-            let b = Broker::start(dir.path());
-            let mut s = cfg.clone();
-            s.kafka = b.settings();
-            let suffix = format!(".p{n}");
-            s.topics = replay::suffixed(&cfg.topics, &suffix);
-            s.topics.raw.push_str(&suffix);
-            s.topics.checkpoints.push_str(&suffix);
-            s.topics.partitions = n;
-            s.group_id = format!("kev-bench-p{n}");
-            topics::create(&s.kafka, &s.topics).await.unwrap();
-            ensure_topic(&s.kafka, &s.topics.raw, n, 1, KEEP).await.unwrap();
-            let (a, f, ls) =
-                load(&s.kafka, &s.topics.raw, n, load_batch, &names, &avro[..scale_events.min(avro.len())]);
-            let slice = &avro[..scale_events.min(avro.len())];
-            let expected = expected_per_partition(n, &names, slice);
-            let (cn, _, cs) = ceiling(&s.kafka, &s.topics.raw, &format!("bench-ceiling-p{n}"));
-            let (st, es) = enrich_all(&s, n as usize, &cancel).await;
-            eprintln!(
-                "p{n}: loaded {a} ({f} failed) in {ls:.1}s; ceiling {cn} in {cs:.2}s; enricher {st:?} in {es:.2}s"
-            );
-            let held = progress(&s).await.1;
-            let lat = if latency_seconds > 0 {
-                let feed: Vec<&Rec> =
-                    avro.iter().cycle().skip(scale_events).take((latency_rate * latency_seconds) as usize).collect();
-                let l = latency(&s, n as usize, load_batch, &names, &feed, latency_rate, &cancel).await;
-                eprintln!("p{n} latency: {l}");
-                l
-            } else {
-                Value::Null
-            };
-            scale_rows.push(json!({
-                "partitions": n, "instances": n, "records": a, "load_failed": f,
-                "ceiling_records": cn, "ceiling_seconds": cs, "ceiling_rate": rate(cn, cs),
-                "enricher_records_in": st.records_in, "enricher_records_out": st.records_out,
-                "enricher_seconds": es, "enricher_rate": rate(st.records_in, es),
-                "records_per_partition": held,
-                "expected_per_partition": expected,
-                "latency": lat,
-            }));
+    let mut rebalance_result = Value::Null;
+    let mut scale_ceiling = Value::Null;
+    if let (true, Ok(binary)) = (scale_events > 0, &enricher_binary) {
+        let mut s = cfg.clone();
+        s.kafka = b.settings();
+        s.topics.raw.push_str(".scale");
+        s.topics.partitions = scale_partitions;
+        ensure_topic(&s.kafka, &s.topics.raw, scale_partitions, 1, KEEP).await.unwrap();
+        let slice = &avro[..scale_events.min(avro.len())];
+        // Cluster c on partition c mod n: keyed by murmur2, the 16 cluster ids fill the 6
+        // partitions very unevenly (one holds none), and the rows would measure that skew.
+        let placed: Vec<i32> = (0..names.len() as i32).map(|c| c % scale_partitions).collect();
+        let (a, f, ls) = load_placed(&s.kafka, &s.topics.raw, &placed, load_batch, &names, slice);
+        let (cn, _, cs) = ceiling(&s.kafka, &s.topics.raw, "bench-ceiling-scale");
+        eprintln!("scale: loaded {a} ({f} failed) in {ls:.1}s; ceiling {cn} in {cs:.2}s");
+        let mut per_partition = vec![0i64; scale_partitions as usize];
+        for r in slice {
+            per_partition[placed[r.cluster] as usize] += 1;
         }
+        let by_key = expected_per_partition(scale_partitions, &names, slice);
+        scale_ceiling = json!({"records": cn, "seconds": cs, "rate": rate(cn, cs), "loaded": a, "load_failed": f,
+            "expected_per_partition": per_partition, "per_partition_if_keyed_by_murmur2": by_key});
+        scale_rows = processes::throughput(binary, work.path(), &s, &b, &scale_processes, a).await;
+        if rebalance_seconds > 0 {
+            let feed: Vec<&Rec> =
+                avro.iter().cycle().skip(scale_events).take((latency_rate * rebalance_seconds) as usize).collect();
+            let joins = scale_processes.iter().max().copied().unwrap_or(1).saturating_sub(1).max(1);
+            let every = Duration::from_secs(rebalance_seconds / (joins as u64 + 1));
+            rebalance_result =
+                processes::rebalance(binary, work.path(), &s, &names, &placed, &feed, latency_rate, every, joins).await;
+            eprintln!("rebalance: {rebalance_result}");
+        }
+    }
+    let mut latency_result = Value::Null;
+    if latency_seconds > 0 {
+        let mut s = cfg.clone();
+        s.kafka = b.settings();
+        s.topics = replay::suffixed(&cfg.topics, ".latency");
+        s.topics.raw.push_str(".latency");
+        s.topics.checkpoints.push_str(".latency");
+        s.group_id = "kev-bench-latency".into();
+        topics::create(&s.kafka, &s.topics).await.unwrap();
+        ensure_topic(&s.kafka, &s.topics.raw, partitions, 1, KEEP).await.unwrap();
+        let feed: Vec<&Rec> =
+            avro.iter().cycle().skip(scale_events).take((latency_rate * latency_seconds) as usize).collect();
+        latency_result = latency::run(&s, 1, load_batch, &names, &feed, latency_rate, &cancel).await;
+        eprintln!("latency: {latency_result}");
+    }
+    let producer_result = if producer_events == 0 {
+        Err("skipped (KEV_BENCH_PRODUCER_EVENTS=0)".to_string())
+    } else {
+        match &producer_binary {
+            Ok(binary) => {
+                let (dump, n) = producer::scaled_dump(work.path(), producer_events);
+                let log = work.path().join("producer.log");
+                let r = producer::run(binary, &b.settings(), &registry.url, &dump, n, &log).await;
+                eprintln!("producer: {r}");
+                Ok(r)
+            }
+            Err(e) => Err(e.clone()),
+        }
+    };
+    drop(b);
+    if std::env::var("KEV_BENCH_KEEP_LOGS").is_ok_and(|v| v == "1") {
+        let _ = work.keep();
     }
     cancel.cancel();
     drop(avro);
@@ -1014,6 +970,11 @@ async fn main() {
             "streams_peer": streams_rss / 1024,
         },
         "scale": scale_rows,
+        "scale_partitions": scale_partitions,
+        "scale_ceiling": scale_ceiling,
+        "rebalance": rebalance_result,
+        "latency": latency_result,
+        "producer": match &producer_result { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
         "memory_engine": match &mem_engine { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
         "memory_producer": match &mem_producer { Ok(v) => v.clone(), Err(e) => json!({"error": e}) },
         "load_batch": load_batch,
@@ -1185,6 +1146,8 @@ async fn main() {
     line("|---|---|---|".into());
     let kc = kev_rate / ceil_rate;
     line(format!("| kev / ceiling | {:.0}% | >= 60%: {} |", 100.0 * kc, met(kc >= 0.6)));
+    let kev_us = 1e6 * kev_cpu.0 / stats.records_in.max(1) as f64;
+    line(format!("| kev's process, CPU per raw record | {kev_us:.1} us | <= 5 us: {} |", met(kev_us <= 5.0)));
     let ec = eos_rate / ceil_rate;
     line(format!("| kev `exactly_once` / ceiling | {:.0}% | >= 60%: {} |", 100.0 * ec, met(ec >= 0.6)));
     line(format!("| kev `exactly_once` / kev default mode | {:.0}% | |", 100.0 * eos_rate / kev_rate));
@@ -1201,55 +1164,17 @@ async fn main() {
         }
     }
     if let Some(sr) = streams_rate {
-        line(format!("| kev / Kafka Streams | {:.1}x | |", kev_rate / sr));
+        let ks = kev_rate / sr;
+        line(format!("| kev / Kafka Streams | {ks:.1}x | >= 3x: {} |", met(ks >= 3.0)));
         line(format!("| kev `exactly_once` / Kafka Streams | {:.1}x | |", eos_rate / sr));
         if let Some(cp) = ratios["cpu_per_record_streams_peer_over_kev"].as_f64() {
             line(format!("| CPU time per record, Kafka Streams / kev (their own processes) | {cp:.1}x | |"));
         }
         line(format!("| Kafka Streams / ceiling | {:.0}% | |", 100.0 * sr / ceil_rate));
     }
-    if !scale_rows.is_empty() {
-        line(String::new());
-        line(format!(
-            "## Partitions and enricher instances ({} records, in-process enricher tasks of one group, each on a fresh broker of the same storage)",
-            thousands(scale_events.min(acked as usize) as f64)
-        ));
-        line(String::new());
-        line(format!("| partitions = instances | records per partition (expected) | records the enrichers took in, of those loaded | ceiling records/s | enricher records/s | enricher / ceiling | speed-up over 1 | latency at {latency_rate} records/s for {latency_seconds} s: matched, p50 / p99 / max ms |"));
-        line("|---|---|---|---|---|---|---|---|".into());
-        let one = scale_rows[0]["enricher_rate"].as_f64().unwrap_or(1.0);
-        for r in &scale_rows {
-            let er = r["enricher_rate"].as_f64().unwrap_or(0.0);
-            let cr = r["ceiling_rate"].as_f64().unwrap_or(1.0);
-            line(format!(
-                "| {} | {} ({}) | {} of {} | {} | {} | {:.0}% | {:.2}x | {} |",
-                r["partitions"],
-                r["records_per_partition"],
-                r["expected_per_partition"],
-                r["enricher_records_in"],
-                r["records"],
-                thousands(cr),
-                thousands(er),
-                100.0 * er / cr,
-                er / one,
-                match &r["latency"] {
-                    Value::Null => "not measured".to_string(),
-                    l => format!(
-                        "{} of {}: {:.0} / {:.0} / {:.0}",
-                        l["matched"],
-                        l["after_warm_up"],
-                        l["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                        l["p99_ms"].as_f64().unwrap_or(f64::NAN),
-                        l["max_ms"].as_f64().unwrap_or(f64::NAN)
-                    ),
-                }
-            ));
-        }
-        line(String::new());
-        line("Latency: after the catch-up run, the same number of enricher instances start again (caught up) and, once they have joined and rebuilt their partitions (at least 8 s, then until every instance reports ready), the next records of the workload are written to the raw topic at a steady rate; for each, the time from handing it to the producer to reading its enriched record back from the output topic (matched by its `kev.source` header, the first copy read). When the raw topics are written in single-record batches (the storage check above), the enrichers of this phase write their outputs so too. The first 2 s of the feed are a warm-up and not counted; records whose enriched record was not read back are left out (see the counts).".into());
-        line(String::new());
-        line("With several instances, a partition can change hands mid-run (the members join one after another) and its new owner resumes from the offset the old one committed.".into());
-    }
+    report_scale(&mut line, &figures, scale_events.min(acked as usize));
+    report_latency(&mut line, &figures["latency"]);
+    report_producer(&mut line, &figures["producer"]);
     line(String::new());
     line("## Memory as state grows (in process, one child process per table)".into());
     line(String::new());
