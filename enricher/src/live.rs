@@ -413,9 +413,17 @@ pub async fn run(
         ])
         .create_with_context(Ctx { shared: shared.clone() })?;
     consumer.subscribe(&[&cfg.topics.raw])?;
+    // It reads ranges that exist (checkpoint tails, the raw log up to the committed offset),
+    // never waits for new records: with librdkafka's 500 ms `fetch.wait.max.ms`, the fetch
+    // left in flight at the end of one range held up the next take-over's first fetch, and a
+    // rebalance's take-overs took 0.4-0.5 s each with nothing to re-read (side_by_side's joins).
     let recovery: BaseConsumer = cfg
         .kafka
-        .client_config(&[("group.id", &format!("{}-recovery", cfg.group_id)), ("enable.auto.commit", "false")])
+        .client_config(&[
+            ("group.id", &format!("{}-recovery", cfg.group_id)),
+            ("enable.auto.commit", "false"),
+            ("fetch.wait.max.ms", "10"),
+        ])
         .create()?;
     // One probe for every take-over of this run: a new client per take-over cost about 100 ms
     // of connecting before the first fetch, while the partition's records waited.
