@@ -21,11 +21,14 @@ use tokio_util::sync::CancellationToken;
 use crate::feed;
 use crate::Rec;
 
-/// Reads the incidents topic from its end and keeps, per incident (the record key), the raw
+/// Reads the (fresh) incidents topic from its start and keeps, per incident (the record key), the raw
 /// record its first record came from (its `kev.source` header) and when that was read: the
 /// event that opened the incident and when a reader downstream could know of it.
+/// Per incident key: the raw (partition, offset) its first record came from, and when it was read.
+type FirstRecords = HashMap<Vec<u8>, ((i32, i64), Instant)>;
+
 struct IncidentWatch {
-    first: Arc<Mutex<HashMap<Vec<u8>, ((i32, i64), Instant)>>>,
+    first: Arc<Mutex<FirstRecords>>,
     reading: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
@@ -38,10 +41,10 @@ impl IncidentWatch {
             .unwrap();
         let mut tpl = rdkafka::TopicPartitionList::new();
         for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, rdkafka::Offset::End).unwrap();
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
         }
         c.assign(&tpl).unwrap();
-        let (first, reading) = (Arc::<Mutex<HashMap<_, _>>>::default(), Arc::new(AtomicBool::new(true)));
+        let (first, reading) = (Arc::<Mutex<FirstRecords>>::default(), Arc::new(AtomicBool::new(true)));
         let thread = {
             let (first, reading) = (first.clone(), reading.clone());
             std::thread::spawn(move || {
@@ -97,7 +100,9 @@ pub async fn run(
     }
     let s = &s;
     let partitions = s.topics.partitions;
-    let watch = SourceWatch::start(&s.kafka, &s.topics.enriched, partitions, rdkafka::Offset::End);
+    // From the start of the fresh output topics: a reader placed at the end may resolve it only
+    // after the first outputs are there, and miss them.
+    let watch = SourceWatch::start(&s.kafka, &s.topics.enriched, partitions, rdkafka::Offset::Beginning);
     let incidents = IncidentWatch::start(&s.kafka, &s.topics.incidents, partitions);
     let spec = EngineSpec::load(s).unwrap();
     let codec = Arc::new(s.registry.codec().unwrap());

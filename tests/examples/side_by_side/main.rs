@@ -55,9 +55,7 @@ use kev_enricher::decode::{decode, Source};
 use kev_enricher::partition::{EngineSpec, PartitionEngine};
 use kev_enricher::{replay, topics};
 use kev_schemas::{EventObservation, RawRecord};
-use kev_tests::bench::{
-    children_cpu_seconds, cpu_seconds, enrich_all, env_or, read_all, status_kib,
-};
+use kev_tests::bench::{children_cpu_seconds, cpu_seconds, enrich_all, env_or, read_all, status_kib};
 use kev_tests::broker::{Broker, BrokerOptions, KAFKA_VERSION};
 use kev_tests::outputs::enricher_config;
 use kev_tests::{expect, scale};

@@ -266,7 +266,9 @@ pub async fn rebalance(
     }
     // The take-over of the empty partitions and the reader's start.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let watch = SourceWatch::start(&s.kafka, &s.topics.enriched, partitions, rdkafka::Offset::End);
+    // From the start of the fresh output topic: a reader placed at its end may resolve the end
+    // only after the first outputs are there, and miss them.
+    let watch = SourceWatch::start(&s.kafka, &s.topics.enriched, partitions, rdkafka::Offset::Beginning);
     let p = feed::producer(&s.kafka, 10_000);
     let mut joined: Vec<Instant> = Vec::new();
     let feed_s = feed::feed(&p, &s.topics.raw, placed, names, records, rate, |t| {
@@ -335,12 +337,27 @@ pub async fn rebalance(
     for (p, _) in sent.keys() {
         acknowledged_per_partition[*p as usize] += 1;
     }
-    let read_back_per_partition: Vec<usize> =
-        (0..partitions).map(|p| arrivals.get(&p).map_or(0, Vec::len)).collect();
+    let read_back_per_partition: Vec<usize> = (0..partitions).map(|p| arrivals.get(&p).map_or(0, Vec::len)).collect();
+    // Where the records not read back are: (first, last, count) of their offsets, and the
+    // partition's last offset fed, per partition.
+    let mut missing: BTreeMap<i32, (i64, i64, u64, i64)> = BTreeMap::new();
+    for &(p, o) in sent.keys() {
+        let m = missing.entry(p).or_insert((i64::MAX, -1, 0, -1));
+        m.3 = m.3.max(o);
+        if !copies.contains_key(&(p, o)) {
+            (m.0, m.1, m.2) = (m.0.min(o), m.1.max(o), m.2 + 1);
+        }
+    }
+    let missing: Vec<Value> = missing
+        .iter()
+        .filter(|(_, m)| m.2 > 0)
+        .map(|(p, m)| json!({"partition": p, "first": m.0, "last": m.1, "count": m.2, "last_fed": m.3}))
+        .collect();
     json!({
         "partitions": partitions, "fed": records.len(), "rate": rate, "feed_seconds": feed_s,
         "acknowledged": sent.len(), "read_back": copies.len(),
         "acknowledged_per_partition": acknowledged_per_partition, "read_back_per_partition": read_back_per_partition,
+        "not_read_back": missing,
         "read_more_than_once": copies.values().filter(|c| **c > 1).count(),
         "joins": rows,
         "stopped_cleanly": stopped.iter().all(Result::is_ok),

@@ -59,7 +59,8 @@ pub fn scaled_dump(dir: &Path, events: usize) -> (PathBuf, usize) {
             }
             let mut o = o.clone();
             let suffix = format!("-c{k}");
-            for p in [&["metadata", "uid"][..], &["metadata", "name"], &["involvedObject", "name"], &["regarding", "name"]]
+            for p in
+                [&["metadata", "uid"][..], &["metadata", "name"], &["involvedObject", "name"], &["regarding", "name"]]
             {
                 rename(&mut o, p, &suffix);
             }

@@ -73,7 +73,10 @@ pub fn report_scale(line: &mut impl FnMut(String), figures: &Value, records: usi
         line(String::new());
         line("The cost of a join: from the new process's start until every raw partition's enriched records flow again (the end of its last pause of 300 ms or more between two enriched records read back), and the longest pause of a partition. It holds the group's rebalance (librdkafka's default eager assignors stop every partition), the hand-over of the revoked partitions (acknowledgements, commit, checkpoint) and the take-over (checkpoint restored, raw log re-read to the committed offset).".into());
         line(String::new());
-        line("| members after the join | every partition flowing again after, s | longest pause of a partition, s |".into());
+        line(
+            "| members after the join | every partition flowing again after, s | longest pause of a partition, s |"
+                .into(),
+        );
         line("|---|---|---|".into());
         for j in joins {
             line(format!(
@@ -89,7 +92,11 @@ pub fn report_scale(line: &mut impl FnMut(String), figures: &Value, records: usi
             rb["acknowledged"],
             rb["read_back"],
             rb["read_more_than_once"],
-            if rb["stopped_cleanly"] == true { "; every process stopped cleanly" } else { "; **a process did not stop cleanly**" }
+            if rb["stopped_cleanly"] == true {
+                "; every process stopped cleanly"
+            } else {
+                "; **a process did not stop cleanly**"
+            }
         ));
     }
 }
