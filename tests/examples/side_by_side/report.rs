@@ -71,7 +71,7 @@ pub fn report_scale(line: &mut impl FnMut(String), figures: &Value, records: usi
         line(String::new());
         line(format!("### A member joining: {} records fed at {} records/s to a fresh raw topic of {partitions} partitions, one more process started every {:.0} s", rb["fed"], rb["rate"], f(&rb["feed_seconds"]) / (joins.len() as f64 + 1.0)));
         line(String::new());
-        line("The cost of a join: from the new process's start until every raw partition's enriched records flow again (the end of its last pause of 300 ms or more between two enriched records read back), and the longest pause of a partition. It holds the group's rebalance (librdkafka's default eager assignors stop every partition), the hand-over of the revoked partitions (acknowledgements, commit, checkpoint) and the take-over (checkpoint restored, raw log re-read to the committed offset).".into());
+        line("The cost of a join: from the new process's start until every raw partition's enriched records flow again (the end of its last pause of 300 ms or more between two enriched records read back), and the longest pause of a partition. It holds the group's rebalance (kev's consumer is cooperative-sticky: two rounds, and only the partitions that move are handed over), the hand-over of the revoked partitions (acknowledgements, commit, checkpoint) and the take-over (checkpoint restored, raw log re-read to the committed offset).".into());
         line(String::new());
         line(
             "| members after the join | every partition flowing again after, s | longest pause of a partition, s |"
