@@ -38,18 +38,32 @@ pub fn by_key(names: &[String], partitions: i32) -> Vec<i32> {
     names.iter().map(|n| kev_common::kafka::partition_for_key(n.as_bytes(), partitions)).collect()
 }
 
+/// kev-producer's Kafka settings, which every writer of raw records in this run uses (the
+/// batch size aside).
+pub const PRODUCER_SETTINGS: &[(&str, &str)] =
+    &[("enable.idempotence", "true"), ("acks", "all"), ("compression.type", "lz4"), ("linger.ms", "10")];
+
 /// A producer with the producer's settings (idempotent, acks=all, lz4, linger 10 ms).
 pub fn producer(settings: &KafkaSettings, batch: usize) -> BaseProducer<Sent> {
-    settings
-        .client_config(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("compression.type", "lz4"),
-            ("linger.ms", "10"),
-            ("batch.num.messages", &batch.to_string()),
-        ])
-        .create_with_context(Sent::default())
-        .unwrap()
+    let batch = batch.to_string();
+    let mut props = PRODUCER_SETTINGS.to_vec();
+    props.push(("batch.num.messages", &batch));
+    settings.client_config(&props).create_with_context(Sent::default()).unwrap()
+}
+
+/// Waits until every record `p` fed has its enriched record in `watch`, for at most 60 s.
+pub async fn wait_read_back(p: &BaseProducer<Sent>, watch: &kev_tests::bench::SourceWatch, fed: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let matched = {
+            let sent = p.context().get();
+            watch.seen().iter().filter(|(k, _)| sent.contains_key(k)).count()
+        };
+        if matched >= fed || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Writes `records` to `topic` at `rate` records/s (in 10 ms ticks), each keyed by its cluster

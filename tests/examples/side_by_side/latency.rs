@@ -125,17 +125,7 @@ pub async fn run(
     let p = feed::producer(&s.kafka, load_batch);
     let started = Instant::now();
     let feed_s = feed::feed(&p, &s.topics.raw, &feed::by_key(names, partitions), names, records, rate, |_| {}).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let matched = {
-            let sent = p.context().get();
-            watch.seen().iter().filter(|(k, _)| sent.contains_key(k)).count()
-        };
-        if matched >= records.len() || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    feed::wait_read_back(&p, &watch, records.len()).await;
     // Incidents of the last records may come a little after their enriched records.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seen = watch.stop();

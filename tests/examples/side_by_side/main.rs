@@ -175,18 +175,13 @@ fn load_placed(
     let batch = batch.to_string();
     let clients: Vec<BaseProducer<Acks>> = (0..partitions)
         .map(|_| {
-            settings
-                .client_config(&[
-                    ("enable.idempotence", "true"),
-                    ("acks", "all"),
-                    ("compression.type", "lz4"),
-                    ("linger.ms", "10"),
-                    ("message.timeout.ms", "0"),
-                    ("queue.buffering.max.messages", "200000"),
-                    ("batch.num.messages", &batch),
-                ])
-                .create_with_context(Acks::default())
-                .unwrap()
+            let mut props = feed::PRODUCER_SETTINGS.to_vec();
+            props.extend([
+                ("message.timeout.ms", "0"),
+                ("queue.buffering.max.messages", "200000"),
+                ("batch.num.messages", batch.as_str()),
+            ]);
+            settings.client_config(&props).create_with_context(Acks::default()).unwrap()
         })
         .collect();
     let started = Instant::now();
@@ -642,8 +637,8 @@ async fn main() {
         std::env::var("KEV_BENCH_OUT").map(PathBuf::from).unwrap_or_else(|_| root.join("BENCHMARKS-side-by-side"));
     let run_started = Instant::now();
     // The binaries the scale and producer phases run, built now, before anything is timed.
-    let enricher_binary = processes::build_enricher();
-    let producer_binary = producer::build_producer();
+    let enricher_binary = processes::build("kev-enricher");
+    let producer_binary = processes::build("kev-producer");
     for e in [enricher_binary.as_ref().err(), producer_binary.as_ref().err()].into_iter().flatten() {
         eprintln!("{e}");
     }

@@ -19,20 +19,20 @@ use serde_json::{json, Value};
 use crate::feed;
 use crate::Rec;
 
-/// Builds this tree's `kev-enricher` (release) so that the processes run the code measured
-/// everywhere else in the run, not an older build; returns its path.
-pub fn build_enricher() -> Result<PathBuf, String> {
+/// Builds this tree's binary `name` (release, package of the same name) so that the processes
+/// run the code measured everywhere else in the run, not an older build; returns its path.
+pub fn build(name: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--release", "-p", "kev-enricher", "--bin", "kev-enricher"])
+        .args(["build", "--release", "-p", name, "--bin", name])
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !out.status.success() {
-        return Err(format!("cargo build of kev-enricher failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!("cargo build of {name} failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
-    Ok(root.join("target/release/kev-enricher"))
+    Ok(root.join("target/release").join(name))
 }
 
 /// One `kev-enricher run` process, its log in a file of its own.
@@ -279,17 +279,7 @@ pub async fn rebalance(
         }
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let matched = {
-            let sent = p.context().get();
-            watch.seen().iter().filter(|(k, _)| sent.contains_key(k)).count()
-        };
-        if matched >= records.len() || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    feed::wait_read_back(&p, &watch, records.len()).await;
     let seen = watch.stop();
     let stopped: Vec<Result<(), String>> = procs.into_iter().map(Member::stop).collect();
     let sent = p.context().get();

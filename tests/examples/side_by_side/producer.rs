@@ -14,21 +14,6 @@ use serde_json::{json, Value};
 
 use crate::{load, Rec, KEEP};
 
-/// Builds this tree's `kev-producer` (release); returns its path.
-pub fn build_producer() -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "-p", "kev-producer", "--bin", "kev-producer"])
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("cargo build of kev-producer failed: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(root.join("target/release/kev-producer"))
-}
-
 /// Moves an RFC 3339 time field of `v` at `path` by `hours`, keeping its precision.
 fn shift(v: &mut Value, path: &[&str], hours: i64) {
     let Some(field) = path.iter().try_fold(&mut *v, |v, k| v.get_mut(*k)) else { return };
