@@ -133,6 +133,22 @@ impl KafkaSettings {
         Ok(())
     }
 
+    /// A consumer's config: [`Self::client_config`] over the settings every kev consumer
+    /// shares, which `properties` still override.
+    ///
+    /// `fetch.queue.backoff.ms`: once its prefetch queue is over `queued.min.messages` or
+    /// `queued.max.messages.kbytes`, librdkafka puts off a partition's next fetch by this long,
+    /// 1 s by default. A reader slower than the broker (the enricher at 50-100k records/s)
+    /// empties 64 MiB of large batches in less than that and then waits with nothing to do:
+    /// on side_by_side's raw topic the enricher ran at 49k records/s, busy half the time, and
+    /// at 92-95k/s with 20-100 ms (BENCHMARKS.md, session 16). 50 ms re-checks the queue often
+    /// enough and costs nothing measurable.
+    pub fn consumer_config(&self, base: &[(&str, &str)]) -> ClientConfig {
+        let mut shared = vec![("fetch.queue.backoff.ms", "50")];
+        shared.extend_from_slice(base);
+        self.client_config(&shared)
+    }
+
     /// A client config with the bootstrap servers and the pass-through properties.
     pub fn client_config(&self, base: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -534,6 +550,20 @@ mod tests {
     }
 
     /// Vectors from Kafka's own `UtilsTest.testMurmur2`.
+    /// Consumers get kev's shared settings under their own, and `properties` over both.
+    #[test]
+    fn consumer_settings_layer_under_the_callers_and_the_users() {
+        let mut s = KafkaSettings::default();
+        let c = s.consumer_config(&[("group.id", "g")]);
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("50"));
+        assert_eq!(c.get("group.id"), Some("g"));
+        assert_eq!(s.consumer_config(&[("fetch.queue.backoff.ms", "5")]).get("fetch.queue.backoff.ms"), Some("5"));
+        s.properties.insert("fetch.queue.backoff.ms".into(), "1000".into());
+        assert_eq!(s.consumer_config(&[]).get("fetch.queue.backoff.ms"), Some("1000"));
+        assert_eq!(s.client_config(&[]).get("fetch.queue.backoff.ms"), Some("1000"));
+        assert_eq!(KafkaSettings::default().client_config(&[]).get("fetch.queue.backoff.ms"), None);
+    }
+
     #[test]
     fn murmur2_matches_kafka() {
         let cases: [(&str, i32); 6] = [

@@ -77,7 +77,7 @@ pub struct Current {
 
 fn consumer(settings: &KafkaSettings) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
     // Assigned, never subscribed: the group only names the reader for the broker's ACLs.
-    settings.client_config(&[("group.id", "kev-enricher-incidents"), ("enable.auto.commit", "false")]).create()
+    settings.consumer_config(&[("group.id", "kev-enricher-incidents"), ("enable.auto.commit", "false")]).create()
 }
 
 /// Reads every record of the incidents topic (read_committed, to its end now) and keeps the

@@ -395,7 +395,7 @@ pub async fn run(
     });
     let consumer: StreamConsumer<Ctx> = cfg
         .kafka
-        .client_config(&[
+        .consumer_config(&[
             ("group.id", &cfg.group_id),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
@@ -419,7 +419,7 @@ pub async fn run(
     // rebalance's take-overs took 0.4-0.5 s each with nothing to re-read (side_by_side's joins).
     let recovery: BaseConsumer = cfg
         .kafka
-        .client_config(&[
+        .consumer_config(&[
             ("group.id", &format!("{}-recovery", cfg.group_id)),
             ("enable.auto.commit", "false"),
             ("fetch.wait.max.ms", "10"),

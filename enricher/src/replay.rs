@@ -189,7 +189,7 @@ async fn write(
 /// A consumer for assigned reads (no group membership, no commits).
 pub fn reader(kafka: &KafkaSettings, group_id: &str) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
     kafka
-        .client_config(&[
+        .consumer_config(&[
             ("group.id", &format!("{group_id}-replay")),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "false"),

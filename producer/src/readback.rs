@@ -23,7 +23,7 @@ pub struct Published {
 pub async fn read_all(settings: &KafkaSettings, topic: &str, codec: &Codec) -> Result<Vec<Published>, RecoverError> {
     let timeout = Duration::from_secs(10);
     let consumer: BaseConsumer = settings
-        .client_config(&[
+        .consumer_config(&[
             ("group.id", "kev-producer-readback"),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "false"),

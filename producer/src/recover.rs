@@ -68,7 +68,7 @@ pub async fn rebuild(
     let partitions = partition_count(settings, topic, TIMEOUT)?;
     let partition = partition_for_key(cluster.as_bytes(), partitions);
     let consumer: BaseConsumer = settings
-        .client_config(&[
+        .consumer_config(&[
             ("group.id", &format!("kev-producer-recovery-{cluster}")),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
