@@ -210,7 +210,18 @@ pub struct SourceWatch {
 }
 
 impl SourceWatch {
+    /// Every record of `topic` from `from`.
     pub fn start(settings: &KafkaSettings, topic: &str, partitions: i32, from: rdkafka::Offset) -> Self {
+        Self::reading(settings, topic, partitions, from, false)
+    }
+
+    /// Only the first record of each key of `topic` from its start: for an incidents topic, the
+    /// event that opened each incident and when a reader downstream could know of it.
+    pub fn first_per_key(settings: &KafkaSettings, topic: &str, partitions: i32) -> Self {
+        Self::reading(settings, topic, partitions, rdkafka::Offset::Beginning, true)
+    }
+
+    fn reading(settings: &KafkaSettings, topic: &str, partitions: i32, from: rdkafka::Offset, first: bool) -> Self {
         let c: BaseConsumer = settings
             .client_config(&[("group.id", "bench-latency-reader"), ("fetch.wait.max.ms", "5")])
             .create()
@@ -224,9 +235,13 @@ impl SourceWatch {
         let thread = {
             let (seen, reading) = (seen.clone(), reading.clone());
             std::thread::spawn(move || {
+                let mut keys = std::collections::HashSet::new();
                 while reading.load(Ordering::Relaxed) {
                     let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else { continue };
                     let at = Instant::now();
+                    if first && !m.key().is_some_and(|k| keys.insert(k.to_vec())) {
+                        continue;
+                    }
                     if let Some(source) = source_of(&m) {
                         seen.lock().unwrap().push((source, at));
                     }

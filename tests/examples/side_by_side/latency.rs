@@ -2,76 +2,20 @@
 //! enriched record readable downstream, and to the first record of each incident it opened.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kev_common::kafka::KafkaSettings;
 use kev_common::telemetry::Health;
 use kev_enricher::config::EnricherConfig;
 use kev_enricher::live;
 use kev_enricher::partition::EngineSpec;
 use kev_tests::bench::{percentile, SourceWatch};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::Producer;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::feed;
 use crate::Rec;
-
-/// Reads the (fresh) incidents topic from its start and keeps, per incident (the record key), the raw
-/// record its first record came from (its `kev.source` header) and when that was read: the
-/// event that opened the incident and when a reader downstream could know of it.
-/// Per incident key: the raw (partition, offset) its first record came from, and when it was read.
-type FirstRecords = HashMap<Vec<u8>, ((i32, i64), Instant)>;
-
-struct IncidentWatch {
-    first: Arc<Mutex<FirstRecords>>,
-    reading: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl IncidentWatch {
-    fn start(settings: &KafkaSettings, topic: &str, partitions: i32) -> Self {
-        let c: BaseConsumer = settings
-            .client_config(&[("group.id", "bench-incident-reader"), ("fetch.wait.max.ms", "5")])
-            .create()
-            .unwrap();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
-        }
-        c.assign(&tpl).unwrap();
-        let (first, reading) = (Arc::<Mutex<FirstRecords>>::default(), Arc::new(AtomicBool::new(true)));
-        let thread = {
-            let (first, reading) = (first.clone(), reading.clone());
-            std::thread::spawn(move || {
-                while reading.load(Ordering::Relaxed) {
-                    let Some(Ok(m)) = c.poll(Duration::from_millis(50)) else { continue };
-                    let at = Instant::now();
-                    let source = m.headers().and_then(|h| {
-                        let v = h.iter().find(|h| h.key == "kev.source")?.value?;
-                        let mut parts = std::str::from_utf8(v).ok()?.rsplit('/');
-                        let offset = parts.next()?.parse().ok()?;
-                        Some((parts.next()?.parse().ok()?, offset))
-                    });
-                    if let (Some(key), Some(source)) = (m.key(), source) {
-                        first.lock().unwrap().entry(key.to_vec()).or_insert((source, at));
-                    }
-                }
-            })
-        };
-        Self { first, reading, thread }
-    }
-
-    fn stop(self) -> Vec<((i32, i64), Instant)> {
-        self.reading.store(false, Ordering::Relaxed);
-        self.thread.join().unwrap();
-        self.first.lock().unwrap().values().copied().collect()
-    }
-}
 
 /// `p50_ms`, `p99_ms` and `max_ms` of `ms`, sorted here.
 fn quantiles(mut ms: Vec<f64>) -> Value {
@@ -103,7 +47,7 @@ pub async fn run(
     // From the start of the fresh output topics: a reader placed at the end may resolve it only
     // after the first outputs are there, and miss them.
     let watch = SourceWatch::start(&s.kafka, &s.topics.enriched, partitions, rdkafka::Offset::Beginning);
-    let incidents = IncidentWatch::start(&s.kafka, &s.topics.incidents, partitions);
+    let incidents = SourceWatch::first_per_key(&s.kafka, &s.topics.incidents, partitions);
     let spec = EngineSpec::load(s).unwrap();
     let codec = Arc::new(s.registry.codec().unwrap());
     let stop = cancel.child_token();
