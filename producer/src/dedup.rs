@@ -4,7 +4,7 @@
 //! session failure it is rebuilt from the raw topic itself (see `recover`), so Kafka is the only
 //! source of truth and a new replica on another node knows what the old one published.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kev_schemas::WatchVerb;
 
@@ -41,12 +41,20 @@ impl Decision {
     }
 }
 
+/// Kept up to date with every change rather than computed from the entries: a heartbeat asks
+/// for both, and a pass over every entry per heartbeat was 7% of a 200,000-Event replay's CPU
+/// and grows with the state (BENCHMARKS.md, session 16).
 #[derive(Debug, Default)]
 pub struct DedupState {
     entries: HashMap<String, Entry>,
     /// Offset after the newest acknowledged record of this producer: where records not yet
     /// acknowledged will land at the earliest.
     next_offset: i64,
+    /// The acknowledged offsets of the entries, each with how many entries hold it (one, but a
+    /// count keeps a double acknowledgement from corrupting the set).
+    offsets: BTreeMap<i64, u32>,
+    /// [`DedupState::approx_bytes`] so far.
+    bytes: usize,
 }
 
 /// Compares resource versions: numerically when both are numbers (etcd revisions, in practice
@@ -58,10 +66,41 @@ fn is_older(candidate: &str, published: &str) -> bool {
     }
 }
 
+impl Entry {
+    fn approx_bytes(&self, uid: &str) -> usize {
+        uid.len() + self.resource_version.len() + std::mem::size_of::<Entry>() + 48
+    }
+}
+
 impl DedupState {
     /// An empty state whose records will land at `next_offset` or later.
     pub fn new(next_offset: i64) -> Self {
-        Self { entries: HashMap::new(), next_offset }
+        Self { next_offset, ..Default::default() }
+    }
+
+    fn hold_offset(&mut self, offset: Option<i64>) {
+        if let Some(o) = offset {
+            *self.offsets.entry(o).or_default() += 1;
+        }
+    }
+
+    fn release_offset(&mut self, offset: Option<i64>) {
+        if let Some(o) = offset {
+            if let std::collections::btree_map::Entry::Occupied(mut held) = self.offsets.entry(o) {
+                *held.get_mut() -= 1;
+                if *held.get() == 0 {
+                    held.remove();
+                }
+            }
+        }
+    }
+
+    /// Takes `uid`'s entry out, with its share of the bookkeeping.
+    fn remove(&mut self, uid: &str) {
+        if let Some(old) = self.entries.remove(uid) {
+            self.bytes -= old.approx_bytes(uid);
+            self.release_offset(old.offset);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -98,15 +137,15 @@ impl DedupState {
         count: i64,
         verb: WatchVerb,
     ) {
-        if verb == WatchVerb::Deleted {
-            self.entries.remove(uid);
-        } else {
+        self.remove(uid);
+        if verb != WatchVerb::Deleted {
             let entry = Entry {
                 namespace: namespace.map(str::to_string),
                 resource_version: resource_version.to_string(),
                 count,
                 offset: None,
             };
+            self.bytes += entry.approx_bytes(uid);
             self.entries.insert(uid.to_string(), entry);
         }
     }
@@ -114,10 +153,11 @@ impl DedupState {
     /// Records Kafka's acknowledgement of the record for (uid, resourceVersion) at `offset`.
     pub fn acknowledged(&mut self, uid: &str, resource_version: &str, offset: i64) {
         self.next_offset = self.next_offset.max(offset + 1);
-        if let Some(e) = self.entries.get_mut(uid) {
-            if e.resource_version == resource_version {
-                e.offset = Some(offset);
-            }
+        let Some(e) = self.entries.get_mut(uid) else { return };
+        if e.resource_version == resource_version {
+            let before = e.offset.replace(offset);
+            self.release_offset(before);
+            self.hold_offset(Some(offset));
         }
     }
 
@@ -140,24 +180,38 @@ impl DedupState {
     /// state does not grow without bound. Records not yet acknowledged are kept. Returns how
     /// many were forgotten.
     pub fn retain_listed(&mut self, scope: Option<&str>, listed: &HashSet<String>) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|uid, e| {
-            let in_scope = scope.is_none() || e.namespace.as_deref() == scope;
-            !in_scope || listed.contains(uid) || e.offset.is_none()
-        });
-        before - self.entries.len()
+        let gone: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(uid, e)| {
+                let in_scope = scope.is_none() || e.namespace.as_deref() == scope;
+                in_scope && !listed.contains(*uid) && e.offset.is_some()
+            })
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in &gone {
+            self.remove(uid);
+        }
+        gone.len()
     }
 
     /// The oldest offset a restarting producer must re-read to rebuild this state: the oldest
     /// acknowledged record still alive. Records not yet acknowledged land after every
     /// acknowledged one (one producer, one partition, in order), so they never lower it.
     pub fn recovery_offset(&self) -> i64 {
-        self.entries.values().filter_map(|e| e.offset).min().unwrap_or(self.next_offset)
+        self.offsets.keys().next().copied().unwrap_or(self.next_offset)
     }
 
     /// Rough bytes held, for the state-size metric.
     pub fn approx_bytes(&self) -> usize {
-        self.entries.iter().map(|(k, e)| k.len() + e.resource_version.len() + std::mem::size_of::<Entry>() + 48).sum()
+        self.bytes
+    }
+
+    /// The bookkeeping recomputed from the entries, for tests: (recovery offset, bytes).
+    #[cfg(test)]
+    fn recomputed(&self) -> (i64, usize) {
+        let offset = self.entries.values().filter_map(|e| e.offset).min().unwrap_or(self.next_offset);
+        (offset, self.entries.iter().map(|(uid, e)| e.approx_bytes(uid)).sum())
     }
 }
 
@@ -201,6 +255,30 @@ mod tests {
         assert_eq!(s.recovery_offset(), 104);
         s.acknowledged("c", "3", 104);
         assert_eq!(s.recovery_offset(), 104);
+        assert_eq!((s.recovery_offset(), s.approx_bytes()), s.recomputed());
+    }
+
+    proptest! {
+        /// The offsets and bytes kept along the way match the entries after any mix of
+        /// publications, acknowledgements (late, repeated, of a superseded version), deletions
+        /// and relists.
+        #[test]
+        fn bookkeeping_matches_the_entries(ops in proptest::collection::vec((0u8..4, 0u8..8, 1u64..20, 0i64..30), 1..300)) {
+            let mut s = DedupState::new(0);
+            for (op, uid, rv, offset) in ops {
+                let (uid, rv) = (format!("u{uid}"), rv.to_string());
+                match op {
+                    0 => s.published(&uid, Some(if uid.as_str() < "u4" { "a" } else { "b" }), &rv, 1, WatchVerb::Modified),
+                    1 => s.acknowledged(&uid, &rv, offset),
+                    2 => s.published(&uid, None, &rv, 1, WatchVerb::Deleted),
+                    _ => {
+                        let listed: HashSet<String> = [uid].into();
+                        s.retain_listed(if rv.len() == 1 { Some("a") } else { None }, &listed);
+                    }
+                }
+                prop_assert_eq!((s.recovery_offset(), s.approx_bytes()), s.recomputed());
+            }
+        }
     }
 
     proptest! {
@@ -218,6 +296,7 @@ mod tests {
                     live.acknowledged(&uid, &rv, offset);
                     log.push((uid, rv, *count, verb));
                 }
+                prop_assert_eq!((live.recovery_offset(), live.approx_bytes()), live.recomputed());
             }
             let start = live.recovery_offset() as usize;
             let mut rebuilt = DedupState::new(start as i64);
