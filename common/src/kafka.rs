@@ -549,7 +549,6 @@ mod tests {
         assert!(s.validate().unwrap_err().contains("group_id"));
     }
 
-    /// Vectors from Kafka's own `UtilsTest.testMurmur2`.
     /// Consumers get kev's shared settings under their own, and `properties` over both.
     #[test]
     fn consumer_settings_layer_under_the_callers_and_the_users() {
@@ -564,6 +563,7 @@ mod tests {
         assert_eq!(KafkaSettings::default().client_config(&[]).get("fetch.queue.backoff.ms"), None);
     }
 
+    /// Vectors from Kafka's own `UtilsTest.testMurmur2`.
     #[test]
     fn murmur2_matches_kafka() {
         let cases: [(&str, i32); 6] = [

@@ -155,7 +155,7 @@ impl Emitter {
         self.encode(record, topic, stop, &mut value).await?;
         let key = record.key();
         let source = source_header(&self.topics.raw, partition, offset);
-        let mut headers = OwnedHeaders::new().insert(Header { key: "kev.source", value: Some(source.as_bytes()) });
+        let mut headers = OwnedHeaders::new().insert(Header { key: "kev.source", value: Some(&source) });
         if let Record::Dead(d) = record {
             headers = headers.insert(Header { key: "kev.error.kind", value: Some(d.error_kind.as_bytes()) });
             metrics::counter!("kev_enricher_dead_letters_total", "reason" => d.error_kind.clone()).increment(1);
@@ -260,26 +260,17 @@ impl Emitter {
     }
 }
 
-/// The `kev.source` header, `topic/partition/offset`: appended rather than formatted, since it
-/// is built for every output.
-fn source_header(topic: &str, partition: i32, offset: i64) -> String {
+/// The `kev.source` header, `topic/partition/offset`.
+fn source_header(topic: &str, partition: i32, offset: i64) -> Vec<u8> {
     let (mut p, mut o) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let (p, o) = (p.format(partition), o.format(offset));
-    let mut s = String::with_capacity(topic.len() + p.len() + o.len() + 2);
-    for (i, part) in [topic, p, o].into_iter().enumerate() {
-        if i > 0 {
-            s.push('/');
-        }
-        s.push_str(part);
-    }
-    s
+    crate::records::slash_joined(&[topic.as_bytes(), p.format(partition).as_bytes(), o.format(offset).as_bytes()])
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_source_header_names_topic_partition_and_offset() {
-        assert_eq!(super::source_header("kev.events.raw", 2, 1_234_567), "kev.events.raw/2/1234567");
-        assert_eq!(super::source_header("t", 0, 0), "t/0/0");
+        assert_eq!(super::source_header("kev.events.raw", 2, 1_234_567), b"kev.events.raw/2/1234567");
+        assert_eq!(super::source_header("t", 0, 0), b"t/0/0");
     }
 }

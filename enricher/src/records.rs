@@ -83,16 +83,6 @@ impl Record {
     /// Built by appending, not `format!`: on every output, formatting the key cost about 3% of
     /// the enricher's CPU (BENCHMARKS.md, session 16).
     pub fn key(&self) -> Vec<u8> {
-        fn join(parts: &[&[u8]]) -> Vec<u8> {
-            let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-            for (i, p) in parts.iter().enumerate() {
-                if i > 0 {
-                    key.push(b'/');
-                }
-                key.extend_from_slice(p);
-            }
-            key
-        }
         match self {
             Record::Engine(Output::Enriched(e)) => {
                 let r = e.regarding.as_ref();
@@ -100,7 +90,7 @@ impl Record {
                 fn part(s: Option<&str>) -> &[u8] {
                     s.unwrap_or("").as_bytes()
                 }
-                join(&[
+                slash_joined(&[
                     e.cluster.as_bytes(),
                     part(namespace),
                     part(r.and_then(|r| r.kind.as_deref())),
@@ -108,7 +98,7 @@ impl Record {
                 ])
             }
             Record::Engine(Output::Aggregate(a)) => {
-                join(&[a.fingerprint.as_bytes(), itoa::Buffer::new().format(a.window_start).as_bytes()])
+                slash_joined(&[a.fingerprint.as_bytes(), itoa::Buffer::new().format(a.window_start).as_bytes()])
             }
             Record::Engine(Output::Incident(i)) => i.incident_id.clone().into_bytes(),
             Record::Dead(d) => d.key.clone().unwrap_or_default(),
@@ -149,12 +139,32 @@ impl Record {
     }
 }
 
+/// `parts` joined by `/`, as record keys and the `kev.source` header name things: appended
+/// rather than formatted, since both are built for every output.
+pub(crate) fn slash_joined(parts: &[&[u8]]) -> Vec<u8> {
+    let mut joined = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            joined.push(b'/');
+        }
+        joined.extend_from_slice(p);
+    }
+    joined
+}
+
 #[cfg(test)]
 mod tests {
     use kev_schemas::enriched::{Aggregate, EnrichedEvent};
     use kev_schemas::raw::ResourceRef;
 
     use super::*;
+
+    #[test]
+    fn slash_joined_puts_one_slash_between_parts() {
+        assert_eq!(slash_joined(&[b"kev.events.raw", b"2", b"1234567"]), b"kev.events.raw/2/1234567");
+        assert_eq!(slash_joined(&[b"a", b"", b""]), b"a//");
+        assert_eq!(slash_joined(&[]), b"");
+    }
 
     #[test]
     fn keys_name_what_the_record_is_about() {

@@ -78,10 +78,8 @@ impl DedupState {
         Self { next_offset, ..Default::default() }
     }
 
-    fn hold_offset(&mut self, offset: Option<i64>) {
-        if let Some(o) = offset {
-            *self.offsets.entry(o).or_default() += 1;
-        }
+    fn hold_offset(&mut self, offset: i64) {
+        *self.offsets.entry(offset).or_default() += 1;
     }
 
     fn release_offset(&mut self, offset: Option<i64>) {
@@ -157,7 +155,7 @@ impl DedupState {
         if e.resource_version == resource_version {
             let before = e.offset.replace(offset);
             self.release_offset(before);
-            self.hold_offset(Some(offset));
+            self.hold_offset(offset);
         }
     }
 
