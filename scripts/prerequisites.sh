@@ -5,7 +5,9 @@
 # a pinned Apache Kafka broker (its jars from Maven Central, run with Java 17), cached; with
 # a pinned Apicurio Registry (a Quarkus application from Maven Central), Confluent's Python
 # client and Flink SQL (PyPI, in venvs; Flink's SQL jars from Maven Central), and a pinned
-# kube-apiserver and etcd built from the Go module proxy; with
+# Kubernetes cluster (etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy)
+# built from the Go module proxy, and the Debian packages of a real node (containerd, runc, CNI,
+# buildah); with
 # --for-benchmarks also the side-by-side benchmark's peers (Quix Streams, pinned, in a venv;
 # Kafka Streams, pinned, built from benches/peer/kafka-streams).
 set -euo pipefail
@@ -63,6 +65,18 @@ if $for_tests; then
   # The harness asks the apiserver's /readyz with curl. (Go, which builds kube-apiserver and
   # etcd below, comes with the machine: Debian's golang-go 1.19 is too old for their go.mod.)
   command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+fi
+# The real node (tests/src/node.rs): containerd, runc and the CNI plugins that run its pods,
+# buildah that builds every image it runs (nothing is pulled), busybox-static inside the test
+# images, iptables for kube-proxy. Pinned to the Debian 12 builds the node was tried with; a
+# version Debian no longer serves fails here, by name, rather than a different runtime running.
+NODE_PACKAGES=(containerd=1.6.20~ds1-1+deb12u3 runc=1.1.5+ds1-1+deb12u1
+  containernetworking-plugins=1.1.1+ds1-3+b5 buildah=1.28.2+ds1-3+deb12u1+b3
+  busybox-static=1:1.35.0-4+deb12u1+b1 iptables=1.8.9-2)
+if $for_tests; then
+  for pinned in "${NODE_PACKAGES[@]}"; do
+    [ "$(dpkg-query -W -f '${Version}' "${pinned%%=*}" 2>/dev/null)" = "${pinned#*=}" ] || need_apt+=("$pinned")
+  done
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)" >&2
@@ -168,22 +182,32 @@ done
 # require: tests/src/kubeapi.rs finds the binaries by these names.
 KUBE_VERSION=$(sed -n 's:^[[:space:]]*k8s.io/kubernetes \(v[0-9.]*\).*:\1:p' "$HERE/kube/apiserver/go.mod")
 ETCD_VERSION=$(sed -n 's:^[[:space:]]*go.etcd.io/etcd/server/v3 \(v[0-9.]*\).*:\1:p' "$HERE/kube/etcd/go.mod")
+# The real node's tests add the rest of a cluster from the same go.mod (its `tool` block):
+# kube-controller-manager, kube-scheduler, kubelet and kube-proxy, built by one `go build` that
+# shares the apiserver's packages (about 3 more minutes with the Go build cache warm).
 KUBE_BIN="$CACHE/kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
-if $for_tests && { [ ! -x "$KUBE_BIN/kube-apiserver" ] || [ ! -x "$KUBE_BIN/etcd" ]; }; then
-  command -v go >/dev/null 2>&1 || { echo "building kube-apiserver needs Go (1.25 or newer) on PATH" >&2; exit 1; }
-  echo "building kube-apiserver $KUBE_VERSION and etcd $ETCD_VERSION from the Go module proxy into $KUBE_BIN (once, about 10 minutes)" >&2
+KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+missing=()
+for c in "${KUBE_COMMANDS[@]}"; do [ -x "$KUBE_BIN/$c" ] || missing+=("k8s.io/kubernetes/cmd/$c"); done
+if $for_tests && { [ ${#missing[@]} -gt 0 ] || [ ! -x "$KUBE_BIN/etcd" ]; }; then
+  command -v go >/dev/null 2>&1 || { echo "building Kubernetes needs Go (1.25 or newer) on PATH" >&2; exit 1; }
+  echo "building ${missing[*]##*/} $KUBE_VERSION and etcd $ETCD_VERSION from the Go module proxy into $KUBE_BIN (once, about 15 minutes)" >&2
   tmp=$(mktemp -d)
   minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
   ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
   done
-  (cd "$HERE/kube/apiserver" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -tags selinux,notest \
-    -ldflags "$ldflags" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
-  (cd "$HERE/kube/etcd" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath \
-    -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
+  if [ ${#missing[@]} -gt 0 ]; then
+    (cd "$HERE/kube/apiserver" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -tags selinux,notest \
+      -ldflags "$ldflags" -o "$tmp/" "${missing[@]}")
+  fi
+  if [ ! -x "$KUBE_BIN/etcd" ]; then
+    (cd "$HERE/kube/etcd" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath \
+      -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
+  fi
   mkdir -p "$KUBE_BIN"
-  mv "$tmp/kube-apiserver" "$tmp/etcd" "$KUBE_BIN/"
+  mv "$tmp"/* "$KUBE_BIN/"
   rm -rf "$tmp"
 fi
 

@@ -1,4 +1,5 @@
-//! A real kube-apiserver and its etcd as processes on 127.0.0.1, for the producer's tests.
+//! A real kube-apiserver and its etcd as processes on 127.0.0.1, for the producer's tests, or
+//! inside a [`Sandbox`] as the control plane of a real node (`crate::node`).
 //!
 //! Built from the Go module proxy by `scripts/prerequisites.sh --for-tests` (pinned by
 //! `scripts/kube/*/go.mod`) into `~/.cache/kev/kube-<version>-etcd-<version>`. The harness
@@ -19,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::KeyPair;
@@ -26,6 +28,7 @@ use serde_json::{json, Value};
 use tokio_rustls::rustls::pki_types;
 
 use crate::broker::free_port;
+use crate::sandbox::{Sandbox, KUBERNETES_SERVICE_IP, NODE_IP, SERVICE_RANGE};
 use crate::tls::TestCa;
 
 /// The versions `scripts/kube/*/go.mod` pin, as the cache directory names them.
@@ -37,10 +40,16 @@ pub fn kube_bin() -> PathBuf {
     crate::cached("KEV_KUBE_BIN", &format!("kube-{KUBE_VERSION}-etcd-{ETCD_VERSION}"))
 }
 
-/// Runs `binary` of the kube cache with `args`, its output appended to `log`.
-fn spawn(binary: &str, args: &[String], log: &Path) -> Child {
+/// Runs `binary` of the kube cache with `args`, inside `sandbox` when there is one, its output
+/// appended to `log`.
+pub fn spawn(sandbox: Option<&Sandbox>, binary: &str, args: &[String], log: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(kube_bin().join(binary))
+    let program = kube_bin().join(binary);
+    let mut command = match sandbox {
+        Some(s) => s.command(program),
+        None => Command::new(program),
+    };
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -57,6 +66,11 @@ pub struct KubeOptions {
     pub events_watch_cache: bool,
     /// `--watch-cache=false`: no watch cache for any resource.
     pub no_watch_cache: bool,
+    /// Runs etcd and the apiserver inside this sandbox as the control plane of a real node
+    /// (`crate::node`): reachable on the node's address too, with the admission plugins,
+    /// Service range, endpoint reconciler and Node authorizer a cluster has, and a client
+    /// certificate for the kubelets. Their ports are forwarded to the machine's 127.0.0.1.
+    pub sandbox: Option<Arc<Sandbox>>,
 }
 
 /// etcd and a kube-apiserver. Both killed on drop.
@@ -82,7 +96,23 @@ impl KubeApi {
         );
         let dir = dir.join("kube");
         std::fs::create_dir_all(dir.join("etcd-data")).unwrap();
-        let ca = TestCa::new("kube-apiserver");
+        let ca = match options.sandbox {
+            None => TestCa::new("kube-apiserver"),
+            // What a pod reaches it by, on the node's address or through the Service.
+            Some(_) => TestCa::for_names(
+                "kube-apiserver",
+                &[
+                    "127.0.0.1",
+                    "localhost",
+                    NODE_IP,
+                    KUBERNETES_SERVICE_IP,
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                ],
+            ),
+        };
         std::fs::write(dir.join("ca.crt"), &ca.ca_pem).unwrap();
         std::fs::write(dir.join("apiserver.crt"), &ca.server_cert_pem).unwrap();
         std::fs::write(dir.join("apiserver.key"), &ca.server_key_pem).unwrap();
@@ -102,6 +132,13 @@ impl KubeApi {
             admin_token,
             options,
         };
+        if let Some(sandbox) = &api.options.sandbox {
+            sandbox.forward(api.etcd_port);
+            sandbox.forward(api.port);
+            let kubelet_client = api.ca.client_in("kube-apiserver-kubelet-client", Some("system:masters"));
+            std::fs::write(api.dir.join("kubelet-client.crt"), kubelet_client.cert_pem).unwrap();
+            std::fs::write(api.dir.join("kubelet-client.key"), kubelet_client.key_pem).unwrap();
+        }
         api.start_etcd();
         api.start_apiserver();
         api
@@ -121,7 +158,7 @@ impl KubeApi {
             "--unsafe-no-fsync".into(),
             "--log-level=warn".into(),
         ];
-        self.etcd = Some(spawn("etcd", &args, &self.dir.join("etcd.log")));
+        self.etcd = Some(spawn(self.options.sandbox.as_deref(), "etcd", &args, &self.dir.join("etcd.log")));
         let started = Instant::now();
         let health = format!("http://127.0.0.1:{}/health", self.etcd_port);
         while !crate::plain_http::get_ok(&health).is_some_and(|b| b.contains("\"health\":\"true\"")) {
@@ -134,30 +171,49 @@ impl KubeApi {
         let d = |f: &str| self.dir.join(f).display().to_string();
         let mut args = vec![
             format!("--etcd-servers=http://127.0.0.1:{}", self.etcd_port),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
             format!("--secure-port={}", self.port),
             format!("--tls-cert-file={}", d("apiserver.crt")),
             format!("--tls-private-key-file={}", d("apiserver.key")),
             format!("--client-ca-file={}", d("ca.crt")),
             format!("--token-auth-file={}", d("tokens.csv")),
-            "--authorization-mode=RBAC".into(),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
             format!("--service-account-key-file={}", d("sa.pub")),
             format!("--service-account-signing-key-file={}", d("sa.key")),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
-            // No controller manager runs: nothing would make the ServiceAccounts' tokens the
-            // admission plugin waits for, and 127.0.0.1 may not be an endpoint of `kubernetes`.
-            "--disable-admission-plugins=ServiceAccount".into(),
-            "--endpoint-reconciler-type=none".into(),
         ];
+        if self.options.sandbox.is_some() {
+            // Inside the sandbox every address is the tests' own: the node's, for its pods.
+            args.extend([
+                "--bind-address=0.0.0.0".into(),
+                format!("--advertise-address={NODE_IP}"),
+                format!("--service-cluster-ip-range={SERVICE_RANGE}"),
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                format!("--kubelet-client-certificate={}", d("kubelet-client.crt")),
+                format!("--kubelet-client-key={}", d("kubelet-client.key")),
+                format!("--kubelet-certificate-authority={}", d("ca.crt")),
+                // Otherwise logs and exec resolve the node's name through the machine's resolver.
+                "--kubelet-preferred-address-types=InternalIP".into(),
+            ]);
+        } else {
+            args.extend([
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--authorization-mode=RBAC".into(),
+                // No controller manager runs: nothing would make the ServiceAccounts' tokens the
+                // admission plugin waits for, and 127.0.0.1 may not be an endpoint of `kubernetes`.
+                "--disable-admission-plugins=ServiceAccount".into(),
+                "--endpoint-reconciler-type=none".into(),
+            ]);
+        }
         if self.options.events_watch_cache {
             args.push("--watch-cache-sizes=events#1000".into());
         }
         if self.options.no_watch_cache {
             args.push("--watch-cache=false".into());
         }
-        self.apiserver = Some(spawn("kube-apiserver", &args, &self.dir.join("apiserver.log")));
+        self.apiserver =
+            Some(spawn(self.options.sandbox.as_deref(), "kube-apiserver", &args, &self.dir.join("apiserver.log")));
         let started = Instant::now();
         loop {
             if let Some(status) = self.apiserver.as_mut().unwrap().try_wait().unwrap() {
@@ -173,13 +229,25 @@ impl KubeApi {
 
     /// `/readyz` answers 200 to the admin.
     fn ready(&self) -> bool {
+        self.get_raw("/readyz").is_some()
+    }
+
+    /// A GET of `path` as the admin, blocking and outside any runtime (the harness waits on
+    /// processes from plain code): the body when the answer was 2xx.
+    pub fn get_raw(&self, path: &str) -> Option<Vec<u8>> {
         let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .args(["-sf", "--cacert"])
             .arg(self.dir.join("ca.crt"))
             .args(["-H", &format!("Authorization: Bearer {}", self.admin_token)])
-            .arg(format!("{}/readyz", self.url()))
-            .output();
-        out.is_ok_and(|o| o.stdout == b"200")
+            .arg(format!("{}{path}", self.url()))
+            .output()
+            .ok()?;
+        out.status.success().then_some(out.stdout)
+    }
+
+    /// [`KubeApi::get_raw`] of an object, parsed.
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.get_raw(path).and_then(|b| serde_json::from_slice(&b).ok())
     }
 
     fn log(&self, name: &str) -> String {
@@ -209,16 +277,42 @@ impl KubeApi {
     /// A kubeconfig file for a process, with `token` (the admin's when `None`).
     pub fn kubeconfig(&self, token: Option<&str>) -> PathBuf {
         let token = token.unwrap_or(&self.admin_token);
+        self.write_kubeconfig(&format!("token: {token}"))
+    }
+
+    /// A kubeconfig file for a cluster component: user `user` in `group` by a client
+    /// certificate the apiserver's CA signs, as kubeadm gives the kubelet, the scheduler and the
+    /// controller-manager.
+    pub fn kubeconfig_for(&self, user: &str, group: Option<&str>) -> PathBuf {
+        let cert = self.ca.client_in(user, group);
+        let file = user.replace(':', "-");
+        let (crt, key) = (self.dir.join(format!("{file}.crt")), self.dir.join(format!("{file}.key")));
+        std::fs::write(&crt, cert.cert_pem).unwrap();
+        std::fs::write(&key, cert.key_pem).unwrap();
+        self.write_kubeconfig(&format!("client-certificate: {}\n    client-key: {}", crt.display(), key.display()))
+    }
+
+    fn write_kubeconfig(&self, user: &str) -> PathBuf {
         let path = self.dir.join(format!("kubeconfig-{:08x}", rand::random::<u32>()));
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: kev\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
-             users:\n- name: kev\n  user:\n    token: {token}\ncontexts:\n- name: kev\n  context: {{cluster: kev, user: kev}}\n\
+             users:\n- name: kev\n  user:\n    {user}\ncontexts:\n- name: kev\n  context: {{cluster: kev, user: kev}}\n\
              current-context: kev\n",
             self.url(),
             self.dir.join("ca.crt").display()
         );
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// The CA that signs the apiserver's and the components' certificates.
+    pub fn ca(&self) -> &TestCa {
+        &self.ca
+    }
+
+    /// Where its certificates, keys and logs are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// SIGKILLs the apiserver (etcd keeps running).

@@ -1,17 +1,22 @@
 //! Test harness: an Apache Kafka broker process, a real schema registry process (Apicurio) and
-//! the registry test double, the fake Kubernetes API server, a real kube-apiserver with etcd, the kev binaries, the real event
-//! data. Shared by every end-to-end test in `tests/tests`.
+//! the registry test double, the fake Kubernetes API server, a real kube-apiserver with etcd, a
+//! real node (kubelet, containerd, scheduler and controller-manager in a network namespace of the
+//! tests' own), the kev binaries, the real event data. Shared by every end-to-end test in
+//! `tests/tests`.
 
 pub mod bench;
 pub mod broker;
 pub mod data;
 pub mod expect;
 pub mod fakeapi;
+pub mod images;
 pub mod kubeapi;
+pub mod node;
 pub mod outputs;
 pub mod plain_http;
 pub mod procs;
 pub mod registry;
+pub mod sandbox;
 pub mod scale;
 pub mod tls;
 

@@ -32,34 +32,56 @@ pub struct ClientCert {
 
 impl TestCa {
     pub fn new(name: &str) -> TestCa {
+        TestCa::for_names(name, &["127.0.0.1", "localhost"])
+    }
+
+    /// A CA whose server certificate names `names` (IP addresses and DNS names).
+    pub fn for_names(name: &str, names: &[&str]) -> TestCa {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.distinguished_name.push(DnType::CommonName, format!("kev test CA {name}"));
         let ca_cert = ca.clone().self_signed(&ca_key).unwrap();
-        let ca_key_pem = ca_key.serialize_pem();
-        let issuer = Issuer::new(ca.clone(), ca_key);
-        let server_key = KeyPair::generate().unwrap();
-        let mut server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        server.distinguished_name.push(DnType::CommonName, "127.0.0.1");
-        let server_cert = server.signed_by(&server_key, &issuer).unwrap();
-        TestCa {
+        let mut made = TestCa {
             ca_pem: ca_cert.pem(),
-            server_cert_pem: server_cert.pem(),
-            server_key_pem: server_key.serialize_pem(),
-            ca_key_pem,
+            server_cert_pem: String::new(),
+            server_key_pem: String::new(),
+            ca_key_pem: ca_key.serialize_pem(),
             ca_params: ca,
-        }
+        };
+        let server = made.server(names);
+        (made.server_cert_pem, made.server_key_pem) = (server.cert_pem, server.key_pem);
+        made
+    }
+
+    fn issuer(&self) -> Issuer<'static, KeyPair> {
+        Issuer::new(self.ca_params.clone(), KeyPair::from_pem(&self.ca_key_pem).unwrap())
+    }
+
+    /// Another server certificate, for `names` (the first is its common name).
+    pub fn server(&self, names: &[&str]) -> ClientCert {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        let cert = params.signed_by(&key, &self.issuer()).unwrap();
+        ClientCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
     }
 
     /// A client certificate with common name `cn` (the principal Kafka's mutual TLS sees).
     pub fn client(&self, cn: &str) -> ClientCert {
-        let ca_key = KeyPair::from_pem(&self.ca_key_pem).unwrap();
-        let issuer = Issuer::new(self.ca_params.clone(), ca_key);
+        self.client_in(cn, None)
+    }
+
+    /// A client certificate for user `cn` in `group` (Kubernetes reads the organization as the
+    /// user's group, such as `system:nodes` for a kubelet).
+    pub fn client_in(&self, cn: &str, group: Option<&str>) -> ClientCert {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &issuer).unwrap();
+        if let Some(g) = group {
+            params.distinguished_name.push(DnType::OrganizationName, g);
+        }
+        let cert = params.signed_by(&key, &self.issuer()).unwrap();
         ClientCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
     }
 

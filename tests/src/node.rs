@@ -1,0 +1,527 @@
+//! A real one-node Kubernetes cluster, contained in a [`Sandbox`]: etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and a kubelet (v1.35.8, built from the Go module proxy
+//! by `scripts/prerequisites.sh`), running pods through Debian's containerd, runc and CNI plugins.
+//!
+//! Each component authenticates as it does in a kubeadm cluster: a client certificate from the
+//! apiserver's CA for `system:node:<name>` (Node authorizer and NodeRestriction), for
+//! `system:kube-scheduler` and for `system:kube-controller-manager` (which gives its controllers
+//! ServiceAccount credentials); the kubelet serves a certificate of the same CA and authorizes
+//! the apiserver's calls by webhook. Pods get projected ServiceAccount tokens.
+//!
+//! What this machine kind needs of it (`../shared/REAL-COMPONENTS.md`, "A real node"):
+//! - cgroup v1: the kubelet refuses it unless `failCgroupV1: false`, and uses `cgroupfs`
+//!   (containerd 1.6 reports no cgroup driver). Its pods live under a cgroup root of their own
+//!   (`/kev-node-<random>` in every hierarchy), made before it starts and removed at the end;
+//! - root without CAP_SYS_RESOURCE: no process may lower its `oom_score_adj`, so containerd
+//!   restricts it (`restrict_oom_score_adj`) and the kubelet leaves its own (`oomScoreAdj: 0`);
+//! - no registry: the pod sandbox ("pause") image and every test image are built here
+//!   ([`crate::images`]) and imported into containerd; pods use `imagePullPolicy: Never`.
+//!
+//! [`Node::start`] returns once the node is Ready and schedulable. Drop stops everything by pid
+//! (the kubelet first, so it restarts nothing), kills what is left in the pods' cgroups and in
+//! the sandbox (containerd's shims), and removes the cgroups; the sandbox's namespaces and mounts
+//! end with their last process. [`MachineState`] is what a test compares before and after.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::images::ImageSpec;
+use crate::kubeapi::{kube_bin, spawn, KubeApi, KubeOptions};
+use crate::sandbox::{kill, reap, Sandbox, KUBELET_SYSCTLS, NODE_IP, POD_RANGE};
+
+/// The node's name.
+pub const NODE_NAME: &str = "kev-node";
+
+/// Where the cgroup hierarchies are mounted.
+const CGROUP_FS: &str = "/sys/fs/cgroup";
+/// The prefix of the node's cgroup root, in every hierarchy.
+const CGROUP_PREFIX: &str = "kev-node-";
+
+/// The cluster. Everything it started is stopped on drop.
+pub struct Node {
+    /// etcd and the apiserver, inside the sandbox; their ports are forwarded to 127.0.0.1.
+    pub api: KubeApi,
+    sandbox: Arc<Sandbox>,
+    /// containerd, the controller-manager, the scheduler and the kubelet, by name.
+    processes: Vec<(&'static str, Child)>,
+    dir: PathBuf,
+    cgroup_root: String,
+}
+
+impl Node {
+    /// Starts the cluster under `dir` and waits until the node is Ready and schedulable, with
+    /// the pause image and `images` imported into containerd.
+    pub fn start(dir: &Path, images: &[ImageSpec]) -> Node {
+        let bin = kube_bin();
+        for b in ["kubelet", "kube-scheduler", "kube-controller-manager"] {
+            assert!(bin.join(b).is_file(), "no {b} in {} (run scripts/prerequisites.sh --for-tests)", bin.display());
+        }
+        remove_stale_cgroups();
+        let sandbox = Arc::new(Sandbox::create(dir));
+        let api = KubeApi::start(dir, KubeOptions { sandbox: Some(sandbox.clone()), ..Default::default() });
+        let dir = dir.join("node");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cgroup_root = format!("{CGROUP_PREFIX}{:08x}", rand::random::<u32>());
+        let mut node = Node { api, sandbox, processes: Vec::new(), dir, cgroup_root };
+        node.make_cgroup_root();
+        node.start_containerd();
+        node.import(&ImageSpec::pause());
+        for image in images {
+            node.import(image);
+        }
+        node.start_control_plane();
+        node.start_kubelet();
+        node.wait_ready();
+        node
+    }
+
+    fn log_file(&self, component: &str) -> PathBuf {
+        self.dir.join(format!("{component}.log"))
+    }
+
+    /// The last lines of a component's log (`containerd`, `kubelet`, `kube-scheduler`,
+    /// `kube-controller-manager`).
+    pub fn log(&self, component: &str) -> String {
+        let text = std::fs::read_to_string(self.log_file(component)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    /// The cgroup root in every hierarchy; the cpuset one takes its parent's CPUs and memory
+    /// nodes, which a new cpuset cgroup does not inherit.
+    fn make_cgroup_root(&self) {
+        for h in hierarchies() {
+            let root = h.join(&self.cgroup_root);
+            std::fs::create_dir(&root).unwrap_or_else(|e| panic!("making {}: {e}", root.display()));
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                if let Ok(v) = std::fs::read_to_string(h.join(f)) {
+                    std::fs::write(root.join(f), v.trim()).unwrap();
+                }
+            }
+        }
+    }
+
+    fn start_containerd(&mut self) {
+        let d = self.dir.display();
+        let cni = self.dir.join("cni");
+        std::fs::create_dir_all(&cni).unwrap();
+        // ptp: one veth per pod into the node's namespace, a route per pod; no masquerade.
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "kev",
+            "plugins": [{
+                "type": "ptp",
+                "ipMasq": false,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_RANGE}]], "routes": [{"dst": "0.0.0.0/0"}]},
+            }],
+        });
+        std::fs::write(cni.join("10-kev.conflist"), conflist.to_string()).unwrap();
+        let config = format!(
+            r#"version = 2
+root = "{d}/containerd/root"
+state = "{d}/containerd/state"
+# The plugin that would unpack into /opt/containerd on the machine.
+disabled_plugins = ["io.containerd.internal.v1.opt"]
+[grpc]
+  address = "{sock}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+"#,
+            sock = self.socket().display(),
+            pause = ImageSpec::pause().reference,
+            cni = cni.display(),
+        );
+        let path = self.dir.join("containerd.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = self.spawn_in_sandbox("containerd", &["--config".into(), path.display().to_string()]);
+        self.processes.push(("containerd", child));
+        self.wait_for("containerd to answer", Duration::from_secs(30), |n| n.ctr(&["version"]).status.success());
+    }
+
+    /// Runs a program of the machine's (containerd's) inside the sandbox, its output in its log.
+    fn spawn_in_sandbox(&self, program: &str, args: &[String]) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file(program)).unwrap();
+        self.sandbox
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program}: {e}"))
+    }
+
+    /// `ctr` against the node's containerd, in the namespace the CRI uses.
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        let socket = self.socket();
+        self.sandbox
+            .command("ctr")
+            .arg("--address")
+            .arg(socket)
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Builds `image` (unless cached) and imports it into the node's containerd.
+    pub fn import(&self, image: &ImageSpec) {
+        let archive = image.archive(&self.sandbox);
+        let out = self.ctr(&["images", "import", &archive.display().to_string()]);
+        assert!(out.status.success(), "importing {}: {}", archive.display(), String::from_utf8_lossy(&out.stderr));
+        let listed = self.ctr(&["images", "list", "--quiet"]);
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        assert!(
+            listed.lines().any(|l| l == image.reference),
+            "{} is not among containerd's images after the import: {listed}",
+            image.reference
+        );
+    }
+
+    fn start_control_plane(&mut self) {
+        let ca = self.api.dir().join("ca.crt").display().to_string();
+        let sa_key = self.api.dir().join("sa.key").display().to_string();
+        let scheduler = self.api.kubeconfig_for("system:kube-scheduler", None).display().to_string();
+        let args: Vec<String> = vec![
+            format!("--kubeconfig={scheduler}"),
+            format!("--authentication-kubeconfig={scheduler}"),
+            format!("--authorization-kubeconfig={scheduler}"),
+            "--bind-address=127.0.0.1".into(),
+            "--secure-port=10259".into(),
+            "--leader-elect=false".into(),
+        ];
+        let child = spawn(Some(&self.sandbox), "kube-scheduler", &args, &self.log_file("kube-scheduler"));
+        self.processes.push(("kube-scheduler", child));
+        let cm = self.api.kubeconfig_for("system:kube-controller-manager", None).display().to_string();
+        let args: Vec<String> = vec![
+            format!("--kubeconfig={cm}"),
+            format!("--authentication-kubeconfig={cm}"),
+            format!("--authorization-kubeconfig={cm}"),
+            "--bind-address=127.0.0.1".into(),
+            "--secure-port=10257".into(),
+            "--leader-elect=false".into(),
+            // Each controller acts as its own ServiceAccount, as in kubeadm's clusters.
+            "--use-service-account-credentials=true".into(),
+            // Otherwise the kube-root-ca.crt ConfigMap in every namespace has an empty CA.
+            format!("--root-ca-file={ca}"),
+            format!("--service-account-private-key-file={sa_key}"),
+            "--cluster-name=kev".into(),
+            // The default is under /usr/libexec on the machine, which it would create.
+            "--flex-volume-plugin-dir=/var/lib/kubelet/volume-plugins".into(),
+        ];
+        let child =
+            spawn(Some(&self.sandbox), "kube-controller-manager", &args, &self.log_file("kube-controller-manager"));
+        self.processes.push(("kube-controller-manager", child));
+    }
+
+    fn start_kubelet(&mut self) {
+        let serving = self.api.ca().server(&[NODE_IP, NODE_NAME]);
+        let (crt, key) = (self.dir.join("kubelet.crt"), self.dir.join("kubelet.key"));
+        std::fs::write(&crt, serving.cert_pem).unwrap();
+        std::fs::write(&key, serving.key_pem).unwrap();
+        let resolv = self.dir.join("resolv.conf");
+        // No nameserver: nothing inside may resolve names through the machine's.
+        std::fs::write(&resolv, "# no nameserver inside the sandbox\n").unwrap();
+        let config = serde_json::json!({
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "failCgroupV1": false,
+            "cgroupDriver": "cgroupfs",
+            "cgroupRoot": format!("/{}", self.cgroup_root),
+            "oomScoreAdj": 0,
+            "containerRuntimeEndpoint": format!("unix://{}", self.socket().display()),
+            "address": NODE_IP,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "tlsCertFile": crt,
+            "tlsPrivateKeyFile": key,
+            "authentication": {
+                "anonymous": {"enabled": false},
+                "webhook": {"enabled": true},
+                "x509": {"clientCAFile": self.api.dir().join("ca.crt")},
+            },
+            "authorization": {"mode": "Webhook"},
+            "resolvConf": resolv,
+            // The default is under /usr/libexec on the machine.
+            "volumePluginDir": "/var/lib/kubelet/volume-plugins",
+            "serializeImagePulls": false,
+            "rotateCertificates": false,
+        });
+        let path = self.dir.join("kubelet.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let kubeconfig = self.api.kubeconfig_for(&format!("system:node:{NODE_NAME}"), Some("system:nodes"));
+        let args: Vec<String> = vec![
+            format!("--config={}", path.display()),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--node-ip={NODE_IP}"),
+            format!("--hostname-override={NODE_NAME}"),
+            "--v=1".into(),
+        ];
+        let child = spawn(Some(&self.sandbox), "kubelet", &args, &self.log_file("kubelet"));
+        self.processes.push(("kubelet", child));
+    }
+
+    /// The node is Ready and the node-lifecycle controller has lifted the not-ready taint the
+    /// kubelet registers it with.
+    fn wait_ready(&mut self) {
+        self.wait_for("the node to be Ready and schedulable", Duration::from_secs(120), |n| {
+            let Some(node) = n.api.get(&format!("/api/v1/nodes/{NODE_NAME}")) else { return false };
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            let tainted = node["spec"]["taints"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().any(|t| t["key"] == "node.kubernetes.io/not-ready"));
+            ready && !tainted
+        });
+    }
+
+    /// Waits until `done`, failing with the components' logs after `limit` or when one of them
+    /// has exited.
+    fn wait_for(&mut self, what: &str, limit: Duration, done: impl Fn(&Node) -> bool) {
+        let started = Instant::now();
+        loop {
+            if done(self) {
+                return;
+            }
+            let exited = self.processes.iter_mut().find_map(|(name, c)| c.try_wait().unwrap().map(|s| (*name, s)));
+            if let Some((name, status)) = exited {
+                panic!("waiting for {what}: {name} exited with {status}:\n{}", self.log(name));
+            }
+            if started.elapsed() > limit {
+                let logs: Vec<String> =
+                    self.processes.iter().map(|(name, _)| format!("--- {name}\n{}", self.log(name))).collect();
+                panic!("{what}: not within {limit:?}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The admin's client.
+    pub fn client(&self) -> kube::Client {
+        self.api.admin()
+    }
+
+    /// The sandbox the node runs in.
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.sandbox
+    }
+
+    /// SIGKILLs every process in the node's cgroups (the pods' containers) until none is left,
+    /// and reaps those that passed to this process when their shim went first.
+    fn kill_pods(&self) {
+        let started = Instant::now();
+        let mut killed = Vec::new();
+        loop {
+            let pids = cgroup_processes(&self.cgroup_root);
+            if pids.is_empty() || started.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+            for pid in pids {
+                kill(pid);
+                killed.push(pid);
+            }
+            reap(&killed);
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The kubelet first, so that it restarts nothing; containerd last.
+        for (_, mut child) in self.processes.drain(..).rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_pods();
+        // containerd's shims, and anything else the node started outside the harness's sight
+        // (etcd and the apiserver too: the KubeApi's drop reaps them).
+        let left = self.sandbox.processes();
+        for &pid in &left {
+            kill(pid);
+        }
+        reap(&left);
+        remove_cgroup_tree(&self.cgroup_root);
+    }
+}
+
+/// The cgroup hierarchies mounted under `/sys/fs/cgroup` (v1 controllers, the named systemd
+/// one, and the cgroup2 mount beside them).
+fn hierarchies() -> Vec<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (before, after) = l.split_once(" - ")?;
+            let fstype = after.split_whitespace().next()?;
+            let mount_point = before.split_whitespace().nth(4)?;
+            ((fstype == "cgroup" || fstype == "cgroup2") && mount_point.starts_with(CGROUP_FS))
+                .then(|| PathBuf::from(mount_point))
+        })
+        .collect()
+}
+
+/// Every cgroup directory below `root` in every hierarchy, deepest first.
+fn cgroup_dirs(root: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+        out.push(dir.to_path_buf());
+    }
+    let mut dirs = Vec::new();
+    for h in hierarchies() {
+        let top = h.join(root);
+        if top.is_dir() {
+            walk(&top, &mut dirs);
+        }
+    }
+    dirs
+}
+
+/// The pids in any cgroup below `root`.
+fn cgroup_processes(root: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = cgroup_dirs(root)
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+        .flat_map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<u32>>())
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Removes every cgroup below `root`, deepest first; a cgroup whose last process is still
+/// exiting refuses for a moment, so it is tried again for up to 30 s.
+fn remove_cgroup_tree(root: &str) {
+    let started = Instant::now();
+    loop {
+        let left: Vec<PathBuf> = cgroup_dirs(root).into_iter().filter(|d| std::fs::remove_dir(d).is_err()).collect();
+        if left.is_empty() {
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            eprintln!("cgroups left behind: {left:?}");
+            return;
+        }
+        for pid in cgroup_processes(root) {
+            kill(pid);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes the empty cgroup roots of an earlier run that was itself killed before its drop.
+fn remove_stale_cgroups() {
+    let mut roots: Vec<String> = hierarchies()
+        .iter()
+        .filter_map(|h| std::fs::read_dir(h).ok())
+        .flat_map(|entries| entries.flatten().filter_map(|e| e.file_name().into_string().ok()))
+        .filter(|n| n.starts_with(CGROUP_PREFIX))
+        .collect();
+    roots.sort();
+    roots.dedup();
+    for root in roots {
+        if cgroup_processes(&root).is_empty() {
+            for d in cgroup_dirs(&root) {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+/// What a node could leave behind on the machine, read from the machine's side: the kernel
+/// tunables the kubelet writes, the mounts, the network interfaces and namespaces, the node's
+/// cgroups and the fixed paths its components write when not kept from them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MachineState {
+    pub sysctls: Vec<(String, String)>,
+    pub mounts: Vec<String>,
+    pub links: Vec<String>,
+    pub node_cgroups: Vec<PathBuf>,
+    pub paths: Vec<(String, bool)>,
+    /// The names of zombie processes: a process of the node that nobody reaped.
+    pub zombies: Vec<String>,
+}
+
+impl MachineState {
+    pub fn read() -> MachineState {
+        let sysctls = KUBELET_SYSCTLS
+            .iter()
+            .map(|s| (s.to_string(), std::fs::read_to_string(format!("/proc/sys/{s}")).unwrap_or_default()))
+            .collect();
+        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+            .collect();
+        mounts.sort();
+        let mut links: Vec<String> = std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        links.sort();
+        let mut node_cgroups: Vec<PathBuf> = hierarchies()
+            .iter()
+            .filter_map(|h| std::fs::read_dir(h).ok())
+            .flat_map(|entries| entries.flatten().map(|e| e.path()))
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(CGROUP_PREFIX)))
+            .collect();
+        node_cgroups.sort();
+        let paths = [
+            "/run/containerd",
+            "/run/netns",
+            "/run/containers",
+            "/run/runc",
+            "/var/lib/kubelet",
+            "/var/lib/cni",
+            "/var/lib/containerd",
+            "/var/lib/containers",
+            "/var/log/pods",
+            "/var/log/containers",
+            "/etc/cni",
+            "/opt/containerd",
+            "/opt/cni",
+            "/usr/libexec/kubernetes",
+            "/etc/kubernetes",
+        ]
+        .iter()
+        .map(|p| (p.to_string(), Path::new(p).exists()))
+        .collect();
+        let mut zombies: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter_map(|stat| {
+                // "pid (comm) state ...": comm may hold spaces and parentheses.
+                let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+                rest.starts_with('Z').then(|| comm.to_string())
+            })
+            .collect();
+        zombies.sort();
+        MachineState { sysctls, mounts, links, node_cgroups, paths, zombies }
+    }
+}

@@ -1,0 +1,261 @@
+//! A network and mount namespace of the tests' own, where a real node and its control plane run
+//! without touching the machine's network, mounts or kernel settings.
+//!
+//! One `sleep` process holds both namespaces (`unshare --net --mount --propagation private`);
+//! every other process enters them with `nsenter`, which execs, so the harness's child is the
+//! process itself and is stopped by its pid. Not `ip netns exec`: it remounts `/sys` and hides
+//! the cgroup hierarchies the kubelet needs. Inside:
+//! - `lo`, and a bridge with no ports that carries the node's address with the Service range
+//!   routed to it; no default route, so nothing inside reaches an address outside;
+//! - a tmpfs over `/run` and test directories over `/var/lib` and `/var/log`, where containerd,
+//!   runc, the CNI plugins, buildah and the kubelet keep state at fixed paths;
+//! - files over the kernel tunables the kubelet sets machine-wide ([`KUBELET_SYSCTLS`]), so its
+//!   writes land in them and the machine keeps its own values.
+//!
+//! The test process reaches servers inside through [`Sandbox::forward`]: a port on the machine's
+//! 127.0.0.1 whose connections are made from inside the network namespace. The namespaces, and
+//! every mount in them, end with the last process in them.
+
+use std::fs::File;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The node's address, on the bridge inside the sandbox.
+pub const NODE_IP: &str = "10.250.0.1";
+/// The Service range, routed to the node's bridge (the apiserver's `kubernetes` Service is its
+/// first address).
+pub const SERVICE_RANGE: &str = "10.96.0.0/12";
+/// The first address of [`SERVICE_RANGE`].
+pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
+/// Pod addresses, handed out by the CNI plugin `host-local`.
+pub const POD_RANGE: &str = "10.244.0.0/24";
+
+/// The kernel tunables (under `/proc/sys`) the kubelet writes at start-up, machine-wide unless
+/// kept from it (`setupKernelTunables` in its container manager).
+pub const KUBELET_SYSCTLS: [&str; 6] = [
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+];
+
+/// The namespaces, held by one process. Everything still inside is killed on drop.
+pub struct Sandbox {
+    holder: Mutex<Option<Child>>,
+    holder_pid: u32,
+    mount_ns: String,
+    dir: PathBuf,
+    forwards: Mutex<Vec<Forward>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("holder_pid", &self.holder_pid).field("dir", &self.dir).finish()
+    }
+}
+
+impl Sandbox {
+    /// Makes the namespaces and lays out their network, mounts and tunables, keeping what the
+    /// mounts cover under `dir/sandbox`.
+    pub fn create(dir: &Path) -> Sandbox {
+        // containerd's shims daemonize: their parent exits, and they would pass to PID 1, which
+        // on this machine kind does not reap, so each would stay a zombie. As a subreaper, this
+        // process inherits them and reaps them at the end ([`reap`]).
+        // SAFETY: prctl(2) with integer arguments only.
+        let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        assert_eq!(subreaper, 0, "PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error());
+        let dir = dir.join("sandbox");
+        for d in ["var-lib", "var-log", "sysctl"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let holder = Command::new("unshare")
+            .args(["--net", "--mount", "--propagation", "private", "--", "sleep", "infinity"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting unshare (util-linux)");
+        let holder_pid = holder.id();
+        // The holder has made its namespaces once its mount namespace differs from ours.
+        let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        let started = Instant::now();
+        let mount_ns = loop {
+            let theirs = std::fs::read_link(format!("/proc/{holder_pid}/ns/mnt")).unwrap();
+            if theirs != ours {
+                break theirs.display().to_string();
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "unshare made no namespaces in 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let sandbox =
+            Sandbox { holder: Mutex::new(Some(holder)), holder_pid, mount_ns, dir, forwards: Mutex::default() };
+        let mut script = String::from("set -e\nmount -t tmpfs -o mode=755 tmpfs /run\n");
+        let d = sandbox.dir.display();
+        script += &format!("mount --bind {d}/var-lib /var/lib\nmount --bind {d}/var-log /var/log\n");
+        for s in KUBELET_SYSCTLS {
+            let file = format!("{d}/sysctl/{}", s.replace('/', "."));
+            script += &format!("cat /proc/sys/{s} > {file}\nmount --bind {file} /proc/sys/{s}\n");
+        }
+        script += &format!(
+            "ip link set lo up\nip link add k8snode0 type bridge\nip link set k8snode0 up\n\
+             ip addr add {NODE_IP}/32 dev k8snode0\nip route add {SERVICE_RANGE} dev k8snode0\n"
+        );
+        sandbox.sh(&script);
+        sandbox
+    }
+
+    /// The directory the sandbox's mounts come from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `program` run inside the namespaces.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--target={}", self.holder_pid)).args(["--net", "--mount", "--"]).arg(program);
+        c
+    }
+
+    /// Runs a shell script inside and returns its standard output; panics with its output if
+    /// it fails.
+    pub fn sh(&self, script: &str) -> String {
+        let out = self.command("sh").args(["-c", script]).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "in the sandbox, `{script}` failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Makes `port` of the machine's 127.0.0.1 reach `port` of 127.0.0.1 inside the sandbox,
+    /// for as long as the sandbox lives. The port must be free on the machine (any port is free
+    /// inside: the namespace is new).
+    pub fn forward(&self, port: u16) {
+        let netns = File::open(format!("/proc/{}/ns/net", self.holder_pid)).unwrap();
+        self.forwards.lock().unwrap().push(Forward::start(port, netns));
+    }
+
+    /// The pids of every process in the sandbox's mount namespace but its holder: the node's
+    /// processes, and those they started (containerd's shims) that the harness never saw.
+    pub fn processes(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if pid == self.holder_pid {
+                continue;
+            }
+            if std::fs::read_link(entry.path().join("ns/mnt")).is_ok_and(|ns| ns.display().to_string() == self.mount_ns)
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.forwards.lock().unwrap().clear();
+        // Whatever is still inside (the harness stops what it started first) goes with it.
+        let left = self.processes();
+        for &pid in &left {
+            kill(pid);
+        }
+        reap(&left);
+        if let Some(mut holder) = self.holder.lock().unwrap().take() {
+            let _ = holder.kill();
+            let _ = holder.wait();
+        }
+    }
+}
+
+/// SIGKILLs `pid`; a process that is gone already is not an error.
+pub fn kill(pid: u32) {
+    // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// Waits for each of `pids` that is this process's child (started by it, or inherited as the
+/// subreaper) to end, for up to 10 s, so that none is left a zombie. Others are skipped.
+pub fn reap(pids: &[u32]) {
+    let started = Instant::now();
+    let mut waiting: Vec<u32> = pids.to_vec();
+    while !waiting.is_empty() && started.elapsed() < Duration::from_secs(10) {
+        waiting.retain(|&pid| {
+            let mut status = 0;
+            // SAFETY: waitpid(2) for one pid, writing only `status`.
+            let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+            r == 0 // still running; reaped (> 0) and not ours (ECHILD) are done
+        });
+        if !waiting.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A listener on the machine's 127.0.0.1 whose connections are made from inside a network
+/// namespace: the accepting thread enters the namespace (`setns` changes the calling thread
+/// only), so each outgoing socket it creates belongs to it. Stops when dropped.
+struct Forward {
+    stop: Arc<AtomicBool>,
+    port: u16,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forward {
+    fn start(port: u16, netns: File) -> Forward {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("forwarding port {port}: {e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: setns(2) on an open namespace descriptor; it changes this thread alone.
+            let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+            for client in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                match TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(server) => splice(client, server),
+                    Err(_) => drop(client),
+                }
+            }
+        });
+        Forward { stop, port, thread: Some(thread) }
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies both ways between `a` and `b` until each side has ended, on two threads.
+fn splice(a: TcpStream, b: TcpStream) {
+    let pump = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+            let _ = from.shutdown(Shutdown::Read);
+        });
+    };
+    pump(a.try_clone().unwrap(), b.try_clone().unwrap());
+    pump(b, a);
+}
