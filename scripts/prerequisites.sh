@@ -68,11 +68,11 @@ if $for_tests; then
 fi
 # The real node (tests/src/node.rs): containerd, runc and the CNI plugins that run its pods,
 # buildah that builds every image it runs (nothing is pulled), busybox-static inside the test
-# images, iptables for kube-proxy. Pinned to the Debian 12 builds the node was tried with; a
+# images, iptables for kube-proxy, tini to reap containerd's shims. Pinned to the Debian 12 builds the node was tried with; a
 # version Debian no longer serves fails here, by name, rather than a different runtime running.
 NODE_PACKAGES=(containerd=1.6.20~ds1-1+deb12u3 runc=1.1.5+ds1-1+deb12u1
   containernetworking-plugins=1.1.1+ds1-3+b5 buildah=1.28.2+ds1-3+deb12u1+b3
-  busybox-static=1:1.35.0-4+deb12u1+b1 iptables=1.8.9-2)
+  busybox-static=1:1.35.0-4+deb12u1+b1 iptables=1.8.9-2 tini=0.19.0-1+b3)
 if $for_tests; then
   for pinned in "${NODE_PACKAGES[@]}"; do
     [ "$(dpkg-query -W -f '${Version}' "${pinned%%=*}" 2>/dev/null)" = "${pinned#*=}" ] || need_apt+=("$pinned")

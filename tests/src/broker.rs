@@ -11,11 +11,13 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kev_common::kafka::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+use crate::sandbox::Sandbox;
 use crate::tls::TestCa;
 
 /// The Kafka release the harness runs; `scripts/kafka/pom.xml` pins the same.
@@ -67,7 +69,14 @@ pub struct BrokerOptions {
     pub properties: Vec<(String, String)>,
     /// JVM heap, MiB. Default 512.
     pub heap_mb: Option<u32>,
+    /// Runs inside this sandbox, for a real node's pods: a plaintext listener for them on the
+    /// node's address ([`NODE_KAFKA`]), and the harness's listeners on the sandbox's 127.0.0.1,
+    /// forwarded to the machine's under the same ports (so their advertised addresses hold).
+    pub sandbox: Option<Arc<Sandbox>>,
 }
+
+/// Where a real node's pods reach a broker started in its sandbox.
+pub const NODE_KAFKA: &str = "10.250.0.1:9092";
 
 /// A Kafka broker process bound to 127.0.0.1. Killed on drop.
 pub struct Broker {
@@ -107,6 +116,13 @@ impl Broker {
             dir,
             options,
         };
+        if let Some(sandbox) = &b.options.sandbox {
+            let ports: std::collections::BTreeSet<u16> =
+                [Some(b.internal_port), Some(b.port), b.mtls_port].into_iter().flatten().collect();
+            for port in ports {
+                sandbox.forward(port);
+            }
+        }
         b.write_config();
         b.format();
         b.spawn();
@@ -134,6 +150,10 @@ impl Broker {
             format!("CONTROLLER://127.0.0.1:{}", self.controller_port),
         ];
         let mut protocols = vec!["INTERNAL:PLAINTEXT".to_string(), "CONTROLLER:PLAINTEXT".to_string()];
+        if self.options.sandbox.is_some() {
+            listeners.push(format!("PODS://{NODE_KAFKA}"));
+            protocols.push("PODS:PLAINTEXT".into());
+        }
         if let Some(sec) = &self.options.security {
             listeners.push(format!("SECURE://127.0.0.1:{}", self.port));
             protocols.push("SECURE:SASL_SSL".into());
@@ -229,7 +249,7 @@ impl Broker {
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let heap = self.options.heap_mb.unwrap_or(512);
-        let child = Command::new(java())
+        let child = Sandbox::command_in(self.options.sandbox.as_deref(), java())
             .arg(format!("-Xmx{heap}m"))
             .arg(format!("-Xms{heap}m"))
             .args([

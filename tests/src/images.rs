@@ -163,7 +163,15 @@ impl ImageSpec {
         let _ = std::fs::remove_file(&partial);
         let buildah = format!("buildah --root {w}/root --runroot {w}/runroot --storage-driver vfs", w = work.display());
         let r = &self.reference;
-        let mut script = String::from("set -e\nexport BUILDAH_ISOLATION=chroot\n");
+        // buildah's network configuration (its CNI lock) goes under the build's directory,
+        // not /etc/cni, for every buildah command (a flag covers `build` only).
+        std::fs::write(
+            work.join("containers.conf"),
+            format!("[network]\nnetwork_backend = \"cni\"\nnetwork_config_dir = \"{}/cni\"\n", work.display()),
+        )
+        .unwrap();
+        let mut script =
+            format!("set -e\nexport BUILDAH_ISOLATION=chroot CONTAINERS_CONF={}/containers.conf\n", work.display());
         for base in &self.bases {
             let archive = base.archive(sandbox);
             script += &format!(
@@ -174,12 +182,10 @@ impl ImageSpec {
         }
         let target = self.target.as_ref().map(|t| format!("--target {t}")).unwrap_or_default();
         script += &format!(
-            "{buildah} build --quiet --pull=never --network none --cni-config-dir {w}/cni {target} \\\n  \
-             -f {c}/Containerfile -t {r} {c}\n\
+            "{buildah} build --quiet --pull=never --network none {target} -f {c}/Containerfile -t {r} {c}\n\
              {buildah} push --quiet {r} oci-archive:{p}:{r}\n",
             c = context.display(),
             p = partial.display(),
-            w = work.display(),
         );
         sandbox.sh(&script);
         std::fs::rename(&partial, archive).unwrap();

@@ -44,12 +44,7 @@ pub fn kube_bin() -> PathBuf {
 /// appended to `log`.
 pub fn spawn(sandbox: Option<&Sandbox>, binary: &str, args: &[String], log: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let program = kube_bin().join(binary);
-    let mut command = match sandbox {
-        Some(s) => s.command(program),
-        None => Command::new(program),
-    };
-    command
+    Sandbox::command_in(sandbox, kube_bin().join(binary))
         .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())

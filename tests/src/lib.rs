@@ -11,6 +11,7 @@ pub mod expect;
 pub mod fakeapi;
 pub mod images;
 pub mod kubeapi;
+pub mod manifests;
 pub mod node;
 pub mod outputs;
 pub mod plain_http;

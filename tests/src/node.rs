@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::images::ImageSpec;
 use crate::kubeapi::{kube_bin, spawn, KubeApi, KubeOptions};
-use crate::sandbox::{kill, reap, Sandbox, KUBELET_SYSCTLS, NODE_IP, POD_RANGE};
+use crate::sandbox::{all_pids, children_of, kill, proc_stat, wait_gone, Sandbox, KUBELET_SYSCTLS, NODE_IP, POD_RANGE};
 
 /// The node's name.
 pub const NODE_NAME: &str = "kev-node";
@@ -73,6 +73,7 @@ impl Node {
         }
         node.start_control_plane();
         node.start_kubelet();
+        node.start_kube_proxy();
         node.wait_ready();
         node
     }
@@ -150,14 +151,18 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
         );
         let path = self.dir.join("containerd.toml");
         std::fs::write(&path, config).unwrap();
-        let child = self.spawn_in_sandbox("containerd", &["--config".into(), path.display().to_string()]);
+        // containerd starts each shim through a process that exits at once, so the shims are
+        // orphans; tini, a subreaper, reaps them (PID 1 on this machine kind reaps late, and a
+        // test would leave zombies behind). It passes SIGTERM on to containerd.
+        let args = ["-s", "--", "containerd", "--config", &path.display().to_string()].map(String::from);
+        let child = self.spawn_in_sandbox("tini", &args, "containerd");
         self.processes.push(("containerd", child));
         self.wait_for("containerd to answer", Duration::from_secs(30), |n| n.ctr(&["version"]).status.success());
     }
 
-    /// Runs a program of the machine's (containerd's) inside the sandbox, its output in its log.
-    fn spawn_in_sandbox(&self, program: &str, args: &[String]) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file(program)).unwrap();
+    /// Runs a program of the machine's inside the sandbox, its output in `log`'s log.
+    fn spawn_in_sandbox(&self, program: &str, args: &[String], log: &str) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file(log)).unwrap();
         self.sandbox
             .command(program)
             .args(args)
@@ -279,6 +284,29 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
         self.processes.push(("kubelet", child));
     }
 
+    /// kube-proxy in iptables mode, so that Services work in the node's namespace (pods reach
+    /// the apiserver through `kubernetes.default`, as in any cluster). It leaves the machine-wide
+    /// conntrack settings as they are.
+    fn start_kube_proxy(&mut self) {
+        let kubeconfig = self.api.kubeconfig_for("system:kube-proxy", None);
+        let config = serde_json::json!({
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": kubeconfig},
+            "hostnameOverride": NODE_NAME,
+            "mode": "iptables",
+            "clusterCIDR": POD_RANGE,
+            "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+            "metricsBindAddress": "127.0.0.1:10249",
+            "healthzBindAddress": "127.0.0.1:10256",
+        });
+        let path = self.dir.join("kube-proxy.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let args = vec![format!("--config={}", path.display()), "--v=1".to_string()];
+        let child = spawn(Some(&self.sandbox), "kube-proxy", &args, &self.log_file("kube-proxy"));
+        self.processes.push(("kube-proxy", child));
+    }
+
     /// The node is Ready and the node-lifecycle controller has lifted the not-ready taint the
     /// kubelet registers it with.
     fn wait_ready(&mut self) {
@@ -325,42 +353,97 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
         &self.sandbox
     }
 
-    /// SIGKILLs every process in the node's cgroups (the pods' containers) until none is left,
-    /// and reaps those that passed to this process when their shim went first.
+    /// SIGKILLs every process in the node's cgroups (the pods' containers; their shims reap
+    /// them) until none is left.
     fn kill_pods(&self) {
         let started = Instant::now();
-        let mut killed = Vec::new();
         loop {
             let pids = cgroup_processes(&self.cgroup_root);
             if pids.is_empty() || started.elapsed() > Duration::from_secs(30) {
-                break;
+                return;
             }
-            for pid in pids {
+            for &pid in &pids {
                 kill(pid);
-                killed.push(pid);
             }
-            reap(&killed);
+            wait_gone(&pids);
         }
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // The kubelet first, so that it restarts nothing; containerd last.
-        for (_, mut child) in self.processes.drain(..).rev() {
+        // The kubelet first, so that it restarts nothing; containerd (under tini) last.
+        let mut processes: Vec<(&str, Child)> = self.processes.drain(..).collect();
+        let containerd = processes.iter().position(|(n, _)| *n == "containerd").map(|i| processes.remove(i).1);
+        for (_, mut child) in processes.into_iter().rev() {
             let _ = child.kill();
             let _ = child.wait();
         }
         self.kill_pods();
-        // containerd's shims, and anything else the node started outside the harness's sight
-        // (etcd and the apiserver too: the KubeApi's drop reaps them).
-        let left = self.sandbox.processes();
-        for &pid in &left {
+        if let Some(mut tini) = containerd {
+            // Under tini: containerd, its shims (orphans tini adopted) and whatever either is
+            // running. containerd is stopped first so it starts nothing more; the rest is
+            // killed and reaped by tini while tini lives; then containerd goes, and tini with it.
+            let containerd_pid = children_of(tini.id())
+                .into_iter()
+                .find(|&p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "containerd"));
+            if let Some(pid) = containerd_pid {
+                // SAFETY: kill(2) with a pid and a signal number.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+            }
+            let started = Instant::now();
+            loop {
+                // containerd's own finished children wait for it (stopped) to reap them; they
+                // pass to tini with it.
+                let waiting_on_containerd: Vec<u32> = containerd_pid
+                    .map(|c| children_of(c).into_iter().filter(|&p| is_zombie(p)).collect())
+                    .unwrap_or_default();
+                let others: Vec<u32> = descendants(tini.id())
+                    .into_iter()
+                    .filter(|p| Some(*p) != containerd_pid && !waiting_on_containerd.contains(p))
+                    .collect();
+                if others.is_empty() {
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    eprintln!("containerd's shims and their children {others:?} still there after 10 s");
+                    break;
+                }
+                for &pid in &others {
+                    kill(pid);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Some(pid) = containerd_pid {
+                kill(pid);
+            }
+            let _ = tini.wait();
+        }
+        // Anything else the node started outside the harness's sight (etcd and the apiserver
+        // too, and a broker or registry in the sandbox: their owners' drops reap them).
+        for pid in self.sandbox.processes() {
             kill(pid);
         }
-        reap(&left);
         remove_cgroup_tree(&self.cgroup_root);
     }
+}
+
+/// Whether `pid` has exited and waits for its parent to reap it.
+fn is_zombie(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(_, state, _)| state == 'Z')
+}
+
+/// Every process below `pid` (children, theirs, and so on), zombies included.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        for c in children_of(p) {
+            out.push(c);
+            next.push(c);
+        }
+    }
+    out
 }
 
 /// The cgroup hierarchies mounted under `/sys/fs/cgroup` (v1 controllers, the named systemd
@@ -511,17 +594,37 @@ impl MachineState {
         .iter()
         .map(|p| (p.to_string(), Path::new(p).exists()))
         .collect();
-        let mut zombies: Vec<String> = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-            .filter_map(|stat| {
-                // "pid (comm) state ...": comm may hold spaces and parentheses.
-                let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-                rest.starts_with('Z').then(|| comm.to_string())
-            })
+        let mut zombies: Vec<String> = all_pids()
+            .into_iter()
+            .filter_map(proc_stat)
+            .filter(|(_, state, _)| *state == 'Z')
+            .map(|(comm, _, _)| comm)
             .collect();
         zombies.sort();
         MachineState { sysctls, mounts, links, node_cgroups, paths, zombies }
+    }
+}
+
+/// Applies `objects` (as `kustomize build` renders them) with server-side apply, as
+/// `kubectl apply --server-side` does: each kind's resource found by discovery, namespaces and
+/// CRD-free kinds first in the order given.
+pub async fn apply(client: &kube::Client, objects: &[serde_json::Value]) {
+    use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    for o in objects {
+        let (api_version, kind) = (o["apiVersion"].as_str().unwrap(), o["kind"].as_str().unwrap());
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("no resource for {api_version} {kind}: {e}"));
+        let name = o["metadata"]["name"].as_str().unwrap();
+        let api: Api<DynamicObject> = match (caps.scope, o["metadata"]["namespace"].as_str()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+            (kube::discovery::Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &resource),
+            (kube::discovery::Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(name, &PatchParams::apply("kev-tests").force(), &Patch::Apply(o))
+            .await
+            .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
     }
 }

@@ -14,9 +14,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::broker::free_port;
+use crate::sandbox::Sandbox;
 
 /// The Apicurio Registry release the harness runs; `scripts/prerequisites.sh` pins the same.
 pub const APICURIO_VERSION: &str = "3.3.3";
@@ -64,13 +66,30 @@ pub struct Apicurio {
     pub port: u16,
     dir: PathBuf,
     log: PathBuf,
+    sandbox: Option<Arc<Sandbox>>,
 }
+
+/// Where a real node's pods reach a registry started in its sandbox (its Confluent API).
+pub const NODE_REGISTRY: &str = "http://10.250.0.1:8081/apis/ccompat/v7";
+/// The registry's port inside a sandbox.
+const NODE_REGISTRY_PORT: u16 = 8081;
 
 impl Apicurio {
     /// Starts the registry, its log under `dir`, and waits until its Confluent API answers.
     pub fn start(dir: &Path) -> Apicurio {
+        Apicurio::start_in(dir, None)
+    }
+
+    /// A registry inside `sandbox` when there is one, for a real node's pods: on every address
+    /// of the sandbox at port 8081 ([`NODE_REGISTRY`]), and forwarded to `port` of the
+    /// machine's 127.0.0.1 for the harness.
+    pub fn start_in(dir: &Path, sandbox: Option<Arc<Sandbox>>) -> Apicurio {
         std::fs::create_dir_all(dir).unwrap();
-        let mut r = Apicurio { child: None, port: free_port(), dir: dir.to_path_buf(), log: dir.join("apicurio.log") };
+        let port = free_port();
+        if let Some(s) = &sandbox {
+            s.forward_to(port, NODE_REGISTRY_PORT);
+        }
+        let mut r = Apicurio { child: None, port, dir: dir.to_path_buf(), log: dir.join("apicurio.log"), sandbox };
         r.spawn();
         r
     }
@@ -93,10 +112,14 @@ impl Apicurio {
         let java = java21().expect(
             "Apicurio Registry needs Java 21 or newer: none found (JAVA_HOME, PATH, /usr/lib/jvm); set KEV_APICURIO_JAVA",
         );
-        let child = Command::new(&java)
+        let (host, port) = match self.sandbox {
+            Some(_) => ("0.0.0.0", NODE_REGISTRY_PORT),
+            None => ("127.0.0.1", self.port),
+        };
+        let child = Sandbox::command_in(self.sandbox.as_deref(), &java)
             .args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true"])
-            .arg("-Dquarkus.http.host=127.0.0.1")
-            .arg(format!("-Dquarkus.http.port={}", self.port))
+            .arg(format!("-Dquarkus.http.host={host}"))
+            .arg(format!("-Dquarkus.http.port={port}"))
             // A database that outlives the process; a small pool (the release opens 20).
             .arg(format!("-Dapicurio.datasource.url=jdbc:h2:file:{}", self.dir.join("registry").display()))
             .args([

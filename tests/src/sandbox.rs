@@ -65,12 +65,6 @@ impl Sandbox {
     /// Makes the namespaces and lays out their network, mounts and tunables, keeping what the
     /// mounts cover under `dir/sandbox`.
     pub fn create(dir: &Path) -> Sandbox {
-        // containerd's shims daemonize: their parent exits, and they would pass to PID 1, which
-        // on this machine kind does not reap, so each would stay a zombie. As a subreaper, this
-        // process inherits them and reaps them at the end ([`reap`]).
-        // SAFETY: prctl(2) with integer arguments only.
-        let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-        assert_eq!(subreaper, 0, "PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error());
         let dir = dir.join("sandbox");
         for d in ["var-lib", "var-log", "sysctl"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -121,6 +115,14 @@ impl Sandbox {
         c
     }
 
+    /// `program` run inside `sandbox` when there is one, else on the machine.
+    pub fn command_in(sandbox: Option<&Sandbox>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match sandbox {
+            Some(s) => s.command(program),
+            None => Command::new(program),
+        }
+    }
+
     /// Runs a shell script inside and returns its standard output; panics with its output if
     /// it fails.
     pub fn sh(&self, script: &str) -> String {
@@ -137,27 +139,25 @@ impl Sandbox {
 
     /// Makes `port` of the machine's 127.0.0.1 reach `port` of 127.0.0.1 inside the sandbox,
     /// for as long as the sandbox lives. The port must be free on the machine (any port is free
-    /// inside: the namespace is new).
+    /// inside: the namespace is new). The same number on both sides lets a server advertise
+    /// one address that works from either (Kafka's listeners).
     pub fn forward(&self, port: u16) {
+        self.forward_to(port, port);
+    }
+
+    /// Makes `port` of the machine's 127.0.0.1 reach `inside` of 127.0.0.1 inside the sandbox.
+    pub fn forward_to(&self, port: u16, inside: u16) {
         let netns = File::open(format!("/proc/{}/ns/net", self.holder_pid)).unwrap();
-        self.forwards.lock().unwrap().push(Forward::start(port, netns));
+        self.forwards.lock().unwrap().push(Forward::start(port, inside, netns));
     }
 
     /// The pids of every process in the sandbox's mount namespace but its holder: the node's
     /// processes, and those they started (containerd's shims) that the harness never saw.
     pub fn processes(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            if pid == self.holder_pid {
-                continue;
-            }
-            if std::fs::read_link(entry.path().join("ns/mnt")).is_ok_and(|ns| ns.display().to_string() == self.mount_ns)
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+        let in_sandbox = |pid: u32| {
+            std::fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|ns| ns.display().to_string() == self.mount_ns)
+        };
+        all_pids().into_iter().filter(|&p| p != self.holder_pid && in_sandbox(p)).collect()
     }
 }
 
@@ -165,11 +165,9 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.forwards.lock().unwrap().clear();
         // Whatever is still inside (the harness stops what it started first) goes with it.
-        let left = self.processes();
-        for &pid in &left {
+        for pid in self.processes() {
             kill(pid);
         }
-        reap(&left);
         if let Some(mut holder) = self.holder.lock().unwrap().take() {
             let _ = holder.kill();
             let _ = holder.wait();
@@ -185,22 +183,37 @@ pub fn kill(pid: u32) {
     }
 }
 
-/// Waits for each of `pids` that is this process's child (started by it, or inherited as the
-/// subreaper) to end, for up to 10 s, so that none is left a zombie. Others are skipped.
-pub fn reap(pids: &[u32]) {
+/// From `/proc/<pid>/stat`: the command name, the state letter and the parent's pid.
+pub fn proc_stat(pid: u32) -> Option<(String, char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let (head, rest) = stat.rsplit_once(") ")?;
+    let comm = head.split_once(" (")?.1.to_string();
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((comm, state, fields.next()?.parse().ok()?))
+}
+
+/// Every pid on the machine.
+pub fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc").unwrap().flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// The pids whose parent is `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    all_pids().into_iter().filter(|&p| proc_stat(p).is_some_and(|(_, _, ppid)| ppid == parent)).collect()
+}
+
+/// Waits up to 10 s until none of `pids` is a process any more (their parent has reaped them).
+pub fn wait_gone(pids: &[u32]) -> bool {
     let started = Instant::now();
-    let mut waiting: Vec<u32> = pids.to_vec();
-    while !waiting.is_empty() && started.elapsed() < Duration::from_secs(10) {
-        waiting.retain(|&pid| {
-            let mut status = 0;
-            // SAFETY: waitpid(2) for one pid, writing only `status`.
-            let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
-            r == 0 // still running; reaped (> 0) and not ours (ECHILD) are done
-        });
-        if !waiting.is_empty() {
-            std::thread::sleep(Duration::from_millis(20));
+    while pids.iter().any(|p| Path::new(&format!("/proc/{p}")).exists()) {
+        if started.elapsed() > Duration::from_secs(10) {
+            return false;
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    true
 }
 
 /// A listener on the machine's 127.0.0.1 whose connections are made from inside a network
@@ -213,7 +226,7 @@ struct Forward {
 }
 
 impl Forward {
-    fn start(port: u16, netns: File) -> Forward {
+    fn start(port: u16, inside: u16, netns: File) -> Forward {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("forwarding port {port}: {e}"));
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -226,7 +239,7 @@ impl Forward {
                     return;
                 }
                 let Ok(client) = client else { continue };
-                match TcpStream::connect(("127.0.0.1", port)) {
+                match TcpStream::connect(("127.0.0.1", inside)) {
                     Ok(server) => splice(client, server),
                     Err(_) => drop(client),
                 }

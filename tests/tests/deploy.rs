@@ -18,7 +18,7 @@ use kev_enricher::partition::EngineSpec;
 use kev_enricher::EnricherConfig;
 use kev_producer::ProducerConfig;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 const OVERLAYS: [&str; 3] = ["deploy/base", "deploy/overlays/dev", "deploy/overlays/prod"];
@@ -43,18 +43,8 @@ fn run(tool: &str, args: &[&str]) -> std::process::Output {
     out
 }
 
-fn yaml_docs(text: &[u8]) -> Vec<Value> {
-    serde_norway::Deserializer::from_slice(text).map(|d| Value::deserialize(d).unwrap()).collect()
-}
-
-/// `kustomize build`, with the pinned kustomize that `scripts/test.sh` names in `KUSTOMIZE_BIN`,
-/// else `kubectl kustomize` (kubectl 1.21 and later embed kustomize 4 or 5).
 fn render(dir: &str) -> Vec<Value> {
-    let out = match std::env::var("KUSTOMIZE_BIN") {
-        Ok(bin) => run(&bin, &["build", dir]),
-        Err(_) => run("kubectl", &["kustomize", dir]),
-    };
-    yaml_docs(&out.stdout)
+    kev_tests::manifests::render(&repo().join(dir))
 }
 
 fn kind(o: &Value) -> (&str, &str, &str) {
