@@ -5,5 +5,6 @@
 pub mod config;
 pub mod devregistry;
 pub mod kafka;
+pub mod retry;
 pub mod shutdown;
 pub mod telemetry;

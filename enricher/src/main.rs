@@ -157,7 +157,20 @@ async fn main() -> anyhow::Result<()> {
                 .context("starting the HTTP server")?;
             tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
             if cfg.topics.create {
-                topics::create(&cfg.kafka, &cfg.topics).await.context("creating topics")?;
+                // Kafka not there yet (or a wrong address): up and not ready, saying so.
+                let stage = format!("Kafka at {}: creating topics", cfg.kafka.bootstrap_servers);
+                let created = kev_common::retry::until_done(
+                    &stage,
+                    &health,
+                    &stop,
+                    || topics::create(&cfg.kafka, &cfg.topics),
+                    |e| matches!(e, topics::TopicsError::Refused(_)),
+                )
+                .await
+                .context("creating topics")?;
+                if created.is_none() {
+                    return Ok(());
+                }
             }
             let stats = live::run_until_stopped(&cfg, &spec, codec, health, stop.clone()).await?;
             eprintln!(

@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
     // A wrong password or an untrusted CA ends the process here, saying so.
     if !kev_common::kafka::check_connection(&cfg.kafka, std::time::Duration::from_secs(10)).await? {
         tracing::warn!(servers = %cfg.kafka.bootstrap_servers, "Kafka has not answered yet; retrying in the background");
+        health.set_ready(false, format!("Kafka at {} has not answered yet", cfg.kafka.bootstrap_servers));
     }
     if !cfg.registry.check_access().await? {
         tracing::warn!(url = %cfg.registry.url, "the Schema Registry has not answered yet; retrying when needed");

@@ -106,6 +106,21 @@ pub async fn prepare_topic(cfg: &ProducerConfig) -> Result<(), RunError> {
     Ok(())
 }
 
+/// [`prepare_topic`] until it succeeds while Kafka does not answer, saying so on readiness; a
+/// refusal (ACLs) is returned. `false` when stopped meanwhile.
+async fn wait_for_topic(cfg: &ProducerConfig, health: &Health, stop: &CancellationToken) -> Result<bool, RunError> {
+    let stage = format!("Kafka at {}: topic {}", cfg.kafka.bootstrap_servers, cfg.topic.name);
+    let done = kev_common::retry::until_done(
+        &stage,
+        health,
+        stop,
+        || prepare_topic(cfg),
+        |e| matches!(e, RunError::Refused(_)),
+    )
+    .await?;
+    Ok(done.is_some())
+}
+
 /// Runs sessions fed by `start_source` until one ends without error, or `stop` is cancelled.
 /// Every session rebuilds the de-duplication state from Kafka first.
 pub async fn run_sessions<F>(
@@ -267,7 +282,9 @@ pub async fn replay(
     stop: CancellationToken,
 ) -> Result<SessionStats, RunError> {
     let codec = codec(cfg)?;
-    prepare_topic(cfg).await?;
+    if !wait_for_topic(cfg, &health, &stop).await? {
+        return Ok(SessionStats::default());
+    }
     let label = format!(
         "replay:{}",
         files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join(",")
@@ -288,7 +305,9 @@ pub async fn watch(
     stop: CancellationToken,
 ) -> Result<SessionStats, RunError> {
     let codec = codec(cfg)?;
-    prepare_topic(cfg).await?;
+    if !wait_for_topic(cfg, &health, &stop).await? {
+        return Ok(SessionStats::default());
+    }
     let api = loop {
         match crate::watch::discover(&client, &cfg.source.api).await {
             Ok(api) => break api,

@@ -228,16 +228,24 @@ impl KubeApi {
     }
 
     /// A GET of `path` as the admin, blocking and outside any runtime (the harness waits on
-    /// processes from plain code): the body when the answer was 2xx.
-    pub fn get_raw(&self, path: &str) -> Option<Vec<u8>> {
+    /// processes from plain code): the status and the body, whatever the status.
+    pub fn get_with_status(&self, path: &str) -> Option<(u16, Vec<u8>)> {
         let out = Command::new("curl")
-            .args(["-sf", "--cacert"])
+            .args(["-s", "-w", "%{http_code}", "--cacert"])
             .arg(self.dir.join("ca.crt"))
             .args(["-H", &format!("Authorization: Bearer {}", self.admin_token)])
             .arg(format!("{}{path}", self.url()))
             .output()
             .ok()?;
-        out.status.success().then_some(out.stdout)
+        // curl writes the three digits of the status after the body.
+        let at = out.stdout.len().checked_sub(3)?;
+        let status = std::str::from_utf8(&out.stdout[at..]).ok()?.parse().ok()?;
+        Some((status, out.stdout[..at].to_vec()))
+    }
+
+    /// The body of a GET of `path` as the admin when the answer was 2xx.
+    pub fn get_raw(&self, path: &str) -> Option<Vec<u8>> {
+        self.get_with_status(path).filter(|(status, _)| (200..300).contains(status)).map(|(_, body)| body)
     }
 
     /// [`KubeApi::get_raw`] of an object, parsed.

@@ -353,6 +353,20 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
         &self.sandbox
     }
 
+    /// SIGKILLs the processes of one container (`containerd://<id>`, as a pod's status names
+    /// it), as a crash or the kernel's OOM killer would end them: the kubelet sees it exit.
+    /// Returns how many processes it killed.
+    pub fn kill_container(&self, container_id: &str) -> usize {
+        let id = container_id.rsplit("://").next().unwrap_or(container_id);
+        let dirs: Vec<PathBuf> =
+            cgroup_dirs(&self.cgroup_root).into_iter().filter(|d| d.file_name().is_some_and(|n| n == id)).collect();
+        let pids = processes_in(&dirs);
+        for &pid in &pids {
+            kill(pid);
+        }
+        pids.len()
+    }
+
     /// SIGKILLs every process in the node's cgroups (the pods' containers; their shims reap
     /// them) until none is left.
     fn kill_pods(&self) {
@@ -486,7 +500,12 @@ fn cgroup_dirs(root: &str) -> Vec<PathBuf> {
 
 /// The pids in any cgroup below `root`.
 fn cgroup_processes(root: &str) -> Vec<u32> {
-    let mut pids: Vec<u32> = cgroup_dirs(root)
+    processes_in(&cgroup_dirs(root))
+}
+
+/// The pids in the cgroups `dirs`.
+fn processes_in(dirs: &[PathBuf]) -> Vec<u32> {
+    let mut pids: Vec<u32> = dirs
         .iter()
         .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
         .flat_map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<u32>>())

@@ -12,15 +12,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kev_enricher::EnricherConfig;
 use kev_producer::readback::{self, Published};
 use kev_producer::{run, ProducerConfig};
 use kev_schemas::k8s::same_object;
 use kev_schemas::RawKind;
-use kev_tests::broker::{Broker, BrokerOptions};
+use kev_tests::broker::{Broker, BrokerOptions, NODE_KAFKA};
 use kev_tests::expect::version_key;
 use kev_tests::images::{ImageSpec, BUSYBOX_TAG};
 use kev_tests::node::{apply, MachineState, Node};
+use kev_tests::outputs;
 use kev_tests::registry::Apicurio;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
@@ -93,16 +96,16 @@ async fn rolled_out(client: &kube::Client, ns: &str, name: &str, replicas: i32) 
     .await;
 }
 
-/// What runs for the test: the node, and inside its sandbox the broker and the registry.
+/// What runs for a test: the node, and inside its sandbox the broker and the registry (none
+/// for a test of a broker that is not there).
 struct Cluster {
     node: Node,
-    broker: Broker,
-    registry: Apicurio,
+    kafka: Option<(Broker, Apicurio)>,
     _tmp: tempfile::TempDir,
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    fn start(with_kafka: bool) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let scratch = tmp.path().join("images");
         let images = [
@@ -115,29 +118,158 @@ impl Cluster {
         println!("node Ready with kev's images in {:.1} s", started.elapsed().as_secs_f64());
         for image in &images[..2] {
             let archive = image.archive(node.sandbox());
-            println!(
-                "image {}: {:.1} MB as an OCI archive",
-                image.reference,
-                archive.metadata().unwrap().len() as f64 / 1e6
-            );
+            let mb = archive.metadata().unwrap().len() as f64 / 1e6;
+            println!("image {}: {mb:.1} MB as an OCI archive", image.reference);
         }
-        let broker = Broker::start_with(
-            tmp.path(),
-            BrokerOptions { sandbox: Some(node.sandbox().clone()), ..Default::default() },
-        );
-        let registry = Apicurio::start_in(&tmp.path().join("registry"), Some(node.sandbox().clone()));
-        Cluster { node, broker, registry, _tmp: tmp }
+        let kafka = with_kafka.then(|| {
+            let sandbox = Some(node.sandbox().clone());
+            let broker =
+                Broker::start_with(tmp.path(), BrokerOptions { sandbox: sandbox.clone(), ..Default::default() });
+            (broker, Apicurio::start_in(&tmp.path().join("registry"), sandbox))
+        });
+        Cluster { node, kafka, _tmp: tmp }
+    }
+
+    fn broker(&self) -> &Broker {
+        &self.kafka.as_ref().unwrap().0
+    }
+
+    fn registry_url(&self) -> String {
+        self.kafka.as_ref().unwrap().1.url()
     }
 
     /// How the harness reads the raw topic the producer pods write (the node overlay's
     /// `config/producer.yaml`, through the machine-side ports).
     fn producer_config(&self) -> ProducerConfig {
         let mut cfg =
-            ProducerConfig { kafka: self.broker.settings(), cluster_id: "kev-node".into(), ..Default::default() };
-        cfg.registry.url = self.registry.url();
+            ProducerConfig { kafka: self.broker().settings(), cluster_id: "kev-node".into(), ..Default::default() };
+        cfg.registry.url = self.registry_url();
         cfg.topic.partitions = 3;
         cfg
     }
+
+    /// The enricher pods' configuration (the overlay's `config/enricher.yaml`), through the
+    /// machine-side ports: what the harness reads their outputs and the reference with.
+    fn enricher_config(&self) -> EnricherConfig {
+        let mut cfg = EnricherConfig { kafka: self.broker().settings(), ..Default::default() };
+        cfg.registry.url = self.registry_url();
+        cfg
+    }
+}
+
+/// The node overlay rendered (`tests/deploy/node`), checked to name the images the harness
+/// built, and edited by `edit` (a test's misconfiguration).
+fn node_overlay(edit: impl Fn(&mut Value)) -> Vec<Value> {
+    let mut objects = kev_tests::manifests::render(&repo().join("tests/deploy/node"));
+    let images: BTreeSet<String> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .flat_map(|o| o["spec"]["template"]["spec"]["containers"].as_array().unwrap())
+        .map(|c| c["image"].as_str().unwrap().to_string())
+        .collect();
+    let version = env!("CARGO_PKG_VERSION");
+    let built =
+        BTreeSet::from([format!("kev.local/kev-producer:{version}"), format!("kev.local/kev-enricher:{version}")]);
+    assert_eq!(images, built, "the overlay names the images the harness builds");
+    objects.iter_mut().for_each(edit);
+    objects
+}
+
+/// Applies `objects` and waits until both Deployments have rolled out with 2 Ready.
+async fn deploy(client: &kube::Client, objects: &[Value]) {
+    let started = Instant::now();
+    apply(client, objects).await;
+    rolled_out(client, "kev", "kev-producer", 2).await;
+    rolled_out(client, "kev", "kev-enricher", 2).await;
+    println!("kev's pods Ready through their probes {:.1} s after the apply", started.elapsed().as_secs_f64());
+}
+
+/// The pod holding the producer's Lease.
+async fn lease_holder(client: &kube::Client) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kev");
+    leases.get("kev-producer-leader").await.ok()?.spec?.holder_identity
+}
+
+/// The pods of a Deployment (by its `app.kubernetes.io/name` label).
+async fn pods_of(client: &kube::Client, app: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kev");
+    let selector = format!("app.kubernetes.io/name={app}");
+    pods.list(&ListParams::default().labels(&selector)).await.unwrap().items
+}
+
+/// The container ID (`containerd://...`) of pod `name`'s first container.
+async fn container_id(client: &kube::Client, name: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kev");
+    let pod = pods.get(name).await.unwrap();
+    pod.status.unwrap().container_statuses.unwrap()[0].container_id.clone().expect("a running container")
+}
+
+/// Waits until a live producer renews the Lease after `since`, and returns the holder with how
+/// long it took. `killed` is the pod whose process died at `since`: when it holds the Lease
+/// again, the renewal must come from its restarted container (after that one started), not from
+/// a request the dead one had in flight.
+async fn renewed_after(client: &kube::Client, since: Instant, killed: &str) -> (String, Duration) {
+    let micros = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros();
+    let wall = micros(chrono::Utc::now() - chrono::Duration::from_std(since.elapsed()).unwrap());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kev");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kev");
+    let holder = until(
+        "the Lease renewed by a live producer",
+        Duration::from_secs(60),
+        || async {
+            let spec = leases.get("kev-producer-leader").await.ok()?.spec?;
+            let (holder, renewed) = (spec.holder_identity?, spec.renew_time?.0.as_microsecond());
+            let after = if holder == killed {
+                let pod = pods.get(killed).await.ok()?;
+                let c = pod.status?.container_statuses?.into_iter().next()?;
+                let started = c.state?.running?.started_at?.0.as_microsecond();
+                (c.restart_count >= 1).then_some(started.max(wall))?
+            } else {
+                wall
+            };
+            (renewed > after).then_some(holder)
+        },
+        async || describe(client, "kev").await,
+    )
+    .await;
+    (holder, since.elapsed())
+}
+
+/// The producer's Lease timing, as `deploy/base` leaves it (the producer's defaults): a dead
+/// leader's Lease expires after this long, and a standby tries to acquire it this often.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+const RETRY_PERIOD: Duration = Duration::from_secs(2);
+
+/// Checks the raw topic against every event the apiserver holds now: each version there once,
+/// equal to what the apiserver returns, and no version twice anywhere in the topic. Returns
+/// the events per reporting component.
+async fn assert_every_event_published_once(cluster: &Cluster) -> BTreeMap<String, usize> {
+    let expected = events_now(&cluster.node);
+    let records = published(&cluster.producer_config(), &expected).await;
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for p in records.iter().filter(|p| p.record.kind == RawKind::Event) {
+        let e = p.record.event.as_ref().unwrap();
+        *seen.entry((e.uid.clone(), e.resource_version.clone())).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "published more than once: {twice:?}");
+    let by_key: BTreeMap<(String, String), &Published> = records
+        .iter()
+        .filter_map(|p| p.record.event.as_ref().map(|e| ((e.uid.clone(), e.resource_version.clone()), p)))
+        .collect();
+    let mut per_component: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &expected {
+        let p = by_key[&version_key(e)];
+        let back = p.record.event.as_ref().unwrap().object().unwrap().to_json();
+        assert!(same_object(&back, e), "{:?} differs from the apiserver's:\n{back}\n{e}", version_key(e));
+        *per_component.entry(reporter(e)).or_default() += 1;
+    }
+    println!(
+        "{} events held by the apiserver, each published once ({} versions in the raw topic); by component: {per_component:?}",
+        expected.len(),
+        seen.len()
+    );
+    per_component
 }
 
 /// Every event the apiserver holds, through events.k8s.io/v1 (the API the producer watches),
@@ -163,8 +295,7 @@ fn reporter(e: &Value) -> String {
 }
 
 /// A Deployment deployed, scaled up, rolled to a new template and deleted, each step awaited.
-async fn run_workload(client: &kube::Client) {
-    let ns = "shop";
+async fn run_workload(client: &kube::Client, ns: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
@@ -240,69 +371,175 @@ async fn published(cfg: &ProducerConfig, expected: &[Value]) -> Vec<Published> {
     }
 }
 
+/// A workload deployed, scaled, rolled and deleted: every event in the raw topic once. Then
+/// the producer that holds the Lease is killed twice while another workload runs, its container
+/// outright and then its pod by a force delete: a live replica holds the Lease again within
+/// its duration and a retry (17 s), and still every event is there exactly once.
 #[test]
-fn kev_on_a_real_node_publishes_every_event_of_the_cluster_exactly_once() {
+fn kev_on_a_real_node_publishes_every_event_once_across_leader_kills() {
     kev_tests::init_logs();
     let before = MachineState::read();
-    let cluster = Cluster::start();
+    let cluster = Cluster::start(true);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = cluster.node.client();
-        let objects = kev_tests::manifests::render(&repo().join("tests/deploy/node"));
-        let images: BTreeSet<&str> = objects
-            .iter()
-            .filter(|o| o["kind"] == "Deployment")
-            .flat_map(|o| o["spec"]["template"]["spec"]["containers"].as_array().unwrap())
-            .map(|c| c["image"].as_str().unwrap())
-            .collect();
-        assert_eq!(
-            images,
-            BTreeSet::from([
-                format!("kev.local/kev-producer:{}", env!("CARGO_PKG_VERSION")).as_str(),
-                format!("kev.local/kev-enricher:{}", env!("CARGO_PKG_VERSION")).as_str()
-            ]),
-            "the overlay names the images the harness builds"
-        );
-        let started = Instant::now();
-        apply(&client, &objects).await;
-        rolled_out(&client, "kev", "kev-producer", 2).await;
-        rolled_out(&client, "kev", "kev-enricher", 2).await;
-        println!("kev's pods Ready through their probes {:.1} s after the apply", started.elapsed().as_secs_f64());
-
-        run_workload(&client).await;
-        let expected = events_now(&cluster.node);
-        let records = published(&cluster.producer_config(), &expected).await;
-
-        // Exactly once: no version twice in the topic, and each version the apiserver holds
-        // now equal to what it returns.
-        let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for p in records.iter().filter(|p| p.record.kind == RawKind::Event) {
-            let e = p.record.event.as_ref().unwrap();
-            *seen.entry((e.uid.clone(), e.resource_version.clone())).or_default() += 1;
-        }
-        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "published more than once: {twice:?}");
-        let by_key: BTreeMap<(String, String), &Published> = records
-            .iter()
-            .filter_map(|p| p.record.event.as_ref().map(|e| ((e.uid.clone(), e.resource_version.clone()), p)))
-            .collect();
-        let mut per_component: BTreeMap<String, usize> = BTreeMap::new();
-        for e in &expected {
-            let p = by_key[&version_key(e)];
-            let back = p.record.event.as_ref().unwrap().object().unwrap().to_json();
-            assert!(same_object(&back, e), "{:?} differs from the apiserver's:\n{back}\n{e}", version_key(e));
-            *per_component.entry(reporter(e)).or_default() += 1;
-        }
-        println!(
-            "{} events held by the apiserver, each published once ({} versions in the raw topic); by component: {per_component:?}",
-            expected.len(),
-            seen.len()
-        );
+        deploy(&client, &node_overlay(|_| {})).await;
+        run_workload(&client, "shop").await;
+        let per_component = assert_every_event_published_once(&cluster).await;
         for component in ["kubelet", "default-scheduler", "deployment-controller", "replicaset-controller"] {
             assert!(per_component.contains_key(component), "no event from {component}: {per_component:?}");
         }
+
+        // The leader's container killed outright, with events being made meanwhile.
+        let workload = tokio::spawn({
+            let client = client.clone();
+            async move { run_workload(&client, "shop-2").await }
+        });
+        // A restarted container keeps its pod's name, so either replica may hold the Lease next.
+        let lease = LEASE_DURATION + RETRY_PERIOD;
+        let leader = lease_holder(&client).await.expect("a leader");
+        let killed_at = Instant::now();
+        let killed = cluster.node.kill_container(&container_id(&client, &leader).await);
+        assert!(killed > 0, "no process in the leader's container");
+        let (second, took) = renewed_after(&client, killed_at, &leader).await;
+        println!("container of {leader} SIGKILLed: {second} renews the Lease {:.1} s later", took.as_secs_f64());
+        assert!(took <= lease, "the Lease was renewed after {took:?}");
+
+        // The leader's pod force-deleted; the other replica must take over.
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "kev");
+        let deleted_at = Instant::now();
+        pods.delete(&second, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+        let (third, took) = renewed_after(&client, deleted_at, &second).await;
+        assert_ne!(third, second, "a force-deleted pod holds the Lease");
+        println!("pod {second} force-deleted: {third} holds the Lease {:.1} s later", took.as_secs_f64());
+        assert!(took <= lease, "the standby took over after {took:?}");
+        workload.await.unwrap();
+        rolled_out(&client, "kev", "kev-producer", 2).await;
+        assert_every_event_published_once(&cluster).await;
     });
     drop(rt);
     drop(cluster);
     assert_eq!(MachineState::read(), before, "the machine is as it was before the node started");
+}
+
+/// One enricher pod's container killed outright while a workload's events flow through: when
+/// the raw topic stops growing (the producer scaled to zero) and the group has caught up, every
+/// output topic holds what the same engine, run in process over the raw log, emits.
+#[test]
+fn an_enricher_killed_mid_stream_emits_what_an_uninterrupted_run_does() {
+    kev_tests::init_logs();
+    let cluster = Cluster::start(true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = cluster.node.client();
+        deploy(&client, &node_overlay(|_| {})).await;
+        let cfg = cluster.enricher_config();
+        let workload = tokio::spawn({
+            let client = client.clone();
+            async move { run_workload(&client, "shop").await }
+        });
+        outputs::wait_started(&cfg, Duration::from_secs(120)).await;
+        let victim = pods_of(&client, "kev-enricher").await[0].metadata.name.clone().unwrap();
+        let killed = cluster.node.kill_container(&container_id(&client, &victim).await);
+        assert!(killed > 0, "no process in {victim}'s container");
+        workload.await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "kev");
+        let restarted = pods.get(&victim).await.unwrap().status.unwrap().container_statuses.unwrap()[0].restart_count;
+        assert!(restarted >= 1, "{victim} was restarted by the kubelet");
+        rolled_out(&client, "kev", "kev-enricher", 2).await;
+
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kev");
+        let zero = json!({"spec": {"replicas": 0}});
+        deployments.patch("kev-producer", &PatchParams::default(), &Patch::Merge(zero)).await.unwrap();
+        until(
+            "the producer's pods gone",
+            Duration::from_secs(60),
+            || async { pods_of(&client, "kev-producer").await.is_empty().then_some(()) },
+            async || describe(&client, "kev").await,
+        )
+        .await;
+        outputs::wait_caught_up(&cfg, Duration::from_secs(120)).await;
+        let codec = cfg.registry.codec().unwrap();
+        let live = outputs::read_outputs(&cfg);
+        let reference = outputs::reference(&cfg, &codec).await;
+        let cmp = outputs::assert_matches(&live, &reference, cfg.exactly_once());
+        println!(
+            "enricher {victim} killed mid-stream: {} output records, {} in the uninterrupted reference, {} duplicates; per stream {:?}",
+            cmp.records,
+            cmp.reference_records,
+            cmp.duplicates,
+            outputs::counts(&live)
+        );
+        assert!(cmp.reference_records > 0, "the reference emitted nothing");
+    });
+}
+
+/// Kafka's address wrong (nothing listens there): every kev pod stays up and not Ready, and
+/// says why in its readiness body and its log; none crash-loops.
+#[test]
+fn a_wrong_kafka_address_keeps_the_pods_not_ready_saying_why() {
+    kev_tests::init_logs();
+    let cluster = Cluster::start(false);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = cluster.node.client();
+        let objects = node_overlay(|o| {
+            if o["kind"] == "ConfigMap" {
+                for (_, text) in o["data"].as_object_mut().unwrap() {
+                    *text = json!(text.as_str().unwrap().replace(NODE_KAFKA, "10.250.0.1:9"));
+                }
+            }
+        });
+        apply(&client, &objects).await;
+        for app in ["kev-producer", "kev-enricher"] {
+            // Running, and asked by its readiness probe more than once.
+            let pod = until(
+                &format!("a running {app} pod answering its probes"),
+                Duration::from_secs(120),
+                || async {
+                    let pods = pods_of(&client, app).await;
+                    pods.into_iter().find(|p| {
+                        let s = p
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.container_statuses.as_ref())
+                            .and_then(|c| c.first().cloned());
+                        s.and_then(|s| s.started.filter(|&b| b).map(|_| s.state))
+                            .flatten()
+                            .is_some_and(|st| st.running.is_some())
+                    })
+                },
+                async || describe(&client, "kev").await,
+            )
+            .await;
+            let name = pod.metadata.name.clone().unwrap();
+            let path = format!("/api/v1/namespaces/kev/pods/{name}:8080/proxy/readyz");
+            let last = std::sync::Mutex::new(None);
+            let why = until(
+                &format!("{name} saying why it is not ready"),
+                Duration::from_secs(60),
+                || async {
+                    let (status, body) = cluster.node.api.get_with_status(&path)?;
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    *last.lock().unwrap() = Some((status, body.clone()));
+                    (status == 503 && body.to_lowercase().contains("kafka")).then_some(body)
+                },
+                async || {
+                    let answer = last.lock().unwrap().clone();
+                    format!("last answer: {answer:?}\n{}", describe(&client, "kev").await)
+                },
+            )
+            .await;
+            let pods: Api<Pod> = Api::namespaced(client.clone(), "kev");
+            let log = pods.logs(&name, &Default::default()).await.unwrap();
+            let p = pods.get(&name).await.unwrap();
+            let status = p.status.unwrap();
+            let ready = status.conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            let restarts = status.container_statuses.unwrap()[0].restart_count;
+            println!("{name}: ready {ready}, {restarts} restarts, /readyz: {why}");
+            assert!(!ready, "{name} is Ready with no Kafka");
+            assert_eq!(restarts, 0, "{name} restarted:\n{log}");
+            assert!(log.contains("10.250.0.1:9"), "{name}'s log names the address it cannot reach:\n{log}");
+        }
+    });
 }

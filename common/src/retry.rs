@@ -1,0 +1,92 @@
+//! Waiting on a dependency that is not there yet (Kafka starting after kev, a wrong address
+//! being fixed) without exiting: the process stays up, not ready, and says what it waits on.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::shutdown::sleep_or_stop;
+use crate::telemetry::Health;
+
+/// The first pause between attempts; it doubles up to [`MAX_PAUSE`].
+pub const FIRST_PAUSE: Duration = Duration::from_millis(200);
+pub const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// Runs `attempt` until it succeeds. Readiness names `stage` meanwhile (unless the process is
+/// ready already, for a dependency met again later); after each failure, it says the error too
+/// (what a person reads at `/readyz`; the log says it too), and the next attempt waits a pause
+/// that doubles from [`FIRST_PAUSE`] to [`MAX_PAUSE`]. An error that `is_final` calls final (a
+/// refusal no retry can fix) is returned at once; `Ok(None)` when `stop` is cancelled.
+pub async fn until_done<T, E, F, Fut>(
+    stage: &str,
+    health: &Health,
+    stop: &CancellationToken,
+    mut attempt: F,
+    is_final: impl Fn(&E) -> bool,
+) -> Result<Option<T>, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut pause = FIRST_PAUSE;
+    if !health.is_ready() {
+        health.set_ready(false, stage);
+    }
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) if is_final(&e) => return Err(e),
+            Err(e) => {
+                metrics::counter!("kev_dependency_retries_total", "stage" => stage.to_string()).increment(1);
+                tracing::warn!(stage, error = %e, retry_in = ?pause, "not there yet; retrying");
+                health.set_ready(false, format!("{stage}: {e} (retrying)"));
+                if sleep_or_stop(pause, stop).await {
+                    return Ok(None);
+                }
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_saying_why_until_done_and_returns_a_final_error_at_once() {
+        let health = Health::new();
+        let stop = CancellationToken::new();
+        let mut calls = 0;
+        let got = until_done(
+            "Kafka at x:9",
+            &health,
+            &stop,
+            || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 3 {
+                        Err(format!("attempt {n} failed"))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+            |_| false,
+        )
+        .await;
+        assert_eq!(got, Ok(Some(3)));
+        assert_eq!(health.reason(), "Kafka at x:9: attempt 2 failed (retrying)");
+        assert!(!health.is_ready());
+        let refused: Result<Option<()>, String> =
+            until_done("s", &health, &stop, || async { Err("refused".to_string()) }, |e| e == "refused").await;
+        assert_eq!(refused, Err("refused".to_string()));
+        stop.cancel();
+        let stopped: Result<Option<()>, String> =
+            until_done("s", &health, &stop, || async { Err("down".to_string()) }, |_| false).await;
+        assert_eq!(stopped, Ok(None));
+    }
+}
