@@ -343,6 +343,18 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
         }
     }
 
+    /// Every event the apiserver holds, through events.k8s.io/v1 (the API the producer
+    /// watches), each with its apiVersion and kind as a watch returns them.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let list = self.api.get("/apis/events.k8s.io/v1/events").expect("listing events");
+        let mut items = list["items"].as_array().cloned().unwrap_or_default();
+        for item in &mut items {
+            item["apiVersion"] = serde_json::json!("events.k8s.io/v1");
+            item["kind"] = serde_json::json!("Event");
+        }
+        items
+    }
+
     /// The admin's client.
     pub fn client(&self) -> kube::Client {
         self.api.admin()

@@ -140,6 +140,11 @@ fn a_node_runs_pods_and_leaves_the_machine_as_found() {
         assert!(from("kubelet", "Started"), "the kubelet's Started event");
         assert!(from("deployment-controller", "ScalingReplicaSet"), "the controller-manager's event");
     });
+    kev_tests::data::capture(
+        "probes-and-a-crashing-container",
+        "tests/tests/node.rs::a_node_runs_pods_and_leaves_the_machine_as_found",
+        &node.events(),
+    );
     drop(rt);
     drop(node);
     assert_eq!(MachineState::read(), before, "the machine is as it was before the node started");
