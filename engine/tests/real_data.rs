@@ -9,6 +9,9 @@ use kev_engine::rules::RuleSet;
 use kev_engine::{Engine, EngineConfig, Output};
 use kev_schemas::{EventObservation, Incident};
 
+mod common;
+use common::incidents_of;
+
 fn observations() -> Vec<(String, EventObservation)> {
     kev_tests::data::observations()
 }
@@ -113,21 +116,6 @@ fn fingerprint_is_stable_across_builds() {
 /// into another.
 fn incidents(input: &[(String, EventObservation)]) -> BTreeMap<String, Incident> {
     incidents_of(&mut Engine::new(EngineConfig::default(), RuleSet::defaults()), input)
-}
-
-fn incidents_of(engine: &mut Engine, input: &[(String, EventObservation)]) -> BTreeMap<String, Incident> {
-    let mut out = Vec::new();
-    for (i, (cluster, o)) in input.iter().enumerate() {
-        engine.on_event(cluster, o.clone(), 0, i as i64, &mut out);
-    }
-    let records: Vec<Incident> = out
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Incident(i) => Some(i),
-            _ => None,
-        })
-        .collect();
-    review::standing(&records).into_iter().map(|i| (i.incident_id.clone(), i.clone())).collect()
 }
 
 #[test]

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use kev_engine::review;
 use kev_engine::rules::RuleSet;
-use kev_engine::{Engine, EngineConfig, Output};
+use kev_engine::{Engine, EngineConfig};
 use kev_schemas::{EventObservation, Incident};
+
+mod common;
+use common::incidents_of;
 
 /// One capture's events (`tests/data/kev-node/<capture>.jsonl.gz`, named in each event's
 /// `_source.locator`) as observations, the capture's name as their cluster, in event-time order.
@@ -27,20 +29,7 @@ fn observations(capture: &str) -> Vec<(String, EventObservation)> {
 }
 
 fn incidents(input: &[(String, EventObservation)]) -> BTreeMap<String, Incident> {
-    let mut engine = Engine::new(EngineConfig::default(), RuleSet::defaults());
-    let mut out = Vec::new();
-    for (i, (cluster, o)) in input.iter().enumerate() {
-        engine.on_event(cluster, o.clone(), 0, i as i64, &mut out);
-    }
-    engine.flush(&mut out);
-    let records: Vec<Incident> = out
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Incident(i) => Some(i),
-            _ => None,
-        })
-        .collect();
-    review::standing(&records).into_iter().map(|i| (i.incident_id.clone(), i.clone())).collect()
+    incidents_of(&mut Engine::new(EngineConfig::default(), RuleSet::defaults()), input)
 }
 
 /// Every reason the real node's components emitted meets a rule of its own: none falls to

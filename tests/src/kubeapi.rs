@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,14 +43,9 @@ pub fn kube_bin() -> PathBuf {
 /// Runs `binary` of the kube cache with `args`, inside `sandbox` when there is one, its output
 /// appended to `log`.
 pub fn spawn(sandbox: Option<&Sandbox>, binary: &str, args: &[String], log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Sandbox::command_in(sandbox, kube_bin().join(binary))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {binary}: {e}"))
+    let mut command = Sandbox::command_in(sandbox, kube_bin().join(binary));
+    command.args(args);
+    crate::sandbox::spawn_logged(command, log)
 }
 
 /// How the apiserver runs.

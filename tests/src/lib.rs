@@ -20,6 +20,8 @@ pub mod registry;
 pub mod sandbox;
 pub mod scale;
 pub mod tls;
+pub mod wait;
+pub mod workloads;
 
 /// Where `scripts/prerequisites.sh` caches what the tests run (`KEV_CACHE_DIR`, default
 /// `~/.cache/kev`): `sub` below it, unless the variable `overridden_by` names another place.

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use crate::images::ImageSpec;
 use crate::kubeapi::{kube_bin, spawn, KubeApi, KubeOptions};
-use crate::sandbox::{all_pids, children_of, kill, proc_stat, wait_gone, Sandbox, KUBELET_SYSCTLS, NODE_IP, POD_RANGE};
+use crate::sandbox::{
+    all_pids, children_of, kill, proc_stat, spawn_logged, wait_gone, Sandbox, KUBELET_SYSCTLS, NODE_IP, POD_RANGE,
+};
 
 /// The node's name.
 pub const NODE_NAME: &str = "kev-node";
@@ -162,15 +164,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
 
     /// Runs a program of the machine's inside the sandbox, its output in `log`'s log.
     fn spawn_in_sandbox(&self, program: &str, args: &[String], log: &str) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_file(log)).unwrap();
-        self.sandbox
-            .command(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {program}: {e}"))
+        let mut command = self.sandbox.command(program);
+        command.args(args);
+        spawn_logged(command, &self.log_file(log))
     }
 
     /// `ctr` against the node's containerd, in the namespace the CRI uses.
@@ -201,28 +197,28 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
         );
     }
 
+    /// What the scheduler and the controller-manager share: acting (and checking callers) as
+    /// `user` by its kubeconfig, serving on the sandbox's 127.0.0.1 at `port`, one instance.
+    fn component_args(&self, user: &str, port: u16) -> Vec<String> {
+        let kubeconfig = self.api.kubeconfig_for(user, None).display().to_string();
+        vec![
+            format!("--kubeconfig={kubeconfig}"),
+            format!("--authentication-kubeconfig={kubeconfig}"),
+            format!("--authorization-kubeconfig={kubeconfig}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={port}"),
+            "--leader-elect=false".into(),
+        ]
+    }
+
     fn start_control_plane(&mut self) {
         let ca = self.api.dir().join("ca.crt").display().to_string();
         let sa_key = self.api.dir().join("sa.key").display().to_string();
-        let scheduler = self.api.kubeconfig_for("system:kube-scheduler", None).display().to_string();
-        let args: Vec<String> = vec![
-            format!("--kubeconfig={scheduler}"),
-            format!("--authentication-kubeconfig={scheduler}"),
-            format!("--authorization-kubeconfig={scheduler}"),
-            "--bind-address=127.0.0.1".into(),
-            "--secure-port=10259".into(),
-            "--leader-elect=false".into(),
-        ];
+        let args = self.component_args("system:kube-scheduler", 10259);
         let child = spawn(Some(&self.sandbox), "kube-scheduler", &args, &self.log_file("kube-scheduler"));
         self.processes.push(("kube-scheduler", child));
-        let cm = self.api.kubeconfig_for("system:kube-controller-manager", None).display().to_string();
-        let args: Vec<String> = vec![
-            format!("--kubeconfig={cm}"),
-            format!("--authentication-kubeconfig={cm}"),
-            format!("--authorization-kubeconfig={cm}"),
-            "--bind-address=127.0.0.1".into(),
-            "--secure-port=10257".into(),
-            "--leader-elect=false".into(),
+        let mut args = self.component_args("system:kube-controller-manager", 10257);
+        args.extend([
             // Each controller acts as its own ServiceAccount, as in kubeadm's clusters.
             "--use-service-account-credentials=true".into(),
             // Otherwise the kube-root-ca.crt ConfigMap in every namespace has an empty CA.
@@ -231,7 +227,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
             "--cluster-name=kev".into(),
             // The default is under /usr/libexec on the machine, which it would create.
             "--flex-volume-plugin-dir=/var/lib/kubelet/volume-plugins".into(),
-        ];
+        ]);
         let child =
             spawn(Some(&self.sandbox), "kube-controller-manager", &args, &self.log_file("kube-controller-manager"));
         self.processes.push(("kube-controller-manager", child));
@@ -269,6 +265,13 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
             "volumePluginDir": "/var/lib/kubelet/volume-plugins",
             "serializeImagePulls": false,
             "rotateCertificates": false,
+            // The machine's disk is shared with builds: the default thresholds (imagefs 15%
+            // free, nodefs 10%) would taint the node with disk pressure, and image GC (at 85%
+            // used) would remove the images built here, as the machine fills, not as the test
+            // does. Only a nearly full disk or memory evicts here.
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
         });
         let path = self.dir.join("kubelet.json");
         std::fs::write(&path, config.to_string()).unwrap();

@@ -175,6 +175,17 @@ impl Drop for Sandbox {
     }
 }
 
+/// Starts `command` with no input and its output appended to `log`.
+pub fn spawn_logged(mut command: Command, log: &Path) -> Child {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {:?}: {e}", command.get_program()))
+}
+
 /// SIGKILLs `pid`; a process that is gone already is not an error.
 pub fn kill(pid: u32) {
     // SAFETY: kill(2) with a pid and a signal number has no memory effects.

@@ -7,7 +7,6 @@
 //! event the apiserver holds at the end is in the raw topic exactly once, as it returns it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,35 +20,18 @@ use kev_schemas::k8s::same_object;
 use kev_schemas::RawKind;
 use kev_tests::broker::{Broker, BrokerOptions, NODE_KAFKA};
 use kev_tests::expect::version_key;
-use kev_tests::images::{ImageSpec, BUSYBOX_TAG};
+use kev_tests::images::ImageSpec;
 use kev_tests::node::{apply, MachineState, Node};
 use kev_tests::outputs;
 use kev_tests::registry::Apicurio;
+use kev_tests::wait::until;
+use kev_tests::workloads;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::{json, Value};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// Polls `check` until it returns `Some`; after `limit`, fails with `what` and `context()`.
-async fn until<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    limit: Duration,
-    mut check: impl FnMut() -> F,
-    context: impl AsyncFnOnce() -> String,
-) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if started.elapsed() > limit {
-            panic!("{what}: not within {limit:?}\n{}", context().await);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// The pods of namespace `ns`, their phase, readiness and container states, and the last lines
@@ -108,11 +90,8 @@ impl Cluster {
     fn start(with_kafka: bool) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let scratch = tmp.path().join("images");
-        let images = [
-            ImageSpec::kev("producer", &scratch),
-            ImageSpec::kev("enricher", &scratch),
-            ImageSpec::busybox(&format!("kev.local/busybox:{BUSYBOX_TAG}"), &["/bin/busybox"]),
-        ];
+        let images =
+            [ImageSpec::kev("producer", &scratch), ImageSpec::kev("enricher", &scratch), workloads::busybox_image()];
         let started = Instant::now();
         let node = Node::start(tmp.path(), &images);
         println!("node Ready with kev's images in {:.1} s", started.elapsed().as_secs_f64());
@@ -291,30 +270,7 @@ async fn run_workload(client: &kube::Client, ns: &str) {
         .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
         .await
         .unwrap();
-    let container = json!({
-        "name": "web",
-        "image": format!("kev.local/busybox:{BUSYBOX_TAG}"),
-        "imagePullPolicy": "Never",
-        "args": ["sh", "-c", "echo ok > /www/index.html && exec busybox httpd -f -p 8080 -h /www"],
-        "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1},
-        "volumeMounts": [{"name": "www", "mountPath": "/www"}],
-    });
-    let web = json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {
-                    "dnsPolicy": "Default",
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [container],
-                    "volumes": [{"name": "www", "emptyDir": {}}],
-                },
-            },
-        },
-    });
+    let web = workloads::web(1);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     deployments.create(&PostParams::default(), &serde_json::from_value(web).unwrap()).await.unwrap();
     rolled_out(client, ns, "web", 1).await;

@@ -2,66 +2,25 @@
 //! tests' own (`kev_tests::node`). It runs a Deployment of an image built here with its probes
 //! passing, restarts a container that exits, and leaves the machine as it found it.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
-use kev_tests::images::{ImageSpec, BUSYBOX_TAG};
 use kev_tests::node::{MachineState, Node, NODE_NAME};
+use kev_tests::wait::until;
+use kev_tests::workloads;
 use kube::api::{ListParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
 const NS: &str = "node-test";
 
-fn busybox() -> ImageSpec {
-    ImageSpec::busybox(&format!("kev.local/busybox:{BUSYBOX_TAG}"), &["/bin/busybox"])
-}
-
-/// Polls `check` until it returns `Some`, failing with `what` after `limit`.
-async fn until<T, F: Future<Output = Option<T>>>(what: &str, limit: Duration, mut check: impl FnMut() -> F) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// A pod template's container: busybox running `script`, as an unprivileged user, with no
-/// cluster DNS to resolve through (the sandbox has none).
-fn pod_spec(script: &str, probes: bool) -> serde_json::Value {
-    let mut container = json!({
-        "name": "main",
-        "image": format!("kev.local/busybox:{BUSYBOX_TAG}"),
-        "imagePullPolicy": "Never",
-        "args": ["sh", "-c", script],
-        "securityContext": {"runAsNonRoot": true, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false},
-        "volumeMounts": [{"name": "www", "mountPath": "/www"}],
-    });
-    if probes {
-        let probe =
-            json!({"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1, "failureThreshold": 3});
-        container["readinessProbe"] = probe.clone();
-        container["livenessProbe"] = probe;
-    }
-    json!({
-        "dnsPolicy": "Default",
-        "terminationGracePeriodSeconds": 1,
-        "containers": [container],
-        "volumes": [{"name": "www", "emptyDir": {}}],
-    })
-}
-
 #[test]
 fn a_node_runs_pods_and_leaves_the_machine_as_found() {
     kev_tests::init_logs();
     let before = MachineState::read();
     let tmp = tempfile::tempdir().unwrap();
-    let node = Node::start(tmp.path(), &[busybox()]);
+    let node = Node::start(tmp.path(), &[workloads::busybox_image()]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = node.client();
@@ -73,30 +32,25 @@ fn a_node_runs_pods_and_leaves_the_machine_as_found() {
 
         // A Deployment whose readiness and liveness probes ask its own HTTP server.
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-        let web = json!({
-            "metadata": {"name": "web"},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web"}},
-                    "spec": pod_spec("echo ok > /www/index.html && exec busybox httpd -f -p 8080 -h /www", true),
-                },
-            },
-        });
+        let web = workloads::web(1);
         deployments.create(&PostParams::default(), &serde_json::from_value(web).unwrap()).await.unwrap();
         let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-        let web_pod = until("the Deployment's pod Ready through its probes", Duration::from_secs(120), || async {
-            let d = deployments.get("web").await.ok()?;
-            (d.status?.available_replicas? == 1).then_some(())?;
-            let list = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
-            list.items.into_iter().find(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-        })
+        let web_pod = until(
+            "the Deployment's pod Ready through its probes",
+            Duration::from_secs(120),
+            || async {
+                let d = deployments.get("web").await.ok()?;
+                (d.status?.available_replicas? == 1).then_some(())?;
+                let list = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
+                list.items.into_iter().find(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+            },
+            async || node.log("kubelet"),
+        )
         .await;
         let status = web_pod.status.as_ref().unwrap();
         assert_eq!(web_pod.spec.as_ref().unwrap().node_name.as_deref(), Some(NODE_NAME));
@@ -106,28 +60,39 @@ fn a_node_runs_pods_and_leaves_the_machine_as_found() {
         assert!(container.ready && container.restart_count == 0, "probes pass, no restart: {container:?}");
 
         // A pod whose container exits: the kubelet restarts it, backing off.
-        let crasher = json!({"metadata": {"name": "crasher"}, "spec": pod_spec("echo failing; exit 3", false)});
-        pods.create(&PostParams::default(), &serde_json::from_value(crasher).unwrap()).await.unwrap();
-        let restarted = until("the exiting container restarted twice", Duration::from_secs(120), || async {
-            let p = pods.get("crasher").await.ok()?;
-            let c = p.status?.container_statuses?.into_iter().next()?;
-            (c.restart_count >= 2).then_some(c)
-        })
+        pods.create(&PostParams::default(), &serde_json::from_value(workloads::failing_pod("crasher")).unwrap())
+            .await
+            .unwrap();
+        let restarted = until(
+            "the exiting container restarted twice",
+            Duration::from_secs(120),
+            || async {
+                let p = pods.get("crasher").await.ok()?;
+                let c = p.status?.container_statuses?.into_iter().next()?;
+                (c.restart_count >= 2).then_some(c)
+            },
+            async || node.log("kubelet"),
+        )
         .await;
         let last = restarted.last_state.as_ref().and_then(|s| s.terminated.as_ref()).expect("a terminated last state");
         assert_eq!(last.exit_code, 3, "{restarted:?}");
 
         // What the components said about it, as Events: the scheduler, the kubelet.
         let events: Api<Event> = Api::namespaced(client.clone(), NS);
-        let said = until("the kubelet's BackOff event for the crashing pod", Duration::from_secs(60), || async {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            let about = |name: &str, reason: &str| {
-                list.items
-                    .iter()
-                    .any(|e| e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason))
-            };
-            about("crasher", "BackOff").then_some(list.items)
-        })
+        let said = until(
+            "the kubelet's BackOff event for the crashing pod",
+            Duration::from_secs(60),
+            || async {
+                let list = events.list(&ListParams::default()).await.ok()?;
+                let about = |name: &str, reason: &str| {
+                    list.items
+                        .iter()
+                        .any(|e| e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some(reason))
+                };
+                about("crasher", "BackOff").then_some(list.items)
+            },
+            async || node.log("kubelet"),
+        )
         .await;
         let from = |component: &str, reason: &str| {
             said.iter().any(|e| {
