@@ -550,7 +550,9 @@ fn remove_cgroup_tree(root: &str) {
     }
 }
 
-/// Removes the empty cgroup roots of an earlier run that was itself killed before its drop.
+/// Removes the empty cgroup roots of an earlier run that was itself killed before its drop:
+/// those over ten minutes old, so that a node starting beside this one (tests run in parallel
+/// outside `scripts/test.sh`) keeps its root while its kubelet is not up yet.
 fn remove_stale_cgroups() {
     let mut roots: Vec<String> = hierarchies()
         .iter()
@@ -560,8 +562,15 @@ fn remove_stale_cgroups() {
         .collect();
     roots.sort();
     roots.dedup();
+    let old = |root: &str| {
+        hierarchies().iter().all(|h| {
+            std::fs::metadata(h.join(root))
+                .and_then(|m| m.modified())
+                .map_or(true, |t| t.elapsed().unwrap_or_default() > Duration::from_secs(600))
+        })
+    };
     for root in roots {
-        if cgroup_processes(&root).is_empty() {
+        if old(&root) && cgroup_processes(&root).is_empty() {
             for d in cgroup_dirs(&root) {
                 let _ = std::fs::remove_dir(d);
             }
@@ -579,7 +588,8 @@ pub struct MachineState {
     pub links: Vec<String>,
     pub node_cgroups: Vec<PathBuf>,
     pub paths: Vec<(String, bool)>,
-    /// The names of zombie processes: a process of the node that nobody reaped.
+    /// The names of orphaned zombie processes (their parent is PID 1, which on this machine kind
+    /// reaps late): a process of the node that nobody reaped.
     pub zombies: Vec<String>,
 }
 
@@ -631,7 +641,7 @@ impl MachineState {
         let mut zombies: Vec<String> = all_pids()
             .into_iter()
             .filter_map(proc_stat)
-            .filter(|(_, state, _)| *state == 'Z')
+            .filter(|(_, state, ppid)| *state == 'Z' && *ppid == 1)
             .map(|(comm, _, _)| comm)
             .collect();
         zombies.sort();

@@ -75,20 +75,23 @@ impl Sandbox {
             .spawn()
             .expect("starting unshare (util-linux)");
         let holder_pid = holder.id();
-        // The holder has made its namespaces once its mount namespace differs from ours.
-        let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        // unshare makes the namespaces, makes every mount private, then execs sleep: once the
+        // holder is `sleep`, nothing mounted inside can propagate to the machine.
         let started = Instant::now();
-        let mount_ns = loop {
-            let theirs = std::fs::read_link(format!("/proc/{holder_pid}/ns/mnt")).unwrap();
-            if theirs != ours {
-                break theirs.display().to_string();
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "unshare made no namespaces in 10 s");
+        while proc_stat(holder_pid).is_none_or(|(comm, _, _)| comm != "sleep") {
+            assert!(started.elapsed() < Duration::from_secs(10), "unshare did not start its holder in 10 s");
             std::thread::sleep(Duration::from_millis(10));
-        };
+        }
+        let mount_ns = std::fs::read_link(format!("/proc/{holder_pid}/ns/mnt")).unwrap().display().to_string();
+        assert_ne!(
+            std::fs::read_link("/proc/self/ns/mnt").unwrap().display().to_string(),
+            mount_ns,
+            "unshare made no mount namespace"
+        );
         let sandbox =
             Sandbox { holder: Mutex::new(Some(holder)), holder_pid, mount_ns, dir, forwards: Mutex::default() };
-        let mut script = String::from("set -e\nmount -t tmpfs -o mode=755 tmpfs /run\n");
+        // Private again, in case: a mount made here must never reach the machine.
+        let mut script = String::from("set -e\nmount --make-rprivate /\nmount -t tmpfs -o mode=755 tmpfs /run\n");
         let d = sandbox.dir.display();
         script += &format!("mount --bind {d}/var-lib /var/lib\nmount --bind {d}/var-log /var/log\n");
         for s in KUBELET_SYSCTLS {
