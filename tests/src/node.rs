@@ -415,7 +415,7 @@ impl Drop for Node {
             // killed and reaped by tini while tini lives; then containerd goes, and tini with it.
             let containerd_pid = children_of(tini.id())
                 .into_iter()
-                .find(|&p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "containerd"));
+                .find(|&p| proc_stat(p).is_some_and(|(comm, _, _)| comm == "containerd"));
             if let Some(pid) = containerd_pid {
                 // SAFETY: kill(2) with a pid and a signal number.
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
