@@ -4,7 +4,9 @@
 //! sharing a Lease and the enricher's consumer group, Ready through their own probes and
 //! talking to the apiserver with their projected ServiceAccount tokens. A workload deployed,
 //! scaled, rolled and deleted makes the kubelet, the scheduler and the controllers speak; every
-//! event the apiserver holds at the end is in the raw topic exactly once, as it returns it.
+//! event the apiserver holds at the end is in the raw topic exactly once, as it returns it, also
+//! across leader kills. An enricher killed mid-stream, and a wrong Kafka address, are the other
+//! two tests. Each leaves the machine as it found it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -379,6 +381,7 @@ fn kev_on_a_real_node_publishes_every_event_once_across_leader_kills() {
 #[test]
 fn an_enricher_killed_mid_stream_emits_what_an_uninterrupted_run_does() {
     kev_tests::init_logs();
+    let before = MachineState::read();
     let cluster = Cluster::start(true);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -423,6 +426,9 @@ fn an_enricher_killed_mid_stream_emits_what_an_uninterrupted_run_does() {
         );
         assert!(cmp.reference_records > 0, "the reference emitted nothing");
     });
+    drop(rt);
+    drop(cluster);
+    assert_eq!(MachineState::read(), before, "the machine is as it was before the node started");
 }
 
 /// Kafka's address wrong (nothing listens there): every kev pod stays up and not Ready, and
@@ -430,6 +436,7 @@ fn an_enricher_killed_mid_stream_emits_what_an_uninterrupted_run_does() {
 #[test]
 fn a_wrong_kafka_address_keeps_the_pods_not_ready_saying_why() {
     kev_tests::init_logs();
+    let before = MachineState::read();
     let cluster = Cluster::start(false);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -493,4 +500,7 @@ fn a_wrong_kafka_address_keeps_the_pods_not_ready_saying_why() {
             assert!(log.contains("10.250.0.1:9"), "{name}'s log names the address it cannot reach:\n{log}");
         }
     });
+    drop(rt);
+    drop(cluster);
+    assert_eq!(MachineState::read(), before, "the machine is as it was before the node started");
 }
