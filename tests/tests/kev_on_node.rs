@@ -138,6 +138,19 @@ impl Cluster {
     }
 }
 
+/// Runs `test` on a new cluster (with the broker and the registry when `with_kafka`), then
+/// stops everything and checks that the machine is as it was before.
+fn on_a_node(with_kafka: bool, test: impl AsyncFnOnce(&Cluster)) {
+    kev_tests::init_logs();
+    let before = MachineState::read();
+    let cluster = Cluster::start(with_kafka);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(test(&cluster));
+    drop(rt);
+    drop(cluster);
+    assert_eq!(MachineState::read(), before, "the machine is as it was before the node started");
+}
+
 /// The node overlay rendered (`tests/deploy/node`), checked to name the images the harness
 /// built, and edited by `edit` (a test's misconfiguration).
 fn node_overlay(edit: impl Fn(&mut Value)) -> Vec<Value> {
@@ -325,15 +338,11 @@ async fn published(cfg: &ProducerConfig, expected: &[Value]) -> Vec<Published> {
 /// its duration and two retries (19 s), and still every event is there exactly once.
 #[test]
 fn kev_on_a_real_node_publishes_every_event_once_across_leader_kills() {
-    kev_tests::init_logs();
-    let before = MachineState::read();
-    let cluster = Cluster::start(true);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
+    on_a_node(true, async |cluster| {
         let client = cluster.node.client();
         deploy(&client, &node_overlay(|_| {})).await;
         run_workload(&client, "shop").await;
-        let per_component = assert_every_event_published_once(&cluster).await;
+        let per_component = assert_every_event_published_once(cluster).await;
         for component in ["kubelet", "default-scheduler", "deployment-controller", "replicaset-controller"] {
             assert!(per_component.contains_key(component), "no event from {component}: {per_component:?}");
         }
@@ -363,16 +372,13 @@ fn kev_on_a_real_node_publishes_every_event_once_across_leader_kills() {
         assert!(took <= lease, "the standby took over after {took:?}");
         workload.await.unwrap();
         rolled_out(&client, "kev", "kev-producer", 2).await;
-        assert_every_event_published_once(&cluster).await;
+        assert_every_event_published_once(cluster).await;
         kev_tests::data::capture(
             "rollout-and-leader-kills",
             "tests/tests/kev_on_node.rs::kev_on_a_real_node_publishes_every_event_once_across_leader_kills",
             &cluster.node.events(),
         );
     });
-    drop(rt);
-    drop(cluster);
-    assert_eq!(MachineState::read(), before, "the machine is as it was before the node started");
 }
 
 /// One enricher pod's container killed outright while a workload's events flow through: when
@@ -380,11 +386,7 @@ fn kev_on_a_real_node_publishes_every_event_once_across_leader_kills() {
 /// output topic holds what the same engine, run in process over the raw log, emits.
 #[test]
 fn an_enricher_killed_mid_stream_emits_what_an_uninterrupted_run_does() {
-    kev_tests::init_logs();
-    let before = MachineState::read();
-    let cluster = Cluster::start(true);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
+    on_a_node(true, async |cluster| {
         let client = cluster.node.client();
         deploy(&client, &node_overlay(|_| {})).await;
         let cfg = cluster.enricher_config();
@@ -426,20 +428,13 @@ fn an_enricher_killed_mid_stream_emits_what_an_uninterrupted_run_does() {
         );
         assert!(cmp.reference_records > 0, "the reference emitted nothing");
     });
-    drop(rt);
-    drop(cluster);
-    assert_eq!(MachineState::read(), before, "the machine is as it was before the node started");
 }
 
 /// Kafka's address wrong (nothing listens there): every kev pod stays up and not Ready, and
 /// says why in its readiness body and its log; none crash-loops.
 #[test]
 fn a_wrong_kafka_address_keeps_the_pods_not_ready_saying_why() {
-    kev_tests::init_logs();
-    let before = MachineState::read();
-    let cluster = Cluster::start(false);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
+    on_a_node(false, async |cluster| {
         let client = cluster.node.client();
         let objects = node_overlay(|o| {
             if o["kind"] == "ConfigMap" {
@@ -500,7 +495,4 @@ fn a_wrong_kafka_address_keeps_the_pods_not_ready_saying_why() {
             assert!(log.contains("10.250.0.1:9"), "{name}'s log names the address it cannot reach:\n{log}");
         }
     });
-    drop(rt);
-    drop(cluster);
-    assert_eq!(MachineState::read(), before, "the machine is as it was before the node started");
 }
