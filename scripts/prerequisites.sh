@@ -74,6 +74,11 @@ NODE_PACKAGES=(containerd=1.6.20~ds1-1+deb12u3 runc=1.1.5+ds1-1+deb12u1
   containernetworking-plugins=1.1.1+ds1-3+b5 buildah=1.28.2+ds1-3+deb12u1+b3
   busybox-static=1:1.35.0-4+deb12u1+b1 iptables=1.8.9-2 tini=0.19.0-1+b3)
 if $for_tests; then
+  # The sandbox's network is laid out with ip(8), its namespaces made with unshare and nsenter.
+  command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+  command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+  # The kev images carry the test binaries without their debug information.
+  command -v strip >/dev/null 2>&1 || need_apt+=(binutils)
   for pinned in "${NODE_PACKAGES[@]}"; do
     [ "$(dpkg-query -W -f '${Version}' "${pinned%%=*}" 2>/dev/null)" = "${pinned#*=}" ] || need_apt+=("$pinned")
   done
