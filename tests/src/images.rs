@@ -32,11 +32,6 @@ pub struct ImageSpec {
 /// OpenSSL) or read (CA certificates, /etc/services).
 const DISTROLESS_PACKAGES: [&str; 6] = ["libc6", "libgcc-s1", "libstdc++6", "libssl3", "ca-certificates", "netbase"];
 
-/// The repository's root, where the Dockerfile is.
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
 impl ImageSpec {
     /// busybox-static (Debian's, from `scripts/prerequisites.sh`) alone, run as
     /// `/bin/busybox APPLET ...`: the pod sandbox ("pause") image and the test workloads.
@@ -79,7 +74,7 @@ impl ImageSpec {
     /// distroless base of [`ImageSpec::distroless_cc`]; its build stage (the Rust toolchain
     /// image) replaced by the binaries this machine built, without their debug information.
     pub fn kev(target: &str, scratch: &Path) -> ImageSpec {
-        let dockerfile = std::fs::read_to_string(workspace().join("Dockerfile")).unwrap();
+        let dockerfile = std::fs::read_to_string(crate::repo().join("Dockerfile")).unwrap();
         let runtime = dockerfile
             .find("\nFROM gcr.io/distroless/cc-debian12:nonroot AS runtime")
             .expect("the Dockerfile's runtime stage is FROM gcr.io/distroless/cc-debian12:nonroot");
@@ -100,7 +95,7 @@ impl ImageSpec {
             }
             files.push((b.to_string(), stripped));
         }
-        files.push(("tests/data/k8s-events".into(), workspace().join("tests/data/k8s-events")));
+        files.push(("tests/data/k8s-events".into(), crate::repo().join("tests/data/k8s-events")));
         ImageSpec {
             reference: format!("kev.local/kev-{target}:{}", env!("CARGO_PKG_VERSION")),
             containerfile: format!(
@@ -140,15 +135,17 @@ impl ImageSpec {
     pub fn archive(&self, sandbox: &Sandbox) -> PathBuf {
         let name: String =
             self.reference.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect();
-        let archive = crate::cached("KEV_IMAGE_CACHE", "images").join(format!("{name}-{:016x}.tar", self.key()));
+        // Hashing reads every input (the kev binaries are tens of MB): once per call.
+        let key = self.key();
+        let archive = crate::cached("KEV_IMAGE_CACHE", "images").join(format!("{name}-{key:016x}.tar"));
         if !archive.is_file() {
-            self.build(sandbox, &archive);
+            self.build(sandbox, &archive, key);
         }
         archive
     }
 
-    fn build(&self, sandbox: &Sandbox, archive: &Path) {
-        let work = sandbox.dir().join(format!("build-{:016x}", self.key()));
+    fn build(&self, sandbox: &Sandbox, archive: &Path, key: u64) {
+        let work = sandbox.dir().join(format!("build-{key:016x}"));
         let context = work.join("context");
         std::fs::create_dir_all(&context).unwrap();
         std::fs::write(context.join("Containerfile"), &self.containerfile).unwrap();

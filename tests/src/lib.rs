@@ -35,6 +35,11 @@ pub fn cached(overridden_by: &str, sub: &str) -> std::path::PathBuf {
     cache.join(sub)
 }
 
+/// The repository's root (the Dockerfile, `deploy/`, `tests/deploy/`).
+pub fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
 /// Logs for tests, filtered by `RUST_LOG` (default warnings only).
 pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());

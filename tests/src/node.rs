@@ -550,17 +550,24 @@ fn remove_cgroup_tree(root: &str) {
     }
 }
 
+/// Every node's cgroup root (`kev-node-*`) in every hierarchy, sorted by name, then hierarchy.
+fn node_cgroup_roots() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = hierarchies()
+        .iter()
+        .filter_map(|h| std::fs::read_dir(h).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(CGROUP_PREFIX)))
+        .collect();
+    roots.sort_by(|a, b| (a.file_name(), a).cmp(&(b.file_name(), b)));
+    roots
+}
+
 /// Removes the empty cgroup roots of an earlier run that was itself killed before its drop:
 /// those over ten minutes old, so that a node starting beside this one (tests run in parallel
 /// outside `scripts/test.sh`) keeps its root while its kubelet is not up yet.
 fn remove_stale_cgroups() {
-    let mut roots: Vec<String> = hierarchies()
-        .iter()
-        .filter_map(|h| std::fs::read_dir(h).ok())
-        .flat_map(|entries| entries.flatten().filter_map(|e| e.file_name().into_string().ok()))
-        .filter(|n| n.starts_with(CGROUP_PREFIX))
-        .collect();
-    roots.sort();
+    let mut roots: Vec<String> =
+        node_cgroup_roots().iter().filter_map(|p| p.file_name()?.to_str().map(str::to_string)).collect();
     roots.dedup();
     let old = |root: &str| {
         hierarchies().iter().all(|h| {
@@ -611,13 +618,7 @@ impl MachineState {
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
         links.sort();
-        let mut node_cgroups: Vec<PathBuf> = hierarchies()
-            .iter()
-            .filter_map(|h| std::fs::read_dir(h).ok())
-            .flat_map(|entries| entries.flatten().map(|e| e.path()))
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(CGROUP_PREFIX)))
-            .collect();
-        node_cgroups.sort();
+        let node_cgroups = node_cgroup_roots();
         let paths = [
             "/run/containerd",
             "/run/netns",

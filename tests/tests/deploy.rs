@@ -23,9 +23,7 @@ use serde_json::Value;
 
 const OVERLAYS: [&str; 3] = ["deploy/base", "deploy/overlays/dev", "deploy/overlays/prod"];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+use kev_tests::repo;
 
 /// Runs a tool the prerequisites install; a missing tool fails the test with what to do.
 fn run(tool: &str, args: &[&str]) -> std::process::Output {

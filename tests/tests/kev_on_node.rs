@@ -9,7 +9,6 @@
 //! two tests. Each leaves the machine as it found it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -31,10 +30,6 @@ use kev_tests::workloads;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::{json, Value};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 /// The pods of namespace `ns`, their phase, readiness and container states, and the last lines
 /// of each container's log (read through the apiserver from the kubelet).
@@ -154,7 +149,7 @@ fn on_a_node(with_kafka: bool, test: impl AsyncFnOnce(&Cluster)) {
 /// The node overlay rendered (`tests/deploy/node`), checked to name the images the harness
 /// built, and edited by `edit` (a test's misconfiguration).
 fn node_overlay(edit: impl Fn(&mut Value)) -> Vec<Value> {
-    let mut objects = kev_tests::manifests::render(&repo().join("tests/deploy/node"));
+    let mut objects = kev_tests::manifests::render(&kev_tests::repo().join("tests/deploy/node"));
     let images: BTreeSet<String> = objects
         .iter()
         .filter(|o| o["kind"] == "Deployment")
