@@ -6,7 +6,7 @@
 # a pinned Apicurio Registry (a Quarkus application from Maven Central), Confluent's Python
 # client and Flink SQL (PyPI, in venvs; Flink's SQL jars from Maven Central), and a pinned
 # Kubernetes cluster (etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy)
-# built from the Go module proxy, and the Debian packages of a real node (containerd, runc, CNI,
+# and Helm built from the Go module proxy, and the Debian packages of a real node (containerd, runc, CNI,
 # buildah); with
 # --for-benchmarks also the side-by-side benchmark's peers (Quix Streams, pinned, in a venv;
 # Kafka Streams, pinned, built from benches/peer/kafka-streams).
@@ -214,6 +214,21 @@ if $for_tests && { [ ${#missing[@]} -gt 0 ] || [ ! -x "$KUBE_BIN/etcd" ]; }; the
   fi
   mkdir -p "$KUBE_BIN"
   mv "$tmp"/* "$KUBE_BIN/"
+  rm -rf "$tmp"
+fi
+
+# Helm v4, which the chart's tests lint, render and install with (deploy/helm/kev), built like
+# Kubernetes above from a go.mod of our own (scripts/helm) that pins it and every module it
+# needs: no release download site is reachable here, the Go module proxy is. About 2 minutes
+# of two cores cold; the binary is cached under its version.
+HELM_VERSION=$(sed -n 's:^[[:space:]]*helm.sh/helm/v4 \(v[0-9.]*\).*:\1:p' "$HERE/helm/go.mod")
+HELM="$CACHE/helm-$HELM_VERSION/helm"
+if $for_tests && [ ! -x "$HELM" ]; then
+  echo "building Helm $HELM_VERSION from the Go module proxy into $HELM (once)" >&2
+  tmp=$(mktemp -d)
+  (cd "$HERE/helm" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" -o "$tmp/helm" helm.sh/helm/v4/cmd/helm)
+  install -D -m 755 "$tmp/helm" "$HELM"
   rm -rf "$tmp"
 fi
 

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod data;
 pub mod expect;
 pub mod fakeapi;
+pub mod helm;
 pub mod images;
 pub mod kubeapi;
 pub mod manifests;

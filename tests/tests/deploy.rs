@@ -1,6 +1,6 @@
-//! The deployment files, checked with the real tools since no cluster and no Docker engine run
-//! here: kustomize renders every overlay and each object must parse into its
-//! k8s-openapi type without losing a field; the configuration each Deployment mounts must load
+//! The deployment files, checked with the real tools (tests/tests/kev_on_node.rs installs them on
+//! a real node): kustomize renders every overlay, Helm the chart with its default and production
+//! values, and each object must parse into its k8s-openapi type without losing a field; the configuration each Deployment mounts must load
 //! into the binary's own config type and agree with the manifests (replicas and leader
 //! election, Lease name and Role, ports, mounted secrets); the alert rules pass `promtool` and
 //! name only metrics the code emits; docker-compose.yml names only images, variables and ports
@@ -22,6 +22,17 @@ use serde::Serialize;
 use serde_json::Value;
 
 const OVERLAYS: [&str; 3] = ["deploy/base", "deploy/overlays/dev", "deploy/overlays/prod"];
+
+/// Every way a user deploys kev, rendered: the kustomize overlays and the Helm chart, with its
+/// defaults and with `values-prod.yaml`, released into the namespace the overlays use.
+fn renders() -> Vec<(String, Vec<Value>)> {
+    let mut all: Vec<(String, Vec<Value>)> = OVERLAYS.iter().map(|d| (d.to_string(), render(d))).collect();
+    let helm = kev_tests::helm::Helm::new();
+    all.push(("helm chart".into(), helm.template("kev", "kev", &[])));
+    let prod = kev_tests::helm::chart().join("values-prod.yaml");
+    all.push(("helm chart, values-prod.yaml".into(), helm.template("kev", "kev", &["-f", prod.to_str().unwrap()])));
+    all
+}
 
 use kev_tests::repo;
 
@@ -90,8 +101,7 @@ fn typed<T: DeserializeOwned>(o: &Value) -> T {
 
 #[test]
 fn every_overlay_renders_and_each_object_parses_into_its_api_type() {
-    for dir in OVERLAYS {
-        let objs = render(dir);
+    for (dir, objs) in renders() {
         let mut kinds = BTreeSet::new();
         for o in &objs {
             let (api, k, name) = kind(o);
@@ -118,10 +128,11 @@ fn every_overlay_renders_and_each_object_parses_into_its_api_type() {
             }
             kinds.insert(k.to_string());
         }
-        for k in ["Namespace", "ServiceAccount", "ClusterRole", "Role", "Deployment", "Service", "PodDisruptionBudget"]
-        {
+        for k in ["ServiceAccount", "ClusterRole", "Role", "Deployment", "Service", "PodDisruptionBudget"] {
             assert!(kinds.contains(k), "{dir} renders no {k}");
         }
+        // A Helm release goes into a namespace made for it (`--create-namespace`).
+        assert_eq!(kinds.contains("Namespace"), !dir.starts_with("helm"), "{dir}: the Namespace");
     }
     let prod: BTreeSet<String> = render("deploy/overlays/prod").iter().map(|o| kind(o).1.to_string()).collect();
     assert!(prod.contains("ServiceMonitor") && prod.contains("PrometheusRule"), "prod has monitoring");
@@ -130,8 +141,7 @@ fn every_overlay_renders_and_each_object_parses_into_its_api_type() {
 /// The producer may only read Events and hold its own Lease; the enricher talks to no API.
 #[test]
 fn rbac_is_least_privilege() {
-    for dir in OVERLAYS {
-        let objs = render(dir);
+    for (dir, objs) in renders() {
         for o in objects(&objs, "ClusterRole") {
             let role: ClusterRole = typed(o);
             for rule in role.rules.unwrap_or_default() {
@@ -162,8 +172,7 @@ fn rbac_is_least_privilege() {
 /// What the restricted Pod Security Standard asks, and probes on the port the binary serves.
 #[test]
 fn containers_run_locked_down() {
-    for dir in OVERLAYS {
-        let objs = render(dir);
+    for (dir, objs) in renders() {
         for o in objects(&objs, "Deployment") {
             let d: Deployment = typed(o);
             let name = d.metadata.name.clone().unwrap();
@@ -273,9 +282,7 @@ impl Mounted {
 
 #[test]
 fn each_deployment_runs_with_a_config_its_binary_accepts_and_that_fits_the_manifests() {
-    for dir in OVERLAYS {
-        let objs = render(dir);
-
+    for (dir, objs) in renders() {
         let p = mounted(&objs, "kev-producer");
         let cfg: ProducerConfig = p.load();
         cfg.validate().unwrap_or_else(|e| panic!("{dir}: {e}"));
