@@ -112,6 +112,33 @@ impl KafkaSettings {
         Ok(names)
     }
 
+    /// The files these settings name that are not there yet, each said with its setting: a
+    /// `secret_properties_dir` with no property file in it, or a `*.location` property (a CA,
+    /// certificate or key file) naming nothing. In a pod these come from Secret volumes marked
+    /// optional, so a Secret not created yet shows as an empty directory or a missing file:
+    /// the binary waits for them (see [`crate::retry::until_present`]) rather than exit.
+    pub fn missing_files(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        if let Some(dir) = &self.secret_properties_dir {
+            let has_property = std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries.flatten().any(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().is_file())
+            });
+            if !has_property {
+                missing.push(format!(
+                    "kafka.secret_properties_dir {} holds no property file (its Secret not created yet?)",
+                    dir.display()
+                ));
+            }
+        }
+        for (key, value) in &self.properties {
+            // librdkafka's `probe` finds the system's CAs; other values are paths.
+            if key.ends_with(".location") && value != "probe" && !Path::new(value).exists() {
+                missing.push(format!("kafka.properties.{key} {value}: no such file (its Secret not created yet?)"));
+            }
+        }
+        missing
+    }
+
     /// Refuses pass-through properties that kev sets per client: one value for every client
     /// would break them all (a `group.id` merges the recovery readers into the main group, a
     /// `transactional.id` makes every producer transactional, an `isolation.level` or
@@ -586,6 +613,40 @@ mod tests {
                 assert!((0..n).contains(&partition_for_key(key.as_bytes(), n)));
             }
         }
+    }
+
+    /// An optional Secret volume before its Secret exists: an empty directory (or only the
+    /// kubelet's `..data` bookkeeping) and CA paths naming nothing are reported, each with its
+    /// setting; once the files are there, nothing is.
+    #[test]
+    fn missing_files_names_each_empty_secret_directory_and_absent_location() {
+        let dir = tempfile_dir("kev-missing-files");
+        let props = dir.join("kafka");
+        std::fs::create_dir_all(props.join("..2026_12_07")).unwrap();
+        let ca = dir.join("ca.crt");
+        let mut s = KafkaSettings { secret_properties_dir: Some(props.clone()), ..Default::default() };
+        s.properties.insert("ssl.ca.location".into(), ca.display().to_string());
+        s.properties.insert("ssl.endpoint.identification.algorithm".into(), "https".into());
+        let missing = s.missing_files();
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(missing[0].starts_with("kafka.secret_properties_dir") && missing[0].contains("holds no property file"));
+        assert!(missing[1].starts_with("kafka.properties.ssl.ca.location") && missing[1].contains("ca.crt"));
+        std::fs::write(props.join("sasl.password"), "x").unwrap();
+        std::fs::write(&ca, "pem").unwrap();
+        assert_eq!(s.missing_files(), Vec::<String>::new());
+        s.properties.insert("ssl.ca.location".into(), "probe".into());
+        assert_eq!(s.missing_files(), Vec::<String>::new(), "probe is not a path");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("{name}-{}-{:x}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
     }
 
     /// A Secret mounted as a volume: its keys become properties, its `..data` links do not,

@@ -51,6 +51,24 @@ where
     }
 }
 
+/// Waits until `missing` names nothing: files a service reads at start that come from Secret
+/// volumes mounted optional (the kubelet fills them in once the Secret exists, within about a
+/// minute). Meanwhile the process serves `/readyz` as not ready with what is missing, and logs
+/// it with each retry, instead of exiting into a crash loop. False when `stop` is cancelled.
+pub async fn until_present(health: &Health, stop: &CancellationToken, missing: impl Fn() -> Vec<String>) -> bool {
+    let attempt = || {
+        let missing = missing();
+        async move {
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(missing.join("; "))
+            }
+        }
+    };
+    matches!(until_done("mounted credentials", health, stop, attempt, |_| false).await, Ok(Some(())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +106,27 @@ mod tests {
         let stopped: Result<Option<()>, String> =
             until_done("s", &health, &stop, || async { Err("down".to_string()) }, |_| false).await;
         assert_eq!(stopped, Ok(None));
+    }
+
+    /// Files appear after two checks: the wait says what is missing meanwhile and returns
+    /// true; a cancelled wait returns false.
+    #[tokio::test(start_paused = true)]
+    async fn until_present_waits_for_the_files_saying_which() {
+        let health = Health::new();
+        let stop = CancellationToken::new();
+        let checks = std::cell::Cell::new(0);
+        let missing = || {
+            checks.set(checks.get() + 1);
+            if checks.get() < 3 {
+                vec!["registry.password_file /p: no such file".to_string()]
+            } else {
+                Vec::new()
+            }
+        };
+        assert!(until_present(&health, &stop, missing).await);
+        assert_eq!(checks.get(), 3);
+        assert_eq!(health.reason(), "mounted credentials: registry.password_file /p: no such file (retrying)");
+        stop.cancel();
+        assert!(!until_present(&health, &stop, || vec!["x".to_string()]).await);
     }
 }

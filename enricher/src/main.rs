@@ -105,6 +105,23 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut cfg: EnricherConfig = kev_common::config::load(cli.config.as_deref(), &cli.set)?;
     telemetry::init_logging(cfg.log_json);
+    let stop = kev_common::shutdown::on_signal();
+    // `run`, a service, serves its probes from the start and waits for credentials from
+    // Secrets not ready, saying which file is missing; the one-off commands stop on them.
+    let mut health = None;
+    let missing = || [cfg.kafka.missing_files(), cfg.registry.missing_files()].concat();
+    if matches!(cli.command, Command::Run) {
+        let h = Health::new();
+        let addr =
+            telemetry::serve(cfg.http.listen, h.clone(), stop.clone()).await.context("starting the HTTP server")?;
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        if !kev_common::retry::until_present(&h, &stop, missing).await {
+            return Ok(());
+        }
+        health = Some(h);
+    } else if let m @ [_, ..] = missing().as_slice() {
+        anyhow::bail!("{}", m.join("; "));
+    }
     let secrets = cfg.kafka.load_secret_properties()?;
     cfg.kafka.validate().map_err(anyhow::Error::msg)?;
     if !secrets.is_empty() {
@@ -116,7 +133,6 @@ async fn main() -> anyhow::Result<()> {
     let spec = EngineSpec::load(&cfg).context("loading the rules")?;
     Router::for_topics(&cfg.topics).context("topics.routes")?;
     let codec = Arc::new(cfg.registry.codec().context("schema registry client")?);
-    let stop = kev_common::shutdown::on_signal();
     // A wrong password or an untrusted CA ends the process here, saying so.
     if !kev_common::kafka::check_connection(&cfg.kafka, std::time::Duration::from_secs(10)).await? {
         tracing::warn!(servers = %cfg.kafka.bootstrap_servers, "Kafka has not answered yet; retrying in the background");
@@ -151,11 +167,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("topics ready");
         }
         Command::Run => {
-            let health = Health::new();
-            let addr = telemetry::serve(cfg.http.listen, health.clone(), stop.clone())
-                .await
-                .context("starting the HTTP server")?;
-            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+            let health = health.expect("served above for `run`");
             if cfg.topics.create {
                 // Kafka not there yet (or a wrong address): up and not ready, saying so.
                 let stage = format!("Kafka at {}: creating topics", cfg.kafka.bootstrap_servers);

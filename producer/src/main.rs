@@ -55,13 +55,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut cfg: ProducerConfig = kev_common::config::load(cli.config.as_deref(), &cli.set)?;
     telemetry::init_logging(cfg.log_json);
-    let secrets = cfg.kafka.load_secret_properties()?;
-    cfg.kafka.validate().map_err(anyhow::Error::msg)?;
-    if !secrets.is_empty() {
-        tracing::info!(properties = ?secrets, "kafka properties read from the secret directory");
-    }
-    // Secret values print as <redacted> (KafkaSettings' and RegistrySettings' Debug).
-    tracing::debug!(config = ?cfg, "effective configuration");
     let stop = kev_common::shutdown::on_signal();
     let health = Health::new();
 
@@ -86,6 +79,23 @@ async fn main() -> anyhow::Result<()> {
     let addr =
         telemetry::serve(cfg.http.listen, health.clone(), stop.clone()).await.context("starting the HTTP server")?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    // Credentials from Secrets: the watch, a service, waits for them not ready, saying which
+    // file is missing; a replay, a one-off, stops on them.
+    let missing = || [cfg.kafka.missing_files(), cfg.registry.missing_files()].concat();
+    if matches!(cli.command, Command::Watch) {
+        if !kev_common::retry::until_present(&health, &stop, missing).await {
+            return Ok(());
+        }
+    } else if let m @ [_, ..] = missing().as_slice() {
+        anyhow::bail!("{}", m.join("; "));
+    }
+    let secrets = cfg.kafka.load_secret_properties()?;
+    cfg.kafka.validate().map_err(anyhow::Error::msg)?;
+    if !secrets.is_empty() {
+        tracing::info!(properties = ?secrets, "kafka properties read from the secret directory");
+    }
+    // Secret values print as <redacted> (KafkaSettings' and RegistrySettings' Debug).
+    tracing::debug!(config = ?cfg, "effective configuration");
     // A wrong password or an untrusted CA ends the process here, saying so.
     if !kev_common::kafka::check_connection(&cfg.kafka, std::time::Duration::from_secs(10)).await? {
         tracing::warn!(servers = %cfg.kafka.bootstrap_servers, "Kafka has not answered yet; retrying in the background");

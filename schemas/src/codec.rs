@@ -122,6 +122,18 @@ impl std::fmt::Debug for RegistrySettings {
 }
 
 impl RegistrySettings {
+    /// `password_file` and `ca_file` when they name nothing yet, each said with its setting
+    /// (as `KafkaSettings::missing_files` in kev-common does for Kafka's), for Secrets mounted
+    /// from optional volumes.
+    pub fn missing_files(&self) -> Vec<String> {
+        [("registry.password_file", &self.password_file), ("registry.ca_file", &self.ca_file)]
+            .into_iter()
+            .filter_map(|(setting, path)| Some((setting, path.as_ref()?)))
+            .filter(|(_, path)| !path.is_file())
+            .map(|(setting, path)| format!("{setting} {}: no such file (its Secret not created yet?)", path.display()))
+            .collect()
+    }
+
     /// Basic-auth credentials from `password_file` or `password`.
     pub fn auth(&self) -> std::io::Result<RegistryAuth> {
         let password = match &self.password_file {
@@ -445,4 +457,30 @@ pub fn encode_body<T: Serialize>(schema: &Schema, item: &T) -> Result<Vec<u8>, C
         .build()
         .and_then(|w| w.write_ser_to_vec(item))
         .map_err(|e| CodecError::Schema(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RegistrySettings;
+
+    /// The password and CA files of the registry, reported while absent, each by its setting.
+    #[test]
+    fn missing_files_names_each_absent_registry_file() {
+        let dir = std::env::temp_dir().join(format!("kev-registry-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = RegistrySettings {
+            password_file: Some(dir.join("password")),
+            ca_file: Some(dir.join("ca.crt")),
+            ..Default::default()
+        };
+        let missing = s.missing_files();
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(missing[0].starts_with("registry.password_file") && missing[0].contains("no such file"));
+        assert!(missing[1].starts_with("registry.ca_file"));
+        std::fs::write(dir.join("password"), "x").unwrap();
+        std::fs::write(dir.join("ca.crt"), "pem").unwrap();
+        assert!(s.missing_files().is_empty());
+        assert!(RegistrySettings::default().missing_files().is_empty(), "nothing to read, nothing missing");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

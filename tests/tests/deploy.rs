@@ -180,6 +180,21 @@ fn containers_run_locked_down() {
             let psc = pod.security_context.unwrap();
             assert_eq!(psc.run_as_non_root, Some(true), "{dir} {name}");
             assert!(psc.run_as_user.is_some_and(|u| u != 0), "{dir} {name}");
+            // A Secret mounted without "others may read" is the container's to read only
+            // through the group the kubelet gives the volume (fsGroup), as its files are
+            // root's: found on the real node, where such a Secret could not be read.
+            for v in pod.volumes.iter().flatten() {
+                let Some(secret) = &v.secret else { continue };
+                if secret.default_mode.unwrap_or(0o644) & 0o004 == 0 {
+                    assert!(
+                        psc.fs_group.is_some() && psc.fs_group == psc.run_as_group,
+                        "{dir} {name}: Secret volume {} (mode {:o}) unreadable by group {:?} without fsGroup",
+                        v.name,
+                        secret.default_mode.unwrap_or(0o644),
+                        psc.run_as_group
+                    );
+                }
+            }
             for c in &pod.containers {
                 let sc = c.security_context.clone().unwrap();
                 assert_eq!(sc.read_only_root_filesystem, Some(true), "{dir} {name}");

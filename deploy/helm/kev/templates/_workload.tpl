@@ -46,6 +46,9 @@ spec:
         runAsNonRoot: true
         runAsUser: 65532
         runAsGroup: 65532
+        # Secret volumes are mounted owner-read-only (0400) and owned by root: the kubelet
+        # gives them this group, with read, so the container's user can read them.
+        fsGroup: 65532
         seccompProfile:
           type: RuntimeDefault
       terminationGracePeriodSeconds: {{ .grace }}
