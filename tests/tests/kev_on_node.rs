@@ -186,6 +186,12 @@ async fn pods_of(client: &kube::Client, app: &str) -> Vec<Pod> {
     pods.list(&ListParams::default().labels(&selector)).await.unwrap().items
 }
 
+/// The names of kev's pods not being deleted.
+async fn kev_pods(client: &kube::Client) -> BTreeSet<String> {
+    let pods = [pods_of(client, "kev-producer").await, pods_of(client, "kev-enricher").await].concat();
+    pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(|p| p.metadata.name).collect()
+}
+
 /// The container ID (`containerd://...`) of pod `name`'s first container.
 async fn container_id(client: &kube::Client, name: &str) -> String {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "kev");
@@ -425,6 +431,56 @@ fn an_enricher_killed_mid_stream_emits_what_an_uninterrupted_run_does() {
     });
 }
 
+/// Waits for a running `app` pod whose readiness probe answers 503 with a body that contains
+/// `says` (any case), then checks that it is not Ready and has never restarted (no crash loop).
+/// Returns the pod's name and its log.
+async fn not_ready_saying(cluster: &Cluster, app: &str, says: &str) -> (String, String) {
+    let client = cluster.node.client();
+    // Running, and asked by its readiness probe more than once.
+    let pod = until(
+        &format!("a running {app} pod answering its probes"),
+        Duration::from_secs(120),
+        || async {
+            let pods = pods_of(&client, app).await;
+            pods.into_iter().find(|p| {
+                let s = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first().cloned());
+                s.and_then(|s| s.started.filter(|&b| b).map(|_| s.state))
+                    .flatten()
+                    .is_some_and(|st| st.running.is_some())
+            })
+        },
+        async || describe(&client, "kev").await,
+    )
+    .await;
+    let name = pod.metadata.name.clone().unwrap();
+    let path = format!("/api/v1/namespaces/kev/pods/{name}:8080/proxy/readyz");
+    let last = std::sync::Mutex::new(None);
+    let why = until(
+        &format!("{name} saying why it is not ready"),
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = cluster.node.api.get_with_status(&path)?;
+            let body = String::from_utf8_lossy(&body).into_owned();
+            *last.lock().unwrap() = Some((status, body.clone()));
+            (status == 503 && body.to_lowercase().contains(says)).then_some(body)
+        },
+        async || {
+            let answer = last.lock().unwrap().clone();
+            format!("last answer: {answer:?}\n{}", describe(&client, "kev").await)
+        },
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kev");
+    let log = pods.logs(&name, &Default::default()).await.unwrap();
+    let status = pods.get(&name).await.unwrap().status.unwrap();
+    let ready = status.conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    let restarts = status.container_statuses.unwrap()[0].restart_count;
+    println!("{name}: ready {ready}, {restarts} restarts, /readyz: {why}");
+    assert!(!ready, "{name} is Ready while it says: {why}");
+    assert_eq!(restarts, 0, "{name} restarted:\n{log}");
+    (name, log)
+}
+
 /// Kafka's address wrong (nothing listens there): every kev pod stays up and not Ready, and
 /// says why in its readiness body and its log; none crash-loops.
 #[test]
@@ -440,54 +496,74 @@ fn a_wrong_kafka_address_keeps_the_pods_not_ready_saying_why() {
         });
         apply(&client, &objects).await;
         for app in ["kev-producer", "kev-enricher"] {
-            // Running, and asked by its readiness probe more than once.
-            let pod = until(
-                &format!("a running {app} pod answering its probes"),
-                Duration::from_secs(120),
-                || async {
-                    let pods = pods_of(&client, app).await;
-                    pods.into_iter().find(|p| {
-                        let s = p
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.container_statuses.as_ref())
-                            .and_then(|c| c.first().cloned());
-                        s.and_then(|s| s.started.filter(|&b| b).map(|_| s.state))
-                            .flatten()
-                            .is_some_and(|st| st.running.is_some())
-                    })
-                },
-                async || describe(&client, "kev").await,
-            )
-            .await;
-            let name = pod.metadata.name.clone().unwrap();
-            let path = format!("/api/v1/namespaces/kev/pods/{name}:8080/proxy/readyz");
-            let last = std::sync::Mutex::new(None);
-            let why = until(
-                &format!("{name} saying why it is not ready"),
-                Duration::from_secs(60),
-                || async {
-                    let (status, body) = cluster.node.api.get_with_status(&path)?;
-                    let body = String::from_utf8_lossy(&body).into_owned();
-                    *last.lock().unwrap() = Some((status, body.clone()));
-                    (status == 503 && body.to_lowercase().contains("kafka")).then_some(body)
-                },
-                async || {
-                    let answer = last.lock().unwrap().clone();
-                    format!("last answer: {answer:?}\n{}", describe(&client, "kev").await)
-                },
-            )
-            .await;
-            let pods: Api<Pod> = Api::namespaced(client.clone(), "kev");
-            let log = pods.logs(&name, &Default::default()).await.unwrap();
-            let p = pods.get(&name).await.unwrap();
-            let status = p.status.unwrap();
-            let ready = status.conditions.unwrap().iter().any(|c| c.type_ == "Ready" && c.status == "True");
-            let restarts = status.container_statuses.unwrap()[0].restart_count;
-            println!("{name}: ready {ready}, {restarts} restarts, /readyz: {why}");
-            assert!(!ready, "{name} is Ready with no Kafka");
-            assert_eq!(restarts, 0, "{name} restarted:\n{log}");
+            let (name, log) = not_ready_saying(cluster, app, "kafka").await;
             assert!(log.contains("10.250.0.1:9"), "{name}'s log names the address it cannot reach:\n{log}");
         }
+    });
+}
+
+/// kev installed with its Helm chart (`tests/deploy/node/helm-values.yaml`) and upgraded once
+/// while a workload's events flow: the enricher's Kafka Secret does not exist at the install,
+/// so its pods wait, not Ready and never restarted, naming the missing file on /readyz and in
+/// their log, and become Ready once the Secret is created (the kubelet fills the optional
+/// volume in). The upgrade rolls both Deployments; afterwards every event the apiserver holds
+/// is in the raw topic exactly once.
+#[test]
+fn installed_by_helm_and_upgraded_kev_loses_and_duplicates_nothing() {
+    on_a_node(true, async |cluster| {
+        let client = cluster.node.client();
+        let helm = kev_tests::helm::Helm::new();
+        let kubeconfig = cluster.node.api.kubeconfig(None);
+        let chart = kev_tests::helm::chart();
+        let values = kev_tests::repo().join("tests/deploy/node/helm-values.yaml");
+        let release = |verb: &str, extra: &[&str]| {
+            let mut args = vec![verb, "kev", chart.to_str().unwrap(), "--namespace", "kev"];
+            args.extend_from_slice(&["--kubeconfig", kubeconfig.to_str().unwrap(), "-f", values.to_str().unwrap()]);
+            args.extend_from_slice(extra);
+            let started = Instant::now();
+            helm.run(&args);
+            println!("helm {verb} {extra:?} done in {:.1} s", started.elapsed().as_secs_f64());
+        };
+        release("install", &["--create-namespace"]);
+        rolled_out(&client, "kev", "kev-producer", 2).await;
+
+        // The enricher's Secret is missing: waiting, saying so, not crash-looping.
+        let (name, log) = not_ready_saying(cluster, "kev-enricher", "kafka.secret_properties_dir").await;
+        assert!(log.contains("holds no property file"), "{name}'s log says what it waits for:\n{log}");
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "kev");
+        let secret = json!({
+            "metadata": {"name": "kev-enricher-kafka"},
+            "stringData": {"client.id": "kev-enricher-on-the-node"},
+        });
+        let created = Instant::now();
+        secrets.create(&PostParams::default(), &serde_json::from_value(secret).unwrap()).await.unwrap();
+        rolled_out(&client, "kev", "kev-enricher", 2).await;
+        println!("the enricher Ready {:.1} s after its Secret was created", created.elapsed().as_secs_f64());
+        for pod in pods_of(&client, "kev-enricher").await {
+            let restarts = pod.status.unwrap().container_statuses.unwrap()[0].restart_count;
+            assert_eq!(restarts, 0, "{:?} restarted while it waited", pod.metadata.name);
+        }
+
+        // The upgrade, a rolling update of both Deployments, while events are made.
+        let workload = tokio::spawn({
+            let client = client.clone();
+            async move { run_workload(&client, "shop").await }
+        });
+        outputs::wait_started(&cluster.enricher_config(), Duration::from_secs(120)).await;
+        let before = kev_pods(&client).await;
+        release(
+            "upgrade",
+            &[
+                "--set-string",
+                "producer.podAnnotations.kev\\.test/release=2,enricher.podAnnotations.kev\\.test/release=2",
+            ],
+        );
+        rolled_out(&client, "kev", "kev-producer", 2).await;
+        rolled_out(&client, "kev", "kev-enricher", 2).await;
+        let after = kev_pods(&client).await;
+        assert!(before.is_disjoint(&after), "every pod replaced by the upgrade: {before:?} then {after:?}");
+        workload.await.unwrap();
+        let per_component = assert_every_event_published_once(cluster).await;
+        println!("across the Helm upgrade: 0 lost, 0 duplicated; by component {per_component:?}");
     });
 }
