@@ -126,7 +126,7 @@ async fn main() {
     read_raw(&cfg, seen.clone(), stop.clone());
     let http = free_port();
     let kubeconfig = api.kubeconfig(None);
-    let mut producer = std::process::Command::new(procs::binary("kev-producer"))
+    let mut producer = procs::command("kev-producer")
         .arg("watch")
         .env("KUBECONFIG", &kubeconfig)
         .env("KEV_KAFKA__BOOTSTRAP_SERVERS", &cfg.kafka.bootstrap_servers)

@@ -14,16 +14,30 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A command running binary `name`. The enricher keeps its topics forever
+/// A command running binary `name`, without the `KEV_` variables of the test's own
+/// environment ([`without_kev_env`]). The enricher keeps its topics forever
 /// (`KEV_TOPICS__RETENTION_MS=-1`): its records carry the dumps' event times, years old, and
 /// Kafka deletes by record time, so the default 7-day retention would delete them within a
 /// minute of their writing.
 pub fn command(name: &str) -> std::process::Command {
     let mut c = std::process::Command::new(binary(name));
+    without_kev_env(&mut c);
     if name == "kev-enricher" {
         c.env("KEV_TOPICS__RETENTION_MS", "-1");
     }
     c
+}
+
+/// Removes from `command` every `KEV_` variable it would inherit. The harness's own
+/// (`KEV_CACHE_DIR`, `KEV_KAFKA_LIBS`, `KEV_KUBE_BIN`, …) share the binaries' prefix, and the
+/// binaries refuse a `KEV_` variable that is no setting: a test sets what a binary is to read.
+pub fn without_kev_env(command: &mut std::process::Command) -> &mut std::process::Command {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("KEV_") {
+            command.env_remove(k);
+        }
+    }
+    command
 }
 
 /// Runs `command` to its end with its output piped, killed after `limit`. Returns the output,

@@ -135,7 +135,7 @@ impl Env {
         let config = self.dir.join(format!("{log}.toml"));
         write_config_with(&config, &self.cfg, properties, top);
         let log = std::fs::File::create(self.dir.join(log)).unwrap();
-        Command::new(procs::binary("kev-enricher"))
+        procs::command("kev-enricher")
             .arg("--config")
             .arg(&config)
             .args(args)
@@ -410,7 +410,7 @@ async fn a_member_joins_and_one_leaves_mid_stream_and_a_replay_gives_the_live_re
     };
     let jsonl = env.dir.join("replay.jsonl");
     let replay_log = env.dir.join("replay.log");
-    let status = Command::new(procs::binary("kev-enricher"))
+    let status = procs::command("kev-enricher")
         .arg("--config")
         .arg(&env.config_file)
         .args(["replay", "--from", &rfc(t1), "--to", &rfc(t2), "--topic-suffix", ".replay"])
@@ -418,7 +418,7 @@ async fn a_member_joins_and_one_leaves_mid_stream_and_a_replay_gives_the_live_re
         .status()
         .unwrap();
     assert!(status.success(), "{}", std::fs::read_to_string(&replay_log).unwrap());
-    let status = Command::new(procs::binary("kev-enricher"))
+    let status = procs::command("kev-enricher")
         .arg("--config")
         .arg(&env.config_file)
         .args(["replay", "--from", &rfc(t1), "--to", &rfc(t2), "--output"])

@@ -161,7 +161,7 @@ impl Drop for Proc {
 impl Proc {
     fn spawn(h: &Harness, kubeconfig: &std::path::Path, id: &str, env: &[(&str, &str)]) -> Proc {
         let http = kev_tests::broker::free_port();
-        let mut c = std::process::Command::new(kev_tests::procs::binary("kev-producer"));
+        let mut c = kev_tests::procs::command("kev-producer");
         c.arg("watch")
             .env("KUBECONFIG", kubeconfig)
             .env("KEV_KAFKA__BOOTSTRAP_SERVERS", &h.cfg.kafka.bootstrap_servers)

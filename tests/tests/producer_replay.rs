@@ -157,7 +157,7 @@ fn replaying(
     max_gap_ms: u64,
     files: &[std::path::PathBuf],
 ) -> Command {
-    let mut c = Command::new(procs::binary("kev-producer"));
+    let mut c = procs::command("kev-producer");
     c.args(["replay", "--speed", "1"])
         .args(files)
         .env("KEV_SOURCE__MAX_GAP_MS", max_gap_ms.to_string())

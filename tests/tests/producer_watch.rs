@@ -4,7 +4,7 @@
 //! 200-then-close of kubernetes#104171, malformed input, the core/v1 fallback and a leader
 //! handover.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -299,7 +299,7 @@ async fn two_replicas_only_the_leader_publishes_and_a_kill_hands_over() {
     let kubeconfig = kubeconfig(dir.path(), &h.api.url);
     let spawn = |id: &str| -> Replica {
         Replica(
-            Command::new(procs::binary("kev-producer"))
+            procs::command("kev-producer")
                 .arg("watch")
                 .env("KUBECONFIG", &kubeconfig)
                 .env("KEV_KAFKA__BOOTSTRAP_SERVERS", &h.cfg.kafka.bootstrap_servers)

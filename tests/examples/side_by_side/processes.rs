@@ -12,6 +12,7 @@ use kev_enricher::config::EnricherConfig;
 use kev_enricher::{replay, topics};
 use kev_tests::bench::{process_cpu_seconds, progress, read_all, SourceWatch};
 use kev_tests::broker::Broker;
+pub use kev_tests::procs::without_kev_env;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
 use serde_json::{json, Value};
@@ -89,17 +90,6 @@ impl Member {
             }
         }
     }
-}
-
-/// `command` without this run's `KEV_*` variables, which the binaries would read as their own
-/// settings (`KEV_BENCH_OUT` as a setting `bench_out`).
-pub fn without_kev_env(command: &mut Command) -> &mut Command {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("KEV_") {
-            command.env_remove(k);
-        }
-    }
-    command
 }
 
 /// The configuration file the members read: `cfg` itself, as JSON.
