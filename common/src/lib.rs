@@ -3,6 +3,7 @@
 //! embedded development Kafka and Schema Registry used by the first-run command and the tests.
 
 pub mod config;
+pub mod credentials;
 pub mod devregistry;
 pub mod kafka;
 pub mod retry;

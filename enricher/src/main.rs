@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kev_common::credentials::{self, OnMissing};
 use kev_common::telemetry::{self, Health};
 use kev_enricher::incidents::{self, Filter, Format};
 use kev_enricher::partition::EngineSpec;
@@ -108,24 +109,21 @@ async fn main() -> anyhow::Result<()> {
     let stop = kev_common::shutdown::on_signal();
     // `run`, a service, serves its probes from the start and waits for credentials from
     // Secrets not ready, saying which file is missing; the one-off commands stop on them.
-    let mut health = None;
-    let missing = || [cfg.kafka.missing_files(), cfg.registry.missing_files()].concat();
-    if matches!(cli.command, Command::Run) {
-        let h = Health::new();
-        let addr =
-            telemetry::serve(cfg.http.listen, h.clone(), stop.clone()).await.context("starting the HTTP server")?;
-        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-        if !kev_common::retry::until_present(&h, &stop, missing).await {
-            return Ok(());
+    let health = match cli.command {
+        Command::Run => {
+            let health = Health::new();
+            let addr = telemetry::serve(cfg.http.listen, health.clone(), stop.clone())
+                .await
+                .context("starting the HTTP server")?;
+            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+            Some(health)
         }
-        health = Some(h);
-    } else if let m @ [_, ..] = missing().as_slice() {
-        anyhow::bail!("{}", m.join("; "));
-    }
-    let secrets = cfg.kafka.load_secret_properties()?;
-    cfg.kafka.validate().map_err(anyhow::Error::msg)?;
-    if !secrets.is_empty() {
-        tracing::info!(properties = ?secrets, "kafka properties read from the secret directory");
+        _ => None,
+    };
+    let on_missing = health.as_ref().map_or(OnMissing::Stop, |h| OnMissing::Wait(h, &stop));
+    let registry = cfg.registry.clone();
+    if !credentials::read_mounted(&mut cfg.kafka, || registry.missing_files(), on_missing).await? {
+        return Ok(());
     }
     // Secret values print as <redacted> (KafkaSettings' and RegistrySettings' Debug).
     tracing::debug!(config = ?cfg, "effective configuration");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use kev_common::credentials::{self, OnMissing};
 use kev_common::telemetry::{self, Health};
 use kev_producer::{readback, run, ProducerConfig};
 
@@ -81,18 +82,13 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     // Credentials from Secrets: the watch, a service, waits for them not ready, saying which
     // file is missing; a replay, a one-off, stops on them.
-    let missing = || [cfg.kafka.missing_files(), cfg.registry.missing_files()].concat();
-    if matches!(cli.command, Command::Watch) {
-        if !kev_common::retry::until_present(&health, &stop, missing).await {
-            return Ok(());
-        }
-    } else if let m @ [_, ..] = missing().as_slice() {
-        anyhow::bail!("{}", m.join("; "));
-    }
-    let secrets = cfg.kafka.load_secret_properties()?;
-    cfg.kafka.validate().map_err(anyhow::Error::msg)?;
-    if !secrets.is_empty() {
-        tracing::info!(properties = ?secrets, "kafka properties read from the secret directory");
+    let on_missing = match cli.command {
+        Command::Watch => OnMissing::Wait(&health, &stop),
+        Command::Replay { .. } => OnMissing::Stop,
+    };
+    let registry = cfg.registry.clone();
+    if !credentials::read_mounted(&mut cfg.kafka, || registry.missing_files(), on_missing).await? {
+        return Ok(());
     }
     // Secret values print as <redacted> (KafkaSettings' and RegistrySettings' Debug).
     tracing::debug!(config = ?cfg, "effective configuration");
