@@ -1,6 +1,8 @@
-//! Plumbing both kev binaries share, so it exists once: layered configuration, Kafka client
-//! settings, the partitioner, telemetry (logs, metrics, health endpoints), shutdown, and the
-//! embedded development Kafka and Schema Registry used by the first-run command and the tests.
+//! Plumbing both kev binaries share, so it exists once: layered configuration, credentials from
+//! mounted Secrets, Kafka client settings and the partitioner, retrying a dependency that is not
+//! there yet, telemetry (logs, metrics, health endpoints), shutdown, and the development Schema
+//! Registry of the first-run command and the tests (the embedded Kafka is librdkafka's mock
+//! cluster, which the binaries start themselves).
 
 pub mod config;
 pub mod credentials;

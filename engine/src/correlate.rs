@@ -557,8 +557,9 @@ impl Correlator {
     ) {
         let n = &e.normalized;
         let t = n.event_time;
-        // Relations first: this event may be what tells us where a pod runs.
-        // The literal test first: captures cost more than a search, and nearly no message has it.
+        // Relations first: this event may be what tells us where a pod runs (a scheduler's
+        // "Successfully assigned ns/pod to node", which `scheduled` finds by a literal search:
+        // nearly no message has it).
         if let Some((ns, pod, node)) = n.note.as_deref().and_then(scheduled) {
             let node = strings.str(node);
             if let Some((old, _)) = self.pod_node.insert(pod_key(&format!("{ns}/{pod}")), (node, t)) {

@@ -3,14 +3,15 @@
 //! A raw record carries the normalised event and the whole Kubernetes object it came from
 //! (metadata, labels, annotations, managed fields): two thirds of its bytes, kept on the raw
 //! topic for consumers that want the object. The engine reads only the normalised part, yet the
-//! generic reader built every string and map of the object (2.9 us of a raw record's decoding
-//! in `encode_bench`), the biggest single cost of the enricher's own work. This reader reads the
+//! generic reader built every string and map of the object, the biggest single cost of the
+//! enricher's own work (BENCHMARKS.md, "Reading raw records without their Kubernetes object";
+//! `enricher/examples/codec_bench.rs` measures it). This reader reads the
 //! body in the schema's order and steps over the two objects without building them.
 //!
 //! It reads bodies written with the raw schema compiled into this build only; the codec checks
 //! that (the writer's schema, fetched by id, has the same canonical form) and otherwise reads
-//! through schema resolution. Either way the record has `core` and `events_v1` empty. The tests
-//! in `tests/lean.rs` compare it with the generic reader over the real dumps.
+//! through schema resolution. Either way the record has `core` and `events_v1` empty.
+//! `enricher/tests/fast_codec.rs` compares it with the generic reader over the real dumps.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
