@@ -18,6 +18,7 @@ use std::time::Duration;
 use kev_common::devregistry::DevRegistry;
 use kev_common::telemetry::Health;
 use kev_enricher::partition::EngineSpec;
+use kev_enricher::records::Stream;
 use kev_enricher::report::{severity_name, time, ReportInput};
 use kev_enricher::{live, topics, EnricherConfig};
 use kev_producer::ProducerConfig;
@@ -95,7 +96,7 @@ pub async fn run(opts: &DemoOptions, out: &mut dyn Write, stop: &CancellationTok
     cfg.topics.create = false;
     let t = &cfg.topics;
     mock.create_topic(&t.raw, t.partitions, 1)?;
-    for topic in [&t.enriched, &t.aggregates, &t.incidents, &t.dead_letters, &t.checkpoints] {
+    for topic in t.written() {
         mock.create_topic(topic, t.partitions, 1)?;
     }
     let registry = DevRegistry::start(SocketAddr::from(([127, 0, 0, 1], 0)), stop.clone())
@@ -281,7 +282,7 @@ impl Reader {
             .client_config(&[("group.id", "kev-first-run-reader"), ("enable.auto.commit", "false")])
             .create()?;
         let t = &cfg.topics;
-        let topics = vec![t.enriched.clone(), t.aggregates.clone(), t.incidents.clone(), t.dead_letters.clone()];
+        let topics: Vec<String> = Stream::ALL.map(|s| s.topic(t).to_string()).to_vec();
         let mut tpl = TopicPartitionList::new();
         for topic in &topics {
             for p in 0..t.partitions {

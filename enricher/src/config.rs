@@ -115,6 +115,14 @@ pub struct TopicsSettings {
     pub routes: Vec<crate::routes::RouteSettings>,
 }
 
+impl TopicsSettings {
+    /// Every topic the enricher writes: the four output streams, then its checkpoints. The one
+    /// list error messages and checks name them by.
+    pub fn written(&self) -> [&str; 5] {
+        [&self.enriched, &self.aggregates, &self.incidents, &self.dead_letters, &self.checkpoints].map(String::as_str)
+    }
+}
+
 fn default_group() -> String {
     "kev-enricher".into()
 }

@@ -243,9 +243,7 @@ impl Emitter {
         let refused = self.producer.context().refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
         refused.or_else(|| {
             let (code, _) = self.producer.client().fatal_error()?;
-            let t = &self.topics;
-            let topics = [&t.enriched, &t.aggregates, &t.incidents, &t.dead_letters, &t.checkpoints];
-            let names = topics.map(|t| t.as_str()).join(", ");
+            let names = self.topics.written().join(", ");
             kev_common::kafka::Refused::code(code, "write (idempotently) to", &format!("the output topics {names}"))
         })
     }

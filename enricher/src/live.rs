@@ -811,9 +811,7 @@ fn transaction_failure(producer: &OutputProducer, id: &str, cfg: &EnricherConfig
         let (operation, resource) = match code {
             GroupAuthorizationFailed => ("commit offsets (in a transaction) to", format!("group {}", cfg.group_id)),
             TopicAuthorizationFailed => {
-                let t = &cfg.topics;
-                let names = [&t.enriched, &t.aggregates, &t.incidents, &t.dead_letters, &t.checkpoints];
-                ("write (in a transaction) to", format!("one of the topics {}", names.map(|n| n.as_str()).join(", ")))
+                ("write (in a transaction) to", format!("one of the topics {}", cfg.topics.written().join(", ")))
             }
             ClusterAuthorizationFailed => ("use transactions on", "the cluster".to_string()),
             _ => ("use", format!("transactional id {id}")),

@@ -41,6 +41,16 @@ impl Stream {
         }
     }
 
+    /// Where [`Self::topic`] is set.
+    pub fn topic_mut(self, t: &mut TopicsSettings) -> &mut String {
+        match self {
+            Stream::Enriched => &mut t.enriched,
+            Stream::Aggregates => &mut t.aggregates,
+            Stream::Incidents => &mut t.incidents,
+            Stream::DeadLetters => &mut t.dead_letters,
+        }
+    }
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {

@@ -200,8 +200,8 @@ pub fn reader(kafka: &KafkaSettings, group_id: &str) -> Result<BaseConsumer, rdk
 /// The output topics with `suffix` appended to each name.
 pub fn suffixed(topics: &crate::config::TopicsSettings, suffix: &str) -> crate::config::TopicsSettings {
     let mut t = topics.clone();
-    for name in [&mut t.enriched, &mut t.aggregates, &mut t.incidents, &mut t.dead_letters] {
-        name.push_str(suffix);
+    for stream in crate::records::Stream::ALL {
+        stream.topic_mut(&mut t).push_str(suffix);
     }
     for route in &mut t.routes {
         route.topic.push_str(suffix);

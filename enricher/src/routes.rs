@@ -122,8 +122,8 @@ impl Router {
 
     /// The routes of `topics`, checked against its main topics.
     pub fn for_topics(t: &TopicsSettings) -> Result<Self, RouteError> {
-        let main = [&t.raw, &t.enriched, &t.aggregates, &t.incidents, &t.dead_letters, &t.checkpoints];
-        Router::new(&t.routes, &main.map(String::as_str))
+        let main: Vec<&str> = std::iter::once(t.raw.as_str()).chain(t.written()).collect();
+        Router::new(&t.routes, &main)
     }
 
     pub fn is_empty(&self) -> bool {

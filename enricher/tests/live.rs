@@ -41,7 +41,7 @@ async fn setup() -> Setup {
     // The mock cluster has no CreateTopics.
     cfg.topics.create = false;
     let t = &cfg.topics;
-    for topic in [&t.raw, &t.enriched, &t.aggregates, &t.incidents, &t.dead_letters, &t.checkpoints] {
+    for topic in std::iter::once(t.raw.as_str()).chain(t.written()) {
         mock.create_topic(topic, 3, 1).unwrap();
     }
     Setup { _mock: mock, registry, cfg, cancel }

@@ -38,8 +38,8 @@ fn grant_producer(broker: &Broker, op: &str, raw: &str) {
 /// The README's grants for the enricher, less `without` (a grant to leave out, by name).
 fn grant_enricher(broker: &Broker, op: &str, t: &kev_enricher::config::TopicsSettings, group: &str, without: &str) {
     let mut outputs = Vec::new();
-    for topic in [&t.enriched, &t.aggregates, &t.incidents, &t.dead_letters, &t.checkpoints] {
-        outputs.extend(["--topic", topic.as_str()]);
+    for topic in t.written() {
+        outputs.extend(["--topic", topic]);
     }
     let grants: [(&str, &[&str], &[&str]); 4] = [
         ("raw", &["Describe", "Read"], &["--topic", &t.raw]),

@@ -53,6 +53,7 @@ use kev_common::kafka::{ensure_topic, partition_for_key, KafkaSettings};
 use kev_enricher::config::{EnricherConfig, ProcessingGuarantee};
 use kev_enricher::decode::{decode, Source};
 use kev_enricher::partition::{EngineSpec, PartitionEngine};
+use kev_enricher::records::Stream;
 use kev_enricher::{replay, topics};
 use kev_schemas::{EventObservation, RawRecord};
 use kev_tests::bench::{children_cpu_seconds, cpu_seconds, enrich_all, env_or, read_all, status_kib};
@@ -777,11 +778,11 @@ async fn main() {
     let kev_rate = rate(stats.records_in, enrich_s);
     // What the output topics hold against what was acknowledged: they are written with
     // multi-record batches and are not read back otherwise.
-    let outputs_held: i64 =
-        [&cfg.topics.enriched, &cfg.topics.aggregates, &cfg.topics.incidents, &cfg.topics.dead_letters]
-            .into_iter()
-            .map(|t| high_watermarks(&cfg.kafka, t).iter().sum::<i64>())
-            .sum();
+    let outputs_held: i64 = Stream::ALL
+        .map(|s| s.topic(&cfg.topics))
+        .into_iter()
+        .map(|t| high_watermarks(&cfg.kafka, t).iter().sum::<i64>())
+        .sum();
     eprintln!("enricher: {stats:?} in {enrich_s:.2}s");
 
     // 5b. The same in `exactly_once` mode, from the same raw topic: its own group, transactional
@@ -805,10 +806,7 @@ async fn main() {
     // What a read_committed reader sees of its outputs: the high watermarks also count the
     // transactions' commit markers.
     let eos_visible: u64 =
-        [&ecfg.topics.enriched, &ecfg.topics.aggregates, &ecfg.topics.incidents, &ecfg.topics.dead_letters]
-            .into_iter()
-            .map(|t| committed_records(&ecfg.kafka, t))
-            .sum();
+        Stream::ALL.map(|s| s.topic(&ecfg.topics)).into_iter().map(|t| committed_records(&ecfg.kafka, t)).sum();
 
     hold("enricher", &broker, &registry.url).await;
 

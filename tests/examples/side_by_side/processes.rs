@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kev_enricher::config::EnricherConfig;
+use kev_enricher::records::Stream;
 use kev_enricher::{replay, topics};
 use kev_tests::bench::{process_cpu_seconds, progress, read_all, SourceWatch};
 use kev_tests::broker::Broker;
@@ -115,7 +116,7 @@ fn own(base: &EnricherConfig, suffix: &str) -> EnricherConfig {
 /// Equal digests mean the same records, up to a 64-bit hash collision.
 fn output_digest(s: &EnricherConfig, suffix: &str) -> (u64, String) {
     let (mut sum, mut count) = (0u64, 0u64);
-    for topic in [&s.topics.enriched, &s.topics.aggregates, &s.topics.incidents, &s.topics.dead_letters] {
+    for topic in Stream::ALL.map(|stream| stream.topic(&s.topics)) {
         let base = topic.trim_end_matches(suffix).to_string();
         read_all(&s.kafka, topic, "kev-bench-digest", |k, v| {
             let mut h = std::hash::DefaultHasher::new();
