@@ -196,6 +196,11 @@ impl KafkaSettings {
 /// exactly-once, not librdkafka's 60 s.
 pub const TRANSACTION_TIMEOUT_MS: &str = "10000";
 
+/// How long one transaction call (`init_transactions`, `commit_transaction`) may block before
+/// the caller gives it up and starts over: longer than [`TRANSACTION_TIMEOUT_MS`], so a
+/// coordinator that is slow, not gone, is waited for. Both binaries' one value.
+pub const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Makes `config` a transactional producer's: `transactional.id` `id`, and
 /// [`TRANSACTION_TIMEOUT_MS`] unless `kafka.properties` set a timeout of its own.
 pub fn set_transactional(config: &mut ClientConfig, id: &str) {

@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kev_common::kafka::TRANSACTION_CALL_TIMEOUT;
 use kev_common::kafka::{partition_count, Fencings, LogEnds, RangeReader, Refused};
 use kev_common::shutdown::sleep_or_stop;
 use kev_common::telemetry::Health;
@@ -141,9 +142,6 @@ struct Shared {
     /// rebalance callback that cannot return an error; the main loop ends the run on it.
     aborted: Mutex<Option<String>>,
 }
-
-/// How long a transaction call may take before it is retried or the run starts over.
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Ctx {
     shared: Arc<Shared>,
@@ -259,9 +257,9 @@ impl Shared {
         if tpl.count() > 0 {
             let metadata =
                 consumer.group_metadata().ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId))?;
-            self.producer.send_offsets_to_transaction(&tpl, &metadata, TXN_TIMEOUT)?;
+            self.producer.send_offsets_to_transaction(&tpl, &metadata, TRANSACTION_CALL_TIMEOUT)?;
         }
-        kev_common::kafka::commit_transaction(&*self.producer, TXN_TIMEOUT)
+        kev_common::kafka::commit_transaction(&*self.producer, TRANSACTION_CALL_TIMEOUT)
     }
 
     /// Moves each engine's next offset past what the consumer stepped over after its last
@@ -285,7 +283,7 @@ impl Shared {
     fn abort(&self, parts: &mut BTreeMap<i32, PartitionEngine>, why: &str) {
         tracing::warn!(why, "aborting the open transaction; the run starts over from the last committed one");
         metrics::counter!("kev_enricher_transactions_aborted_total").increment(1);
-        if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
+        if let Err(e) = self.producer.abort_transaction(TRANSACTION_CALL_TIMEOUT) {
             // A fenced or failed producer cannot abort; the coordinator does, when it times out.
             tracing::warn!(error = %e, "the abort failed; the transaction coordinator aborts it on its timeout");
         }
@@ -363,7 +361,7 @@ pub async fn run(
     };
     if let Some(id) = &transactional_id {
         // Fences a predecessor with the same id and aborts what it left open.
-        producer.init_transactions(TXN_TIMEOUT).map_err(|e| classify(RunError::Transaction(e)))?;
+        producer.init_transactions(TRANSACTION_CALL_TIMEOUT).map_err(|e| classify(RunError::Transaction(e)))?;
         producer.begin_transaction().map_err(|e| classify(RunError::Transaction(e)))?;
         tracing::info!(transactional_id = %id, "exactly_once: transactions initialised");
     }

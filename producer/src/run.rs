@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kev_common::kafka::TRANSACTION_CALL_TIMEOUT;
 use kev_common::kafka::{Fencings, Refused};
 use kev_common::shutdown::sleep_or_stop;
 use kev_common::telemetry::Health;
@@ -42,9 +43,6 @@ pub enum RunError {
     Fenced { id: String, reason: String, limit: String },
 }
 
-/// How long a transaction call may block before the session is given up.
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The idempotent producer kev publishes with, transactional in `exactly_once` mode. kev's
 /// settings come first; `kafka.properties` can override any of them.
 pub fn kafka_producer(cfg: &ProducerConfig) -> Result<FutureProducer, KafkaError> {
@@ -72,7 +70,9 @@ pub fn kafka_producer(cfg: &ProducerConfig) -> Result<FutureProducer, KafkaError
 /// of them.
 async fn init_transactions(producer: &FutureProducer) -> Result<(), KafkaError> {
     let p = producer.clone();
-    tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT)).await.unwrap_or(Err(KafkaError::Canceled))
+    tokio::task::spawn_blocking(move || p.init_transactions(TRANSACTION_CALL_TIMEOUT))
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
 }
 
 /// The missing ACL behind a transaction call's failure, named by what the broker refused.

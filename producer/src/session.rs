@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::FuturesOrdered;
 use futures::{Future, StreamExt};
+use kev_common::kafka::TRANSACTION_CALL_TIMEOUT;
 use kev_common::telemetry::Health;
 use kev_schemas::{Codec, CodecError, EventObject, EventObservation, Heartbeat, RawRecord, WatchVerb};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -23,9 +24,6 @@ use crate::dedup::{Decision, DedupState};
 use crate::filter::{Filter, Verdict};
 use crate::redact::Redactor;
 use crate::source::{ClockKind, SourceEvent};
-
-/// How long a transaction commit may block before the session is given up.
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a session ended when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +200,7 @@ impl Session<'_> {
             return Ok(());
         }
         let (producer, started) = (self.producer.clone(), Instant::now());
-        tokio::task::spawn_blocking(move || kev_common::kafka::commit_transaction(&producer, TXN_TIMEOUT))
+        tokio::task::spawn_blocking(move || kev_common::kafka::commit_transaction(&producer, TRANSACTION_CALL_TIMEOUT))
             .await
             .unwrap_or(Err(KafkaError::Canceled))
             .map_err(SessionError::Transaction)?;
