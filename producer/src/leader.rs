@@ -3,10 +3,13 @@
 //!
 //! Safety comes from the timings: a leader that cannot renew for `renew_deadline` stops its
 //! session (and drains what is in flight) before the Lease can expire at `lease_duration`, so two
-//! replicas never publish at once. The new leader rebuilds its state from the raw topic, so a
+//! replicas never publish at once. A leader that was not running at all meanwhile (frozen by
+//! SIGSTOP or a paused VM) cannot stop itself in time; its [`Term`] makes it hand nothing more
+//! to Kafka once it runs again. The new leader rebuilds its state from the raw topic, so a
 //! handover loses nothing and repeats nothing. On shutdown the leader releases the Lease so that
 //! a standby takes over at once.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -17,15 +20,44 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::LeaderSettings;
 
+/// The time in which this replica may publish as the leader: until `renew_deadline` after the
+/// start of its last successful acquisition or renewal, on the monotonic clock. That clock goes
+/// on while the process is not running, so a leader woken after the standby took over finds its
+/// term over before its next record, without waiting for a Lease call: the renewal loop may be
+/// seconds from its next try, and the session has watch events ready at once. Records already
+/// handed to librdkafka before the freeze are beyond it (a transactional producer is fenced by
+/// the next leader; an idempotent one may deliver those few once more).
+#[derive(Clone, Debug)]
+pub struct Term {
+    renewed: Arc<Mutex<tokio::time::Instant>>,
+    deadline: Duration,
+}
+
+impl Term {
+    fn new(deadline: Duration) -> Self {
+        Self { renewed: Arc::new(Mutex::new(tokio::time::Instant::now())), deadline }
+    }
+
+    fn renewed(&self, at: tokio::time::Instant) {
+        let mut renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        *renewed = (*renewed).max(at);
+    }
+
+    /// Whether the term still holds: less than `renew_deadline` since the last renewal began.
+    pub fn current(&self) -> bool {
+        self.renewed.lock().unwrap_or_else(|e| e.into_inner()).elapsed() < self.deadline
+    }
+}
+
 pub struct Elector {
     api: Api<Lease>,
     name: String,
     identity: String,
     lease_duration: Duration,
-    renew_deadline: Duration,
     retry_period: Duration,
     /// Made not ready while the API server refuses the Lease calls (RBAC).
     health: Option<std::sync::Arc<kev_common::telemetry::Health>>,
+    term: Term,
 }
 
 impl Elector {
@@ -35,9 +67,9 @@ impl Elector {
             name,
             identity,
             lease_duration: Duration::from_secs(settings.lease_duration_s),
-            renew_deadline: Duration::from_secs(settings.renew_deadline_s),
             retry_period: Duration::from_secs(settings.retry_period_s.max(1)),
             health: None,
+            term: Term::new(Duration::from_secs(settings.renew_deadline_s)),
         }
     }
 
@@ -63,8 +95,24 @@ impl Elector {
         }
     }
 
-    /// Tries once to take or renew the Lease. `Ok(true)` when this replica holds it.
+    /// The term of this replica's leadership, which each successful acquisition or renewal
+    /// extends.
+    pub fn term(&self) -> Term {
+        self.term.clone()
+    }
+
+    /// Tries once to take or renew the Lease. `Ok(true)` when this replica holds it (and its
+    /// [`Term`] runs from the start of this call).
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
+        let started = tokio::time::Instant::now();
+        let held = self.acquire_or_renew_once().await?;
+        if held {
+            self.term.renewed(started);
+        }
+        Ok(held)
+    }
+
+    async fn acquire_or_renew_once(&self) -> Result<bool, kube::Error> {
         let now = MicroTime(Timestamp::now());
         let lease = self.api.get_opt(&self.name).await?;
         let Some(mut lease) = lease else {
@@ -154,28 +202,53 @@ impl Elector {
     }
 
     /// Renews the Lease until a renewal has not succeeded for `renew_deadline` (then cancels
-    /// `lost`) or until `stop`.
+    /// `lost`), until `lost` is cancelled by the session (its [`Term`] ran out, or it failed for
+    /// good), or until `stop`.
     pub async fn keep(&self, lost: CancellationToken, stop: CancellationToken) {
-        let mut last_ok = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.retry_period) => {}
+                _ = lost.cancelled() => break,
                 _ = stop.cancelled() => return,
             }
             match self.try_acquire_or_renew().await {
-                Ok(true) => last_ok = tokio::time::Instant::now(),
+                Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(lease = self.name, "another replica holds the Lease");
                     break;
                 }
                 Err(e) => self.failed("renewing the Lease", &e),
             }
-            if last_ok.elapsed() >= self.renew_deadline {
+            if !self.term.current() {
                 tracing::warn!(lease = self.name, "could not renew the Lease in time");
                 break;
             }
         }
         metrics::gauge!("kev_producer_leader").set(0.0);
         lost.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The term lasts `renew_deadline` from the start of the last renewal, however long the
+    /// process was away meanwhile, and each renewal extends it (never shortens it).
+    #[tokio::test(start_paused = true)]
+    async fn a_term_runs_out_renew_deadline_after_the_last_renewal_began() {
+        let term = Term::new(Duration::from_secs(10));
+        assert!(term.current());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        let renewal_began = tokio::time::Instant::now();
+        assert!(term.current());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!term.current(), "11 s after the first renewal began");
+        term.renewed(renewal_began);
+        assert!(term.current(), "extended from the renewal's start");
+        term.renewed(renewal_began - Duration::from_secs(5));
+        assert!(term.current(), "an older renewal does not shorten it");
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert!(!term.current());
     }
 }

@@ -127,8 +127,7 @@ pub async fn run_sessions<F>(
     cfg: &ProducerConfig,
     codec: Arc<Codec>,
     health: Arc<Health>,
-    clock: ClockKind,
-    source_label: String,
+    origin: Origin,
     stop: CancellationToken,
     mut start_source: F,
 ) -> Result<SessionStats, RunError>
@@ -139,8 +138,8 @@ where
         topic: cfg.topic.name.clone(),
         cluster: cfg.cluster_id.clone(),
         producer_id: cfg.producer_id.clone(),
-        source_label,
-        clock,
+        source_label: origin.label,
+        clock: origin.clock,
         heartbeat_interval: cfg.heartbeat_interval(),
         max_in_flight: cfg.buffer.max_in_flight.max(1),
         commit_interval: cfg.transactional_id().map(|_| cfg.commit_interval()),
@@ -149,6 +148,7 @@ where
         redactor: Arc::new(cfg.redactor().map_err(|e| RunError::Config(e.to_string()))?),
         filter: Arc::new(cfg.filter().map_err(|e| RunError::Config(e.to_string()))?),
         scopes: crate::watch::watched_scopes(&cfg.source).len(),
+        term: origin.term,
     };
     let transactional_id = cfg.transactional_id();
     let mut total = SessionStats::default();
@@ -255,6 +255,15 @@ where
     Ok(total)
 }
 
+/// What a run of sessions publishes as: its source's label (heartbeats carry it, to resume
+/// from), the clock its heartbeats follow, and with leader election the term every record must
+/// fall in.
+pub struct Origin {
+    pub label: String,
+    pub clock: ClockKind,
+    pub term: Option<crate::leader::Term>,
+}
+
 /// A session that could not start (`stage`: what failed): counts it, says why on readiness, and
 /// waits `backoff`, doubled for the next time. `false` when stopped meanwhile.
 async fn retry_later(
@@ -290,10 +299,8 @@ pub async fn replay(
         files.iter().map(|f| f.file_name().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join(",")
     );
     let (speed, gap) = (cfg.source.speed, Duration::from_millis(cfg.source.max_gap_ms));
-    run_sessions(cfg, codec, health, ClockKind::EventTime, label, stop, |s, _| {
-        Ok(source::replay(files.clone(), speed, gap, s)?)
-    })
-    .await
+    let origin = Origin { label, clock: ClockKind::EventTime, term: None };
+    run_sessions(cfg, codec, health, origin, stop, |s, _| Ok(source::replay(files.clone(), speed, gap, s)?)).await
 }
 
 /// Watches a live cluster through sessions until `stop`; with leader election, only while this
@@ -326,7 +333,8 @@ pub async fn watch(
         Ok(crate::watch::start(client.clone(), api, &cfg.source, resume, s))
     };
     if !cfg.leader_election.enabled {
-        return run_sessions(cfg, codec, health, ClockKind::Wall, label, stop, start).await;
+        let origin = Origin { label, clock: ClockKind::Wall, term: None };
+        return run_sessions(cfg, codec, health, origin, stop, start).await;
     }
     let elector = Arc::new(
         crate::leader::Elector::new(client.clone(), &cfg.leader_election, cfg.lease_name(), cfg.producer_id.clone())
@@ -339,14 +347,15 @@ pub async fn watch(
         if !elector.acquire(&stop).await {
             break;
         }
-        let term = stop.child_token();
+        // Cancelled when this leadership ends: the Lease lost, or the session's term over.
+        let leading = stop.child_token();
         let keeper = {
-            let (elector, term, stop) = (elector.clone(), term.clone(), stop.clone());
-            tokio::spawn(async move { elector.keep(term, stop).await })
+            let (elector, leading, stop) = (elector.clone(), leading.clone(), stop.clone());
+            tokio::spawn(async move { elector.keep(leading, stop).await })
         };
-        let stats =
-            run_sessions(cfg, codec.clone(), health.clone(), ClockKind::Wall, label.clone(), term.clone(), start).await;
-        term.cancel();
+        let origin = Origin { label: label.clone(), clock: ClockKind::Wall, term: Some(elector.term()) };
+        let stats = run_sessions(cfg, codec.clone(), health.clone(), origin, leading.clone(), start).await;
+        leading.cancel();
         let _ = keeper.await;
         add(&mut total, stats?);
         if stop.is_cancelled() {

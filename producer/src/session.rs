@@ -44,6 +44,10 @@ pub enum SessionError {
     /// the same transactional id, has Kafka abort it and publishes its records again.
     #[error("Kafka transaction: {0}")]
     Transaction(KafkaError),
+    /// The leadership term ran out before a record was handed over (the process did not run
+    /// for a while): the session stops as if asked to, sending nothing more.
+    #[error("the leadership term is over")]
+    TermOver,
 }
 
 /// What a session needs besides its source and state.
@@ -67,6 +71,9 @@ pub struct SessionContext {
     /// How many list/watch loops feed the session (one per watched namespace, or one): a
     /// heartbeat names a resourceVersion to resume from only once every loop has reached one.
     pub scopes: usize,
+    /// With leader election, the leadership term this session publishes in: checked before
+    /// every record is handed to Kafka.
+    pub term: Option<crate::leader::Term>,
 }
 
 /// Counts of one session, for logs, the first-run summary and tests.
@@ -131,7 +138,14 @@ pub async fn run(
         stats: SessionStats::default(),
     };
     ctx.health.set_ready(true, "publishing");
-    let result = s.run_loop(&mut source, &stop).await;
+    let result = match s.run_loop(&mut source, &stop).await {
+        Err(SessionError::TermOver) => {
+            tracing::warn!("the leadership term ran out before the Lease was renewed; publishing nothing more");
+            stop.cancel();
+            Ok(SessionEnd::Stopped)
+        }
+        other => other,
+    };
     let result = match result {
         Ok(end) => match s.drain(end).await {
             Ok(end) => s.commit().await.map(|()| end),
@@ -425,6 +439,9 @@ impl Session<'_> {
         id: Option<(String, String)>,
         stop: &CancellationToken,
     ) -> Result<(), SessionError> {
+        if self.ctx.term.as_ref().is_some_and(|t| !t.current()) {
+            return Err(SessionError::TermOver);
+        }
         loop {
             let record = FutureRecord::to(&self.ctx.topic).key(self.ctx.cluster.as_bytes()).payload(&bytes);
             match self.producer.send_result(record) {
