@@ -51,22 +51,39 @@ where
     }
 }
 
+/// How often [`until_present`] looks again: files are cheap to check, and the kubelet fills a
+/// volume in on its own schedule (a minute or so after the Secret appears), so a doubling pause
+/// would only add to that.
+pub const FILES_PAUSE: Duration = Duration::from_secs(2);
+
 /// Waits until `missing` names nothing: files a service reads at start that come from Secret
-/// volumes mounted optional (the kubelet fills them in once the Secret exists, within about a
-/// minute). Meanwhile the process serves `/readyz` as not ready with what is missing, and logs
-/// it with each retry, instead of exiting into a crash loop. False when `stop` is cancelled.
+/// volumes mounted optional (the kubelet fills them in once the Secret exists). Meanwhile the
+/// process serves `/readyz` as not ready with what is missing, and logs it whenever that
+/// changes, instead of exiting into a crash loop; each look counts in
+/// `kev_dependency_retries_total{stage="mounted credentials"}`. False when `stop` is cancelled.
 pub async fn until_present(health: &Health, stop: &CancellationToken, missing: impl Fn() -> Vec<String>) -> bool {
-    let attempt = || {
-        let missing = missing();
-        async move {
-            if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(missing.join("; "))
+    const STAGE: &str = "mounted credentials";
+    let mut said: Option<String> = None;
+    loop {
+        let now = missing();
+        if now.is_empty() {
+            if said.is_some() {
+                tracing::info!(stage = STAGE, "every file is there now");
+                health.set_ready(false, "starting");
             }
+            return true;
         }
-    };
-    matches!(until_done("mounted credentials", health, stop, attempt, |_| false).await, Ok(Some(())))
+        let why = now.join("; ");
+        metrics::counter!("kev_dependency_retries_total", "stage" => STAGE).increment(1);
+        if said.as_deref() != Some(why.as_str()) {
+            tracing::warn!(stage = STAGE, missing = %why, retry_every = ?FILES_PAUSE, "waiting for files from Secrets");
+            health.set_ready(false, format!("{STAGE}: {why} (waiting)"));
+            said = Some(why);
+        }
+        if sleep_or_stop(FILES_PAUSE, stop).await {
+            return false;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -108,24 +125,29 @@ mod tests {
         assert_eq!(stopped, Ok(None));
     }
 
-    /// Files appear after two checks: the wait says what is missing meanwhile and returns
-    /// true; a cancelled wait returns false.
+    /// Files appear after two looks, 2 s apart: the wait says what is missing meanwhile, then
+    /// no longer; a cancelled wait returns false.
     #[tokio::test(start_paused = true)]
     async fn until_present_waits_for_the_files_saying_which() {
         let health = Health::new();
         let stop = CancellationToken::new();
-        let checks = std::cell::Cell::new(0);
+        let looks = std::cell::Cell::new(0);
+        let seen = std::cell::RefCell::new(Vec::new());
+        let started = tokio::time::Instant::now();
         let missing = || {
-            checks.set(checks.get() + 1);
-            if checks.get() < 3 {
+            looks.set(looks.get() + 1);
+            seen.borrow_mut().push(health.reason());
+            if looks.get() < 3 {
                 vec!["registry.password_file /p: no such file".to_string()]
             } else {
                 Vec::new()
             }
         };
         assert!(until_present(&health, &stop, missing).await);
-        assert_eq!(checks.get(), 3);
-        assert_eq!(health.reason(), "mounted credentials: registry.password_file /p: no such file (retrying)");
+        assert_eq!(looks.get(), 3);
+        assert_eq!(started.elapsed(), 2 * FILES_PAUSE);
+        assert_eq!(seen.borrow()[2], "mounted credentials: registry.password_file /p: no such file (waiting)");
+        assert_eq!(health.reason(), "starting", "what was missing is no longer said once it is there");
         stop.cancel();
         assert!(!until_present(&health, &stop, || vec!["x".to_string()]).await);
     }

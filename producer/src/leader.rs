@@ -4,8 +4,8 @@
 //! Safety comes from the timings: a leader that cannot renew for `renew_deadline` stops its
 //! session (and drains what is in flight) before the Lease can expire at `lease_duration`, so two
 //! replicas never publish at once. A leader that was not running at all meanwhile (frozen by
-//! SIGSTOP or a paused VM) cannot stop itself in time; its [`Term`] makes it hand nothing more
-//! to Kafka once it runs again. The new leader rebuilds its state from the raw topic, so a
+//! SIGSTOP or a cgroup freezer) cannot stop itself in time; its [`Term`] makes it hand nothing
+//! more to Kafka once it runs again. The new leader rebuilds its state from the raw topic, so a
 //! handover loses nothing and repeats nothing. On shutdown the leader releases the Lease so that
 //! a standby takes over at once.
 
@@ -25,8 +25,9 @@ use crate::config::LeaderSettings;
 /// on while the process is not running, so a leader woken after the standby took over finds its
 /// term over before its next record, without waiting for a Lease call: the renewal loop may be
 /// seconds from its next try, and the session has watch events ready at once. Records already
-/// handed to librdkafka before the freeze are beyond it (a transactional producer is fenced by
-/// the next leader; an idempotent one may deliver those few once more).
+/// handed to librdkafka before the freeze may be sent as it wakes, before the check (a
+/// transactional producer is fenced by the next leader; an idempotent one may deliver those few
+/// once more). A guest whose monotonic clock stops while its VM is paused is not covered.
 #[derive(Clone, Debug)]
 pub struct Term {
     renewed: Arc<Mutex<tokio::time::Instant>>,

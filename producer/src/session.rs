@@ -16,7 +16,7 @@ use kev_common::kafka::TRANSACTION_CALL_TIMEOUT;
 use kev_common::telemetry::Health;
 use kev_schemas::{Codec, CodecError, EventObject, EventObservation, Heartbeat, RawRecord, WatchVerb};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -139,19 +139,15 @@ pub async fn run(
     };
     ctx.health.set_ready(true, "publishing");
     let result = match s.run_loop(&mut source, &stop).await {
-        Err(SessionError::TermOver) => {
-            tracing::warn!("the leadership term ran out before the Lease was renewed; publishing nothing more");
-            stop.cancel();
-            Ok(SessionEnd::Stopped)
-        }
-        other => other,
-    };
-    let result = match result {
         Ok(end) => match s.drain(end).await {
             Ok(end) => s.commit().await.map(|()| end),
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
+    };
+    let result = match result {
+        Err(SessionError::TermOver) => s.term_over(&stop).await,
+        other => other,
     };
     (result, s.stats)
 }
@@ -204,6 +200,27 @@ impl Session<'_> {
         }
         metrics::gauge!("kev_producer_buffer_depth").set(0.0);
         Ok(end)
+    }
+
+    /// The leadership term ran out (the process did not run for a while, and another replica
+    /// may lead by now): records still in librdkafka's queue are purged rather than sent, the
+    /// open transaction is aborted rather than committed, nothing in flight is waited for, and
+    /// the leadership ends (`stop`), so the caller stands by.
+    async fn term_over(&mut self, stop: &CancellationToken) -> Result<SessionEnd, SessionError> {
+        metrics::counter!("kev_producer_terms_over_total").increment(1);
+        tracing::warn!("the leadership term ran out before the Lease was renewed; publishing nothing more");
+        stop.cancel();
+        self.producer.purge(rdkafka::producer::PurgeConfig::default().queue());
+        if self.ctx.commit_interval.is_some() {
+            let producer = self.producer.clone();
+            let aborted =
+                tokio::task::spawn_blocking(move || producer.abort_transaction(TRANSACTION_CALL_TIMEOUT)).await;
+            if let Ok(Err(e)) = aborted {
+                tracing::warn!(error = %e, "aborting the transaction failed; the next leader fences it");
+            }
+        }
+        self.in_flight = FuturesOrdered::new();
+        Ok(SessionEnd::Stopped)
     }
 
     /// `exactly_once`: commits the open transaction (librdkafka first waits for every record

@@ -1,7 +1,8 @@
 {{/*
 Labels on every object: the base's part-of label (the ServiceMonitor selects the Services by
-it) and Helm's own. Selectors use app.kubernetes.io/name only, as deploy/base does, so a
-release can take over objects applied with kustomize without a selector change (immutable).
+it) and Helm's own. Selectors use app.kubernetes.io/name only, as deploy/base does: the
+prometheus rules and dashboard select on those names, and a Deployment's selector cannot
+change once made.
 */}}
 {{- define "kev.labels" -}}
 app.kubernetes.io/part-of: kev

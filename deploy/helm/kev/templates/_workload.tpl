@@ -46,8 +46,9 @@ spec:
         runAsNonRoot: true
         runAsUser: 65532
         runAsGroup: 65532
-        # Secret volumes are mounted owner-read-only (0400) and owned by root: the kubelet
-        # gives them this group, with read, so the container's user can read them.
+        # A Secret volume's files are root's; mounted owner-read-only (defaultMode 0400, as the
+        # prod overlay and the chart mount credentials) they are readable by this user only
+        # through this group, which the kubelet gives the volume with read.
         fsGroup: 65532
         seccompProfile:
           type: RuntimeDefault
