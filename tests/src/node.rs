@@ -372,12 +372,19 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
     /// it), as a crash or the kernel's OOM killer would end them: the kubelet sees it exit.
     /// Returns how many processes it killed.
     pub fn kill_container(&self, container_id: &str) -> usize {
+        self.signal_container(container_id, libc::SIGKILL)
+    }
+
+    /// Sends `signal` to every process of the container `container_id` (`SIGSTOP` freezes it
+    /// without its knowing, `SIGCONT` wakes it). Returns how many processes it signalled.
+    pub fn signal_container(&self, container_id: &str, signal: libc::c_int) -> usize {
         let id = container_id.rsplit("://").next().unwrap_or(container_id);
         let dirs: Vec<PathBuf> =
             cgroup_dirs(&self.cgroup_root).into_iter().filter(|d| d.file_name().is_some_and(|n| n == id)).collect();
         let pids = processes_in(&dirs);
         for &pid in &pids {
-            kill(pid);
+            // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
         }
         pids.len()
     }

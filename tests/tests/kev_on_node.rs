@@ -382,6 +382,59 @@ fn kev_on_a_real_node_publishes_every_event_once_across_leader_kills() {
     });
 }
 
+/// The leader frozen, not dead (SIGSTOP on its container's processes, as a stalled process or
+/// node leaves it): the standby takes over at the Lease's expiry (within its duration and two
+/// retries) while a workload's events flow. The old leader is frozen at a quiet moment (so that
+/// librdkafka holds none of its records) and woken right after the takeover, with the
+/// workload's watch events waiting for it and a Kafka producer of its own: it must hand nothing
+/// more to Kafka, as its leadership term ran out while it was frozen. Every event is in the raw
+/// topic once. Its liveness probe is given two minutes here, so that the kubelet does not
+/// restart it before it wakes.
+#[test]
+fn a_frozen_leader_woken_after_the_takeover_publishes_nothing_twice() {
+    on_a_node(true, async |cluster| {
+        let client = cluster.node.client();
+        let patient = node_overlay(|o| {
+            if o["kind"] == "Deployment" && o["metadata"]["name"] == "kev-producer" {
+                o["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["failureThreshold"] = json!(12);
+            }
+        });
+        deploy(&client, &patient).await;
+        run_workload(&client, "shop").await;
+        assert_every_event_published_once(cluster).await;
+        let leader = lease_holder(&client).await.expect("a leader");
+        let container = container_id(&client, &leader).await;
+        let frozen_at = Instant::now();
+        assert!(cluster.node.signal_container(&container, libc::SIGSTOP) > 0, "no process in {leader}");
+        let workload = tokio::spawn({
+            let client = client.clone();
+            async move { run_workload(&client, "shop-2").await }
+        });
+        let (next, took) = renewed_after(&client, frozen_at, &leader).await;
+        assert_ne!(next, leader, "a frozen process renewed the Lease");
+        assert!(took <= LEASE_DURATION + 2 * RETRY_PERIOD, "the standby took over after {took:?}");
+        assert!(cluster.node.signal_container(&container, libc::SIGCONT) > 0, "{leader} gone while frozen");
+        println!("{leader} frozen: {next} holds the Lease {:.1} s later; {leader} woken", took.as_secs_f64());
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "kev");
+        let log = until(
+            &format!("{leader} standing by after it woke"),
+            Duration::from_secs(60),
+            || async {
+                let log = pods.logs(&leader, &Default::default()).await.ok()?;
+                log.contains("lost the Lease; standing by").then_some(log)
+            },
+            async || describe(&client, "kev").await,
+        )
+        .await;
+        let guarded = log.contains("the leadership term ran out");
+        println!("{leader} woke and stood by; stopped by its term's check before a record: {guarded}");
+        workload.await.unwrap();
+        let restarts = pods.get(&leader).await.unwrap().status.unwrap().container_statuses.unwrap()[0].restart_count;
+        assert_eq!(restarts, 0, "{leader} was restarted, so it never woke as a stale leader");
+        assert_every_event_published_once(cluster).await;
+    });
+}
+
 /// One enricher pod's container killed outright while a workload's events flow through: when
 /// the raw topic stops growing (the producer scaled to zero) and the group has caught up, every
 /// output topic holds what the same engine, run in process over the raw log, emits.
