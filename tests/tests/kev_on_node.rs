@@ -5,8 +5,9 @@
 //! talking to the apiserver with their projected ServiceAccount tokens. A workload deployed,
 //! scaled, rolled and deleted makes the kubelet, the scheduler and the controllers speak; every
 //! event the apiserver holds at the end is in the raw topic exactly once, as it returns it, also
-//! across leader kills. An enricher killed mid-stream, and a wrong Kafka address, are the other
-//! two tests. Each leaves the machine as it found it.
+//! across leader kills and a leader frozen and woken after the takeover. An enricher killed
+//! mid-stream, a wrong Kafka address, and the Helm chart installed with a Secret missing and
+//! then upgraded while events flow are the other tests. Each leaves the machine as it found it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
