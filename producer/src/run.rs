@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kev_common::kafka::TRANSACTION_CALL_TIMEOUT;
-use kev_common::kafka::{Fencings, Refused};
+use kev_common::kafka::{Fencings, Refused, TRANSACTION_CALL_TIMEOUT};
 use kev_common::shutdown::sleep_or_stop;
 use kev_common::telemetry::Health;
 use kev_schemas::Codec;
