@@ -625,7 +625,7 @@ mod tests {
     /// setting; once the files are there, nothing is.
     #[test]
     fn missing_files_names_each_empty_secret_directory_and_absent_location() {
-        let dir = tempfile_dir("kev-missing-files");
+        let dir = std::env::temp_dir().join(format!("kev-missing-files-{}", std::process::id()));
         let props = dir.join("kafka");
         std::fs::create_dir_all(props.join("..2026_12_07")).unwrap();
         let ca = dir.join("ca.crt");
@@ -642,16 +642,6 @@ mod tests {
         s.properties.insert("ssl.ca.location".into(), "probe".into());
         assert_eq!(s.missing_files(), Vec::<String>::new(), "probe is not a path");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn tempfile_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("{name}-{}-{:x}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn rand_suffix() -> u128 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
     }
 
     /// A Secret mounted as a volume: its keys become properties, its `..data` links do not,

@@ -121,8 +121,7 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
     let on_missing = health.as_ref().map_or(OnMissing::Stop, |h| OnMissing::Wait(h, &stop));
-    let registry = cfg.registry.clone();
-    if !credentials::read_mounted(&mut cfg.kafka, || registry.missing_files(), on_missing).await? {
+    if !credentials::read_mounted(&mut cfg.kafka, || cfg.registry.missing_files(), on_missing).await? {
         return Ok(());
     }
     // Secret values print as <redacted> (KafkaSettings' and RegistrySettings' Debug).

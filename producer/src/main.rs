@@ -86,8 +86,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Watch => OnMissing::Wait(&health, &stop),
         Command::Replay { .. } => OnMissing::Stop,
     };
-    let registry = cfg.registry.clone();
-    if !credentials::read_mounted(&mut cfg.kafka, || registry.missing_files(), on_missing).await? {
+    if !credentials::read_mounted(&mut cfg.kafka, || cfg.registry.missing_files(), on_missing).await? {
         return Ok(());
     }
     // Secret values print as <redacted> (KafkaSettings' and RegistrySettings' Debug).
